@@ -1,0 +1,49 @@
+# crystaljax: set-up, main job and tests. On a fresh Debian machine:
+#   make demo   installs everything, then runs the main job
+#   make test   installs everything, then runs the default (fast) test suite
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+APT_PACKAGES := quantum-espresso cp2k-data python3-venv python3-dev build-essential
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: setup system python demo test test-all bench clean
+
+setup: system python
+
+# System packages: Quantum ESPRESSO (pw.x) and CP2K's GTH pseudopotential data.
+system:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# Python environment with the package (editable) and test tools.
+python: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "crystaljax needs Python >= 3.11"'
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+demo: setup
+	$(PY) -m crystaljax.cli demo
+
+test: setup
+	$(PY) -m pytest -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) scripts/bench_env.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,129 @@
+"""The ``crystaljax`` command line: tasks, prototypes, random-policy rollouts, DFT runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+import yaml
+
+
+def parse_overrides(items: Sequence[str]) -> dict:
+    """``key=value`` strings -> dict, values parsed as YAML (numbers, lists, booleans)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"crystaljax: error: override {item!r} is not of the form key=value")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
+def cmd_tasks(args) -> int:
+    from crystaljax.env.registry import TASKS
+
+    for task_id in sorted(TASKS):
+        cfg = TASKS[task_id]
+        tpl = cfg["template"] if isinstance(cfg["template"], str) else "+".join(cfg["template"])
+        print(f"{task_id:48s} {cfg['property']:13s} oracle={cfg['oracle']:9s} template={tpl}")
+    return 0
+
+
+def cmd_prototypes(args) -> int:
+    from crystaljax.templates import PROTOTYPES, prototype
+
+    for name in sorted(PROTOTYPES):
+        t = prototype(name)
+        a, b, c, al, be, ga = t.lattice_parameters
+        print(f"{name:20s} {t.num_sites:3d} sites  sg {t.spacegroup:3d}  "
+              f"{PROTOTYPES[name].crystal_system:12s} a={a:.3f} b={b:.3f} c={c:.3f} Å  "
+              f"{PROTOTYPES[name].description}")
+    return 0
+
+
+def cmd_rollout(args) -> int:
+    """Random-policy episodes through the jitted, vmapped env; prints crystals and rewards."""
+    import jax
+    import numpy as np
+
+    import crystaljax
+
+    env, params = crystaljax.make(args.task, **parse_overrides(args.overrides))
+    print(env)
+    v_reset = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))
+    v_step = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
+    key = jax.random.PRNGKey(args.seed)
+    key, k0 = jax.random.split(key)
+    _, state = v_reset(jax.random.split(k0, args.envs), params)
+    done_count, results = 0, []
+    from tqdm import tqdm
+
+    with tqdm(total=args.episodes, desc="episodes", unit="ep", disable=args.quiet) as bar:
+        while done_count < args.episodes:
+            key, k_act, k_step = jax.random.split(key, 3)
+            actions = jax.random.randint(k_act, (args.envs,), 0, env.num_actions)
+            _, state, reward, term, _, info = v_step(jax.random.split(k_step, args.envs), state,
+                                                     actions, params)
+            for i in np.flatnonzero(np.asarray(term)):
+                s = env.to_structure(info["final_state"], index=int(i))
+                results.append((float(reward[i]), float(info["property"][i]),
+                                int(info["status"][i]), s.composition.reduced_formula,
+                                env.templates[int(info["final_state"].template_id[i])].name))
+                done_count += 1
+                bar.update(1)
+    unit = crystaljax.rewards.property_spec(env.property_name).unit
+    print(f"\n{'reward':>8s} {env.property_name + ' (' + unit + ')':>22s} {'status':>6s}  crystal")
+    for r, p, st, formula, tpl in sorted(results, key=lambda x: -x[0])[: args.show]:
+        print(f"{r:8.4f} {p:22.4f} {st:6d}  {formula} on {tpl}")
+    rewards = np.array([r[0] for r in results])
+    print(f"\n{len(results)} episodes: mean reward {rewards.mean():.4f}, best {rewards.max():.4f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crystaljax", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("tasks", help="list registered task ids").set_defaults(func=cmd_tasks)
+    sub.add_parser("prototypes", help="list built-in prototype templates").set_defaults(
+        func=cmd_prototypes)
+    p = sub.add_parser("rollout", help="random-policy episodes; prints crystals and rewards")
+    p.add_argument("task", nargs="?", default="density-perovskite-small-v0",
+                   help="task id or YAML config")
+    p.add_argument("overrides", nargs="*", help="EnvConfig overrides as key=value")
+    p.add_argument("--episodes", type=int, default=64)
+    p.add_argument("--envs", type=int, default=16, help="vmapped envs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--show", type=int, default=10, help="best crystals to print")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_rollout)
+    d = sub.add_parser("demo", help="the main job (README): a random-policy rollout for now")
+    d.set_defaults(func=cmd_rollout, task="density-perovskite-small-v0", overrides=[],
+                   episodes=256, envs=64, seed=0, show=10, quiet=False)
+    try:
+        from crystaljax.oracles.qe.cli import add_dft_parser
+    except ImportError:
+        pass
+    else:
+        add_dft_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from crystaljax.env.config import ConfigError
+    from crystaljax.templates.core import TemplateError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, TemplateError, FileNotFoundError, KeyError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"crystaljax: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""`EnvConfig`: every knob of an env, validated, loadable from dicts and YAML."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import os
+from typing import Any, Sequence
+
+from crystaljax.elements import UnknownElementError, get_vocabulary
+from crystaljax.rewards import check_target, property_spec
+from crystaljax.templates.core import CrystalTemplate, from_cif, from_mp20_csv
+from crystaljax.templates.graph import GraphConfig
+from crystaljax.templates.prototypes import list_prototypes, prototype
+
+
+class ConfigError(ValueError):
+    """A malformed env configuration (unknown key, wrong type or value)."""
+
+
+#: hard cap on template size unless ``max_sites`` is set explicitly
+DEFAULT_MAX_SITES_LIMIT = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Configuration of a :class:`~crystaljax.env.env.CrystalEnv`.
+
+    Attributes:
+      template: one template or a list (mixed mode: one drawn per reset). Each is a
+        CrystalTemplate, a prototype name (``crystaljax.templates.list_prototypes()``),
+        a path to a ``.cif`` file, or ``"mp20:PATH.csv:ROW"``.
+      template_weights: sampling weights of the templates (default uniform).
+      vocab: 'small' | 'medium' | 'large' or a list of element symbols.
+      property: 'density' | 'bulk_modulus' | 'band_gap'.
+      target: target value in the property's unit (default: CrystalGym's).
+      oracle: 'analytic' (in-graph; density only), 'qe' (Quantum ESPRESSO), or a
+        HostOracle instance.
+      oracle_options: keyword arguments for the oracle factory (e.g. QE preset).
+      substitution: start from random elements and replace one per step.
+      graph: neighbour-graph settings (GraphConfig or dict).
+      max_sites, max_edges: static padding (default: the largest template; sites
+        capped at 64 unless given).
+      num_rbf, rbf_max: Gaussian edge expansion: num_rbf centres on [0, rbf_max] Å.
+      beta, floor, penalty: reward parameters (default: the property's, see rewards).
+    """
+
+    template: Any = "cg-perovskite-4.27"
+    template_weights: Sequence[float] | None = None
+    vocab: Any = "small"
+    property: str = "density"
+    target: float | None = None
+    oracle: Any = "analytic"
+    oracle_options: dict = dataclasses.field(default_factory=dict)
+    substitution: bool = False
+    graph: Any = dataclasses.field(default_factory=GraphConfig)
+    max_sites: int | None = None
+    max_edges: int | None = None
+    num_rbf: int = 16
+    rbf_max: float = 6.0
+    beta: float = 1.0
+    floor: float = -5.0
+    penalty: float | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "config") -> "EnvConfig":
+        """Build from a plain dict (e.g. YAML); unknown keys raise ConfigError."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: expected a mapping of settings, got {type(values).__name__}")
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ConfigError(f"{where}: unknown config key(s) {unknown}; valid keys: {sorted(valid)}")
+        return cls(**values).validated(where)
+
+    def replace(self, **overrides) -> "EnvConfig":
+        valid = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {sorted(valid)}")
+        return dataclasses.replace(self, **overrides).validated()
+
+    def validated(self, where: str = "config") -> "EnvConfig":
+        """Check every field; returns self with the graph normalised to GraphConfig."""
+        try:
+            property_spec(self.property)
+            if self.target is not None:
+                check_target(self.property, self.target)
+            get_vocabulary(self.vocab)
+            graph = self.graph
+            if isinstance(graph, dict):
+                unknown = sorted(set(graph) - {f.name for f in dataclasses.fields(GraphConfig)})
+                if unknown:
+                    raise ConfigError(f"unknown graph key(s) {unknown}")
+                graph = GraphConfig(**graph)
+            elif not isinstance(graph, GraphConfig):
+                raise ConfigError(f"graph must be a mapping or GraphConfig, got {type(graph).__name__}")
+            for name in ("max_sites", "max_edges"):
+                v = getattr(self, name)
+                if v is not None and (not isinstance(v, int) or v < 1):
+                    raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+            if not isinstance(self.num_rbf, int) or self.num_rbf < 1:
+                raise ConfigError(f"num_rbf must be a positive integer, got {self.num_rbf!r}")
+            if not self.rbf_max > 0:
+                raise ConfigError(f"rbf_max must be > 0 Å, got {self.rbf_max!r}")
+            if not self.beta > 0:
+                raise ConfigError(f"beta must be > 0, got {self.beta!r}")
+            if not isinstance(self.substitution, bool):
+                raise ConfigError(f"substitution must be true or false, got {self.substitution!r}")
+            if not isinstance(self.oracle_options, dict):
+                raise ConfigError("oracle_options must be a mapping")
+        except UnknownElementError:
+            raise
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return dataclasses.replace(self, graph=graph) if graph is not self.graph else self
+
+    @builtins.property
+    def resolved_target(self) -> float:
+        spec = property_spec(self.property)
+        return spec.default_target if self.target is None else float(self.target)
+
+    @builtins.property
+    def resolved_penalty(self) -> float:
+        spec = property_spec(self.property)
+        return spec.default_penalty if self.penalty is None else float(self.penalty)
+
+
+def resolve_template(item: Any) -> CrystalTemplate:
+    """A CrystalTemplate from a template, prototype name, CIF path or 'mp20:PATH:ROW'."""
+    if isinstance(item, CrystalTemplate):
+        return item
+    if not isinstance(item, str):
+        raise ConfigError(f"template must be a name, a path or a CrystalTemplate, got {item!r}")
+    if item.startswith("mp20:"):
+        path, _, row = item[5:].rpartition(":")
+        if not path or not row.isdigit():
+            raise ConfigError(f"template {item!r}: use 'mp20:PATH.csv:ROW' with a row number")
+        return from_mp20_csv(path, int(row))
+    if item.lower().endswith(".cif") or os.path.sep in item:
+        return from_cif(item)
+    if item in list_prototypes():
+        return prototype(item)
+    raise ConfigError(
+        f"unknown template {item!r}: not a prototype ({', '.join(list_prototypes())}), "
+        "a .cif path or 'mp20:PATH.csv:ROW'"
+    )
+
+
+def resolve_templates(template: Any) -> list[CrystalTemplate]:
+    items = template if isinstance(template, (list, tuple)) else [template]
+    if not items:
+        raise ConfigError("template list is empty")
+    return [resolve_template(t) for t in items]

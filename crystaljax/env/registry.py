@@ -1,0 +1,185 @@
+"""Registered task ids and :func:`make`."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from crystaljax.elements import atomic_masses, element_features, get_vocabulary
+from crystaljax.env.config import ConfigError, EnvConfig, resolve_templates
+from crystaljax.env.env import CrystalEnv
+from crystaljax.env.table import build_template_table
+from crystaljax.env.types import EnvParams
+from crystaljax.oracles.analytic import IN_GRAPH_ORACLES
+from crystaljax.oracles.base import HostOracle
+from crystaljax.oracles.bridge import HostOracleBridge
+from crystaljax.rewards import RewardParams, property_spec
+from crystaljax.templates.core import TemplateError
+
+#: task-id template aliases -> template(s)
+TASK_TEMPLATES = {
+    "perovskite": "cg-perovskite-4.27",
+    "perovskite454": "cg-perovskite-4.54",
+    "bcc4": "cg-bcc4-5.17",
+    "cubic-mini": ["cg-perovskite-4.27", "cg-perovskite-4.54", "perovskite", "rocksalt",
+                   "cesium_chloride"],
+}
+_PROPERTY_IDS = {"density": "density", "bulk-modulus": "bulk_modulus", "band-gap": "band_gap"}
+
+
+def _build_tasks() -> dict[str, dict]:
+    tasks = {}
+    for pid, prop in _PROPERTY_IDS.items():
+        oracle = "analytic" if prop in IN_GRAPH_ORACLES else "qe"
+        for alias, template in TASK_TEMPLATES.items():
+            for vocab in ("small", "medium", "large"):
+                base = dict(template=template, vocab=vocab, property=prop, oracle=oracle)
+                tasks[f"{pid}-{alias}-{vocab}-v0"] = base
+                tasks[f"{pid}-{alias}-{vocab}-substitution-v0"] = dict(base, substitution=True)
+    return tasks
+
+
+#: registered task id -> EnvConfig fields
+TASKS: dict[str, dict] = _build_tasks()
+
+
+def list_tasks() -> list[str]:
+    """All registered task ids, e.g. ``density-perovskite-small-v0``."""
+    return sorted(TASKS)
+
+
+def _load_yaml(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if isinstance(data, dict) and "env" in data:
+        data = data["env"]
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping (optionally under 'env:')")
+    if "task" in data:
+        data = dict(data)
+        base = _task_config(data.pop("task"))
+        return {**base, **data}
+    return data
+
+
+def _task_config(task_id: str) -> dict:
+    if task_id not in TASKS:
+        close = difflib.get_close_matches(task_id, TASKS, n=3)
+        hint = f"; did you mean {close}?" if close else "; see crystaljax.list_tasks()"
+        raise ConfigError(f"unknown task id {task_id!r}{hint}")
+    return dict(TASKS[task_id])
+
+
+def resolve_config(task_or_config: Any = None, **overrides) -> EnvConfig:
+    """EnvConfig from a task id, YAML path, dict or EnvConfig, plus overrides."""
+    if task_or_config is None:
+        base = {}
+    elif isinstance(task_or_config, EnvConfig):
+        return task_or_config.replace(**overrides) if overrides else task_or_config.validated()
+    elif isinstance(task_or_config, dict):
+        base = dict(task_or_config)
+    elif isinstance(task_or_config, str) and task_or_config.endswith((".yaml", ".yml")):
+        if not os.path.isfile(task_or_config):
+            raise FileNotFoundError(f"config file not found: {task_or_config}")
+        base = _load_yaml(task_or_config)
+    elif isinstance(task_or_config, str):
+        base = _task_config(task_or_config)
+    else:
+        raise ConfigError(f"make() takes a task id, a YAML path, a dict or an EnvConfig, "
+                          f"got {type(task_or_config).__name__}")
+    return EnvConfig.from_dict({**base, **overrides})
+
+
+def _make_oracle(config: EnvConfig, templates, vocab):
+    """(step oracle, name, bridge) for the config."""
+    oracle = config.oracle
+    if isinstance(oracle, str) and oracle == "analytic":
+        if config.property not in IN_GRAPH_ORACLES:
+            raise ConfigError(
+                f"there is no in-graph oracle for {config.property!r} (only "
+                f"{sorted(IN_GRAPH_ORACLES)}); use oracle='qe' or pass a HostOracle")
+        fn = IN_GRAPH_ORACLES[config.property]
+        return (lambda tokens, tid, terminated, params: fn(tokens, tid, params)), "analytic", None
+    if isinstance(oracle, str) and oracle == "qe":
+        try:
+            from crystaljax.oracles.qe import make_qe_oracle
+        except ImportError as exc:
+            raise ConfigError(f"the Quantum ESPRESSO oracle is not available: {exc}") from None
+        oracle = make_qe_oracle(config.property, **config.oracle_options)
+    elif isinstance(oracle, str):
+        raise ConfigError(f"unknown oracle {oracle!r}; use 'analytic', 'qe' or a HostOracle")
+    if not isinstance(oracle, HostOracle):
+        raise ConfigError(f"oracle {oracle!r} does not implement HostOracle "
+                          "(property_name, unit, evaluate(structures))")
+    if oracle.property_name != config.property:
+        raise ConfigError(f"oracle computes {oracle.property_name!r} but the env's property is "
+                          f"{config.property!r}")
+    bridge = HostOracleBridge(oracle, vocab, templates)
+    step_oracle = lambda tokens, tid, terminated, params: bridge(tokens, tid, terminated)  # noqa: E731
+    return step_oracle, type(oracle).__name__, bridge
+
+
+def make(task_or_config: Any = "density-perovskite-small-v0", **overrides
+         ) -> tuple[CrystalEnv, EnvParams]:
+    """Build an env and its default params.
+
+    Args:
+      task_or_config: a registered task id (``list_tasks()``), a YAML file, a dict of
+        EnvConfig fields or an EnvConfig.
+      **overrides: EnvConfig fields that replace the task's (template, vocab, property,
+        target, oracle, substitution, graph, ...).
+
+    Returns:
+      ``(env, params)``; ``params`` is an EnvParams pytree of arrays.
+
+    Raises:
+      ConfigError (bad task id / key / value), TemplateError (bad template),
+      UnknownElementError (bad symbol), FileNotFoundError (missing file).
+    """
+    config = resolve_config(task_or_config, **overrides)
+    templates = resolve_templates(config.template)
+    vocab = get_vocabulary(config.vocab)
+    max_sites = config.max_sites
+    if max_sites is None and max(t.num_sites for t in templates) > 64:
+        big = max(templates, key=lambda t: t.num_sites)
+        raise TemplateError(
+            f"template {big.name!r} has {big.num_sites} sites, more than the default limit of 64; "
+            "set max_sites explicitly to allow it")
+    table, _, S, E = build_template_table(templates, config.graph, max_sites, config.max_edges)
+    weights = config.template_weights
+    if weights is None:
+        probs = np.full(len(templates), 1.0 / len(templates))
+    else:
+        weights = np.asarray(weights, float)
+        if weights.shape != (len(templates),) or (weights < 0).any() or weights.sum() <= 0:
+            raise ConfigError(f"template_weights must be {len(templates)} non-negative numbers "
+                              f"with a positive sum, got {list(weights)}")
+        probs = weights / weights.sum()
+    step_oracle, oracle_name, bridge = _make_oracle(config, templates, vocab)
+    spec = property_spec(config.property)
+    params = EnvParams(
+        templates=table,
+        template_probs=jnp.asarray(probs, jnp.float32),
+        element_masses=jnp.asarray(atomic_masses(vocab)),
+        element_features=jnp.asarray(element_features(vocab)),
+        reward=RewardParams(target=jnp.float32(config.resolved_target),
+                            beta=jnp.float32(config.beta), floor=jnp.float32(config.floor),
+                            penalty=jnp.float32(config.resolved_penalty)),
+        target_scale=jnp.float32(spec.target_scale),
+        rbf_centers=jnp.linspace(0.0, config.rbf_max, config.num_rbf, dtype=jnp.float32),
+        rbf_width=jnp.float32(config.rbf_max / max(config.num_rbf - 1, 1)),
+    )
+    env = CrystalEnv(templates=templates, vocab=vocab, property_name=config.property,
+                     oracle=step_oracle, oracle_name=oracle_name, max_sites=S, max_edges=E,
+                     num_rbf=config.num_rbf, substitution=config.substitution,
+                     host_bridge=bridge, config=config)
+    return env, params

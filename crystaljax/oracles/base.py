@@ -1,0 +1,76 @@
+"""Oracle interface: what computes a finished crystal's property.
+
+Two kinds share one result convention, ``(value, status)``:
+
+* in-graph oracles (:class:`InGraphOracle`) are pure ``jnp`` functions of the
+  env's token array, evaluated inside the jitted step;
+* host oracles (:class:`HostOracle`) run on the host (DFT, ML potentials) and
+  are reached through one batched ``jax.pure_callback`` per env step
+  (see :mod:`crystaljax.oracles.bridge`).
+
+A status other than :data:`Status.OK` makes the reward the configured failure
+penalty; the reason travels in :class:`OracleResult` and is recorded, never
+raised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Protocol, Sequence, runtime_checkable
+
+from pymatgen.core import Structure
+
+
+class Status(enum.IntEnum):
+    """Outcome codes of one oracle evaluation (int32 inside JAX)."""
+
+    OK = 0
+    SCF_NOT_CONVERGED = 1
+    CHARGE_WRONG = 2
+    CRASH = 3  # the program died or exited non-zero
+    TIMEOUT = 4
+    PARSE_ERROR = 5  # missing or unparsable output
+    INVALID_INPUT = 6  # the crystal cannot be computed (e.g. no pseudopotential)
+    ORACLE_ERROR = 7  # an exception in crystaljax's own host code
+    NOT_EVALUATED = -1  # the env was not terminal at this step
+
+
+@dataclasses.dataclass(frozen=True)
+class OracleResult:
+    """One host evaluation.
+
+    Attributes:
+      value: property value in the oracle's unit (nan when ``status != OK``).
+      status: a :class:`Status`.
+      reason: human-readable failure reason ('' on success).
+      seconds: wall time spent computing (0 for cache hits).
+      extra: free-form details (energy per atom, output tail, scratch path, ...).
+    """
+
+    value: float
+    status: Status = Status.OK
+    reason: str = ""
+    seconds: float = 0.0
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def failure(cls, status: Status, reason: str, **extra) -> "OracleResult":
+        return cls(float("nan"), Status(status), reason, extra=dict(extra))
+
+
+@runtime_checkable
+class HostOracle(Protocol):
+    """A property computed on the host for a batch of finished crystals.
+
+    ``property_name`` is one of the names in :mod:`crystaljax.rewards`
+    (``density``, ``bulk_modulus``, ``band_gap``) and ``unit`` its unit.
+    ``evaluate`` must not raise for a bad crystal: it returns a failed
+    :class:`OracleResult` instead. It receives all finished crystals of one env
+    step at once, so it may run them concurrently.
+    """
+
+    property_name: str
+    unit: str
+
+    def evaluate(self, structures: Sequence[Structure]) -> list[OracleResult]: ...

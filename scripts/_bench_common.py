@@ -1,0 +1,38 @@
+"""Helpers shared by the benchmark scripts: machine description and BENCHMARKS.md sections."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+
+
+def machine_description() -> str:
+    """'N cores, CPU model, M GiB RAM' of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        mem = f", {mem_gib:.0f} GiB RAM"
+    except (ValueError, OSError):
+        mem = ""
+    return f"{os.cpu_count()} cores, {cpu}{mem}"
+
+
+def replace_table(path: str, section: str, body: str) -> None:
+    """Replace the text between ``<!-- section:start -->`` and ``<!-- section:end -->``
+    markers in ``path`` (appending a new section when the markers are absent)."""
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    block = f"{start}\n{body}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
