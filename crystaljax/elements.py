@@ -8,7 +8,7 @@ Token ``len(vocab)`` means "empty site" in observations.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from ase.data import covalent_radii
@@ -70,7 +70,7 @@ def get_vocabulary(vocab: str | Sequence[str]) -> tuple[str, ...]:
     return symbols
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _feature_row(symbol: str) -> tuple[float, ...]:
     el = Element(symbol)
     x = el.X

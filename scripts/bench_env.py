@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -109,8 +108,8 @@ def main():
             row = time_jitted(env, params, n, args.steps, consume)
             rows.append(row)
             print(f"jit+vmap+scan envs={n:5d} consume_obs={consume!s:5}: "
-                  f"{row['env_steps_per_s']:,.0f} steps/s (compile+first {row['compile_plus_first_run_s']} s)",
-                  flush=True)
+                  f"{row['env_steps_per_s']:,.0f} steps/s "
+                  f"(compile+first {row['compile_plus_first_run_s']} s)", flush=True)
     gym = time_gymnasium(args.gym_steps)
     print(f"gymnasium python loop: {gym['env_steps_per_s']:,.0f} steps/s", flush=True)
     best_4096 = max((r["env_steps_per_s"] for r in rows if r["envs"] == max(args.envs)), default=0)

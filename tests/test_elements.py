@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from crystaljax.elements import (
-    FEATURE_NAMES, LARGE, MEDIUM, SMALL, UnknownElementError, atomic_masses, element_features,
+    FEATURE_NAMES,
+    LARGE,
+    MEDIUM,
+    SMALL,
+    UnknownElementError,
+    atomic_masses,
+    element_features,
     get_vocabulary,
 )
 

@@ -5,7 +5,13 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from crystaljax.templates import (
-    PROTOTYPES, TemplateError, from_cif, from_mp20_csv, from_structure, list_prototypes, prototype,
+    PROTOTYPES,
+    TemplateError,
+    from_cif,
+    from_mp20_csv,
+    from_structure,
+    list_prototypes,
+    prototype,
 )
 from crystaljax.templates.graph import GraphConfig, bfs_order, neighbor_graph
 

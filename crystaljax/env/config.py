@@ -5,7 +5,8 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from crystaljax.elements import UnknownElementError, get_vocabulary
 from crystaljax.rewards import check_target, property_spec

@@ -87,6 +87,8 @@ def resolve_config(task_or_config: Any = None, **overrides) -> EnvConfig:
         return task_or_config.replace(**overrides) if overrides else task_or_config.validated()
     elif isinstance(task_or_config, dict):
         base = dict(task_or_config)
+        if "task" in base:
+            base = {**_task_config(base.pop("task")), **base}
     elif isinstance(task_or_config, str) and task_or_config.endswith((".yaml", ".yml")):
         if not os.path.isfile(task_or_config):
             raise FileNotFoundError(f"config file not found: {task_or_config}")

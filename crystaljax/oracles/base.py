@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from pymatgen.core import Structure
 

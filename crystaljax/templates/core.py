@@ -7,7 +7,7 @@ import dataclasses
 import os
 import sys
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from pymatgen.core import Lattice, Structure

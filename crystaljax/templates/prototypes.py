@@ -147,7 +147,7 @@ def list_prototypes() -> list[str]:
     return sorted(PROTOTYPES)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def prototype(name: str) -> CrystalTemplate:
     """The built-in prototype template called ``name`` (see :func:`list_prototypes`).
 
