@@ -84,6 +84,56 @@ def cmd_rollout(args) -> int:
     return 0
 
 
+def _print_summary(summary: dict) -> None:
+    print(f"\nrun directory: {summary['run_dir']}")
+    if "eval_mean_reward" in summary:
+        print(f"greedy policy: mean reward {summary['eval_mean_reward']:.4f}, median |error| "
+              f"{summary['eval_median_abs_error']:.4g} over {summary['eval_episodes']} episodes")
+    print("best crystals found:")
+    for rec in summary["best_crystals"]:
+        prop = next(k for k in ("density", "bulk_modulus", "band_gap") if k in rec)
+        print(f"  reward {rec['reward']:8.4f}  {prop} {rec[prop]:10.4f} {rec['unit']:6s} "
+              f"{rec['formula']:14s} on {rec['template']} ({rec['found_by']})")
+    print(f"files: config.yaml, metrics.csv, tb/, checkpoints/, learning_curve.png, "
+          f"crystals/ in {summary['run_dir']}")
+
+
+def cmd_train(args) -> int:
+    from crystaljax.training.run import resume, train
+
+    if args.resume:
+        summary = resume(args.resume, progress=not args.quiet)
+    else:
+        if not args.config:
+            raise ValueError("give a config file (configs/*.yaml) or --resume RUN_DIR")
+        summary = train(args.config, parse_overrides(args.overrides), progress=not args.quiet)
+    _print_summary(summary)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import json
+    import os
+
+    from crystaljax.training.config import load_run_config
+    from crystaljax.training.run import Trainer
+
+    config = load_run_config(os.path.join(args.run_dir, "config.yaml"))
+    trainer = Trainer(config, args.run_dir, resume=True)
+    try:
+        if trainer.iteration == 0:
+            raise FileNotFoundError(f"{args.run_dir}: no checkpoint to evaluate")
+        result = trainer.evaluate(args.episodes)
+        trainer.top.export(args.run_dir, trainer.structures)
+    finally:
+        trainer.close()
+    result["env_steps"] = trainer.iteration * trainer.agent.config.num_envs
+    with open(os.path.join(args.run_dir, "evaluate.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crystaljax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,9 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=10, help="best crystals to print")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_rollout)
-    d = sub.add_parser("demo", help="the main job (README): a random-policy rollout for now")
-    d.set_defaults(func=cmd_rollout, task="density-perovskite-small-v0", overrides=[],
-                   episodes=256, envs=64, seed=0, show=10, quiet=False)
+    t = sub.add_parser("train", help="train an agent from a YAML config (configs/*.yaml)")
+    t.add_argument("config", nargs="?", help="run config YAML")
+    t.add_argument("overrides", nargs="*",
+                   help="key=value overrides: agent=rainbow seed=3 oracle=qe env.target=5 lr=1e-3")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("evaluate", help="greedy rollouts of a trained run's policy")
+    e.add_argument("run_dir")
+    e.add_argument("--episodes", type=int, default=256)
+    e.set_defaults(func=cmd_evaluate)
     try:
         from crystaljax.oracles.qe.cli import add_dft_parser
     except ImportError:

@@ -1,0 +1,240 @@
+"""Drive a training run: jitted chunks of updates, with logging, progress, evaluation,
+checkpoints and artefacts between chunks (Stoix-style)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+import jax
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+import crystaljax
+from crystaljax.rewards import property_spec
+from crystaljax.training.artifacts import MetricsLogger, TopCrystals, plot_learning_curve
+from crystaljax.training.checkpoints import Checkpointer
+from crystaljax.training.config import RunConfig, TrainSettings, load_run_config
+
+log = logging.getLogger(__name__)
+
+METRIC_FIELDS = (
+    "env_steps", "iteration", "episodes", "mean_terminal_reward", "best_reward", "best_property",
+    "loss", "epsilon", "dft_failures", "dft_calls", "cache_hits", "eval_mean_reward",
+    "eval_median_abs_error", "wall_s",
+)
+
+
+def _oracle_counters(env) -> dict:
+    """DFT calls and cache hits of a host oracle (zeros for in-graph oracles)."""
+    bridge = env.host_bridge
+    if bridge is None:
+        return {"dft_calls": 0, "cache_hits": 0}
+    stats = getattr(bridge.oracle, "stats", None)
+    stats = stats() if callable(stats) else stats
+    if stats is not None and hasattr(stats, "as_dict"):
+        stats = stats.as_dict()
+    stats = stats or {}
+    return {"dft_calls": int(stats.get("misses", sum(bridge.status_counts.values()))),
+            "cache_hits": int(stats.get("hits", 0))}
+
+
+class Trainer:
+    """One training run in its run directory.
+
+    Files: ``config.yaml``, ``metrics.csv``, ``tb/`` (TensorBoard), ``checkpoints/``,
+    ``learning_curve.png``, ``crystals/`` (top CIFs + ``top_crystals.json``), ``eval.json``.
+    """
+
+    def __init__(self, config: RunConfig, run_dir: str, resume: bool = False):
+        from crystaljax.agents import make_agent
+
+        self.config = config
+        self.run_dir = run_dir
+        self.env, self.env_params = crystaljax.make(dict(config.env))
+        agent_cfg = {k: v for k, v in config.agent.items() if k != "name"}
+        self.agent = make_agent(config.agent["name"], self.env, self.env_params, agent_cfg)
+        self.settings: TrainSettings = config.train
+        os.makedirs(run_dir, exist_ok=True)
+        if not resume:
+            with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+                yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+        self.checkpointer = Checkpointer(run_dir)
+        self.logger = MetricsLogger(run_dir, METRIC_FIELDS)
+        self.top = TopCrystals(self.settings.top_k)
+        self.structures: dict = {}
+        self.unit = property_spec(self.env.property_name).unit
+        key = jax.random.PRNGKey(self.settings.seed)
+        self.key, init_key = jax.random.split(key)
+        self.state = self.agent.init(init_key)
+        self.iteration = 0
+        if resume:
+            self.iteration = int(self.checkpointer.latest() or 0)
+            if self.iteration:
+                self.state = self.checkpointer.restore(self.state)
+                self.key = jax.random.fold_in(self.key, self.iteration)
+            self._load_top()
+
+    # ---- crystals ---------------------------------------------------------------------
+    def _offer(self, tokens, template_id, reward, value, status, origin: str) -> None:
+        template = self.env.templates[int(template_id)]
+        n = template.num_sites
+        symbols = [self.env.vocab[int(k)] for k in np.asarray(tokens)[:n]]
+        key = template.name + ":" + "-".join(symbols)
+        if key not in self.structures:
+            self.structures[key] = template.to_structure(symbols)
+        s = self.structures[key]
+        self.top.offer(float(reward), key, {
+            "key": key, "formula": s.composition.reduced_formula, "template": template.name,
+            "symbols": symbols, "reward": float(reward), self.env.property_name: float(value),
+            "unit": self.unit, "status": int(status), "found_by": origin,
+        })
+
+    def _load_top(self) -> None:
+        path = os.path.join(self.run_dir, "crystals", "top_crystals.json")
+        if not os.path.exists(path):
+            return
+        by_name = {t.name: t for t in self.env.templates}
+        for rec in json.load(open(path)):
+            template = by_name.get(rec["template"])
+            if template is None:
+                continue
+            key = template.name + ":" + "-".join(rec["symbols"])
+            self.structures[key] = template.to_structure(rec["symbols"])
+            self.top.offer(rec["reward"], key, {**{k: v for k, v in rec.items()
+                                                   if k not in ("cif", "rank")}, "key": key})
+
+    def _offer_bridge_records(self, seen: int) -> int:
+        bridge = self.env.host_bridge
+        if bridge is None:
+            return seen
+        records = list(bridge.records)[seen:] if seen <= len(bridge.records) else []
+        import jax.numpy as jnp
+
+        from crystaljax.rewards import reward as reward_fn
+
+        for rec in records:
+            r = float(reward_fn(self.env.property_name, jnp.float32(rec.value),
+                                jnp.int32(rec.status), self.env_params.reward))
+            tid = next(i for i, t in enumerate(self.env.templates) if t.name == rec.template)
+            tokens = [self.env.vocab.index(s) for s in rec.symbols]
+            self._offer(tokens, tid, r, rec.value, rec.status, "training (DFT)")
+        return len(bridge.records)
+
+    # ---- evaluation -------------------------------------------------------------------
+    def evaluate(self, num_episodes: int) -> dict:
+        """Greedy evaluation; its crystals are offered to the top list."""
+        self.key, k = jax.random.split(self.key)
+        ev = jax.tree.map(np.asarray, self.agent.evaluate(self.state, k, num_episodes))
+        for i in range(len(ev["rewards"])):
+            self._offer(ev["tokens"][i], ev["template_ids"][i], ev["rewards"][i],
+                        ev["properties"][i], ev["statuses"][i], "greedy evaluation")
+        return {"eval_mean_reward": float(ev["mean_reward"]),
+                "eval_median_abs_error": float(ev["median_abs_error"]),
+                "eval_episodes": int(len(ev["rewards"]))}
+
+    def _offer_best_of_training(self) -> None:
+        best = jax.tree.map(np.asarray, self.state.best)
+        if np.isfinite(best.reward):
+            self._offer(best.tokens, best.template_id, best.reward, best.property, 0, "training")
+
+    # ---- main loop --------------------------------------------------------------------
+    def run(self, progress: bool = True) -> dict:
+        cfg = self.agent.config
+        chunk = max(1, int(self.settings.chunk_iterations))
+        per_iter = int(cfg.num_envs)
+        total_iters = math.ceil(cfg.total_env_steps / per_iter)
+        n_chunks = math.ceil(total_iters / chunk)
+        done_chunks = self.iteration // chunk
+        bridge_seen = 0
+        t_start = time.perf_counter()
+        last_eval: dict = {}
+        with tqdm(total=n_chunks * chunk * per_iter, initial=self.iteration * per_iter,
+                  unit="step", desc=f"{self.config.agent['name']} {self.env.property_name}",
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for c in range(done_chunks, n_chunks):
+                self.state, metrics = self.agent.train_chunk(self.state, chunk)
+                m = jax.tree.map(np.asarray, metrics)
+                self.iteration += chunk
+                bridge_seen = self._offer_bridge_records(bridge_seen)
+                self._offer_best_of_training()
+                episodes = float(m["episodes_done"].sum())
+                row = {
+                    "env_steps": int(m["env_steps"][-1]), "iteration": self.iteration,
+                    "episodes": int(episodes),
+                    "mean_terminal_reward": float(m["terminal_reward_sum"].sum() / episodes)
+                    if episodes else float("nan"),
+                    "best_reward": float(m["best_reward"][-1]),
+                    "best_property": float(m["best_property"][-1]),
+                    "loss": float(np.nanmean(m["loss"]))
+                    if "loss" in m and np.isfinite(m["loss"]).any() else float("nan"),
+                    "epsilon": float(m["epsilon"][-1]) if "epsilon" in m else float("nan"),
+                    "dft_failures": int(m.get("dft_status_failures", np.zeros(1)).sum()),
+                    "wall_s": round(time.perf_counter() - t_start, 2),
+                    **_oracle_counters(self.env),
+                }
+                last_chunk = c == n_chunks - 1
+                s = self.settings
+                if s.eval_episodes and ((c + 1) % s.eval_every_chunks == 0 or last_chunk):
+                    last_eval = self.evaluate(s.eval_episodes)
+                    row.update({k: v for k, v in last_eval.items() if k.startswith("eval_")})
+                self.logger.log(row)
+                if (c + 1) % s.checkpoint_every_chunks == 0 or last_chunk:
+                    self.checkpointer.save(self.iteration, self.state)
+                    self.top.export(self.run_dir, self.structures)
+                bar.update(chunk * per_iter)
+                bar.set_postfix(R=f"{row['mean_terminal_reward']:.3f}",
+                                best=f"{row['best_property']:.3g} {self.unit}",
+                                dft=row["dft_calls"], hits=row["cache_hits"], refresh=False)
+        plot_learning_curve(self.run_dir, f"{self.config.agent['name']} on "
+                            f"{self.env.property_name} ({os.path.basename(self.run_dir)})")
+        self.top.export(self.run_dir, self.structures)
+        summary = {"run_dir": self.run_dir, "env_steps": self.iteration * per_iter,
+                   "wall_s": round(time.perf_counter() - t_start, 2), **last_eval,
+                   "best_crystals": self.top.best()[:5]}
+        with open(os.path.join(self.run_dir, "eval.json"), "w") as f:
+            json.dump(summary, f, indent=2, default=str)
+        return summary
+
+    def close(self) -> None:
+        self.logger.close()
+        self.checkpointer.close()
+
+
+def new_run_dir(config: RunConfig) -> str:
+    name = config.train.name or "{}-{}-{}".format(
+        os.path.splitext(os.path.basename(config.source))[0].replace("<dict>", "run"),
+        config.agent["name"], time.strftime("%Y%m%d-%H%M%S"))
+    path = os.path.join(config.train.runs_dir, name)
+    k = 1
+    while os.path.exists(path):
+        k += 1
+        path = os.path.join(config.train.runs_dir, f"{name}-{k}")
+    return path
+
+
+def train(config_path: str | dict, overrides: dict | None = None, progress: bool = True) -> dict:
+    """Train from a run config (YAML path or dict) in a new run directory; returns a summary."""
+    config = load_run_config(config_path, overrides)
+    trainer = Trainer(config, new_run_dir(config))
+    try:
+        return trainer.run(progress=progress)
+    finally:
+        trainer.close()
+
+
+def resume(run_dir: str, progress: bool = True) -> dict:
+    """Continue a run from its latest checkpoint to its configured number of env steps."""
+    config = load_run_config(os.path.join(run_dir, "config.yaml"))
+    trainer = Trainer(config, run_dir, resume=True)
+    try:
+        return trainer.run(progress=progress)
+    finally:
+        trainer.close()
+
+
+__all__ = ["Trainer", "resume", "train"]
