@@ -34,13 +34,10 @@ def _oracle_counters(env) -> dict:
     bridge = env.host_bridge
     if bridge is None:
         return {"dft_calls": 0, "cache_hits": 0}
-    stats = getattr(bridge.oracle, "stats", None)
-    stats = stats() if callable(stats) else stats
-    if stats is not None and hasattr(stats, "as_dict"):
-        stats = stats.as_dict()
-    stats = stats or {}
-    return {"dft_calls": int(stats.get("misses", sum(bridge.status_counts.values()))),
-            "cache_hits": int(stats.get("hits", 0))}
+    stats = getattr(getattr(bridge.oracle, "cache", None), "stats", None)
+    if stats is None:  # no cache: every evaluation was computed
+        return {"dft_calls": sum(bridge.status_counts.values()), "cache_hits": 0}
+    return {"dft_calls": int(stats.misses), "cache_hits": int(stats.hits)}
 
 
 class Trainer:

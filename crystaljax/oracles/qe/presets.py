@@ -1,0 +1,105 @@
+"""Named settings bundles of the QE oracle: pseudopotential variants and cutoffs.
+
+``default`` is the production preset: GTH-PBE pseudopotentials from cp2k-data,
+one variant per element (:data:`GTH_VARIANTS`), with per-element cutoffs chosen
+by measured convergence (``scripts/converge_cutoffs.py``; data and criteria in
+``docs/PSEUDOPOTENTIALS.md``). ``test`` is for fast tests: a low uniform
+cutoff and a coarse k-grid; its numbers are not converged physics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from crystaljax.oracles.qe.inputs import PwSettings
+from crystaljax.oracles.qe.recipes import RecipeOptions
+
+LARGE_VOCABULARY = (
+    "Li Na K Rb Be Ca Mg Sr H C N O P S Se F Cl Br B Si Ge Fe Cu Co Ni Mn Al Zn Sn Cr "
+    "In Sb V Mo Ga Ag Ti Ba Y Te I Pd Rh As Pt Cs Au Bi Zr La"
+).split()
+
+#: CP2K GTH-PBE entry used for each element. The valence-only variants keep the
+#: plane-wave cutoff affordable (semicore GTH entries such as Na q9 or Mg q10
+#: have projector radii near 0.13 bohr and are not converged even at 200 Ry:
+#: see docs/PSEUDOPOTENTIALS.md). Coinage metals and Zn keep their d shell.
+GTH_VARIANTS: dict[str, str] = {
+    "Li": "GTH-PBE-q1", "Na": "GTH-PBE-q1", "K": "GTH-PBE-q1", "Rb": "GTH-PBE-q1",
+    "Cs": "GTH-PBE-q1", "Be": "GTH-PBE-q2", "Mg": "GTH-PBE-q2", "Ca": "GTH-PBE-q2",
+    "Sr": "GTH-PBE-q2", "Ba": "GTH-PBE-q2", "H": "GTH-PBE-q1", "B": "GTH-PBE-q3",
+    "C": "GTH-PBE-q4", "N": "GTH-PBE-q5", "O": "GTH-PBE-q6", "F": "GTH-PBE-q7",
+    "Al": "GTH-PBE-q3", "Si": "GTH-PBE-q4", "P": "GTH-PBE-q5", "S": "GTH-PBE-q6",
+    "Cl": "GTH-PBE-q7", "Ga": "GTH-PBE-q3", "Ge": "GTH-PBE-q4", "As": "GTH-PBE-q5",
+    "Se": "GTH-PBE-q6", "Br": "GTH-PBE-q7", "In": "GTH-PBE-q3", "Sn": "GTH-PBE-q4",
+    "Sb": "GTH-PBE-q5", "Te": "GTH-PBE-q6", "I": "GTH-PBE-q7", "Bi": "GTH-PBE-q5",
+    "Ti": "GTH-PBE-q4", "V": "GTH-PBE-q5", "Cr": "GTH-PBE-q6", "Mn": "GTH-PBE-q7",
+    "Fe": "GTH-PBE-q8", "Co": "GTH-PBE-q9", "Ni": "GTH-PBE-q10", "Cu": "GTH-PBE-q11",
+    "Zn": "GTH-PBE-q12", "Y": "GTH-PBE-q3", "Zr": "GTH-PBE-q4", "Mo": "GTH-PBE-q6",
+    "Rh": "GTH-PBE-q9", "Pd": "GTH-PBE-q10", "Ag": "GTH-PBE-q11", "Pt": "GTH-PBE-q10",
+    "Au": "GTH-PBE-q11", "La": "GTH-PBE-q11",
+}
+
+
+#: Measured per-element wavefunction cutoffs (Ry) of the ``default`` preset
+#: (``ecutrho`` = 4 x ``ecutwfc``): ``scripts/converge_cutoffs.py`` wrote
+#: benchmarks/cutoff_convergence.json, ``scripts/cutoff_table.py`` chose these
+#: (rules and numbers in docs/PSEUDOPOTENTIALS.md).
+DEFAULT_ECUTWFC: dict[str, float] = {
+    "Li": 30, "Na": 30, "K": 30, "Rb": 30, "Cs": 30, "Be": 30, "Mg": 30, "Ca": 40, "Sr": 30,
+    "Ba": 30, "H": 120, "B": 80, "C": 160, "N": 200, "O": 250, "F": 300, "Al": 40, "Si": 50,
+    "P": 60, "S": 80, "Cl": 100, "Ga": 30, "Ge": 80, "As": 60, "Se": 80, "Br": 80, "In": 30,
+    "Sn": 40, "Sb": 40, "Te": 50, "I": 50, "Bi": 40, "Ti": 80, "V": 100, "Cr": 120, "Mn": 160,
+    "Fe": 160, "Co": 200, "Ni": 200, "Cu": 250, "Zn": 250, "Y": 30, "Zr": 40, "Mo": 80,
+    "Rh": 160, "Pd": 80, "Ag": 100, "Pt": 80, "Au": 80, "La": 80,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A complete, named configuration of the QE oracle's physics.
+
+    Attributes:
+      name: preset name.
+      cutoffs: element -> (ecutwfc, ecutrho) in Ry; a crystal uses the maximum
+        over its elements.
+      settings: pw.x numerics (k-point density, thresholds, mixing).
+      recipe: recipe knobs (vc-relax steps, volume scales, EOS).
+      time_limit: wall-clock limit of one pw.x run (s).
+    """
+
+    name: str
+    cutoffs: Mapping[str, tuple[float, float]]
+    settings: PwSettings
+    recipe: RecipeOptions
+    time_limit: float
+
+
+def _uniform(ecutwfc: float) -> dict[str, tuple[float, float]]:
+    return {e: (ecutwfc, 4.0 * ecutwfc) for e in LARGE_VOCABULARY}
+
+
+PRESETS: dict[str, Preset] = {
+    "default": Preset(
+        name="default",
+        cutoffs={e: (float(c), 4.0 * c) for e, c in DEFAULT_ECUTWFC.items()},
+        settings=PwSettings(kppa=1000.0, conv_thr_per_atom=1e-9),
+        recipe=RecipeOptions(),
+        time_limit=3600.0,
+    ),
+    "test": Preset(
+        name="test",
+        cutoffs=_uniform(25.0),
+        settings=PwSettings(kppa=60.0, conv_thr_per_atom=1e-7, electron_maxstep=100),
+        recipe=RecipeOptions(),
+        time_limit=120.0,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; raises ``KeyError`` listing the known names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown QE preset {name!r}; known: {sorted(PRESETS)}") from None

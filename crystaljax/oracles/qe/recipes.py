@@ -1,0 +1,317 @@
+"""Property recipes: the pw.x runs that compute one property of one crystal.
+
+Each recipe takes a pymatgen ``Structure`` and returns an
+:class:`~crystaljax.oracles.base.OracleResult` (it never raises for a bad
+crystal). Every successful result carries ``extra["energy_per_atom"]`` (eV/atom).
+
+* ``band_gap`` (eV): ``scf`` with fixed occupations; gap = lowest unoccupied -
+  highest occupied Kohn-Sham level over the k-grid, clipped at 0. An odd
+  electron count (spin off) is a metal: one smearing run, gap 0. If the
+  fixed-occupation run fails (typical for metals) or its bands overlap, the
+  crystal is recomputed with Marzari-Vanderbilt smearing and the gap read from
+  band N/2 and N/2 + 1 (0 for a metal).
+* ``density`` (g/cm3): ``vc-relax`` with ``nstep`` BFGS steps (1 like the
+  original CrystalGym) and Gaussian smearing 0.001 Ry; mass / volume of the
+  last cell pw.x printed.
+* ``bulk_modulus`` (GPa): five ``scf`` runs with the template volume scaled
+  by 0.98..1.02 (fractional coordinates fixed, cell shape fixed), E(V) fitted
+  with :class:`ase.eos.EquationOfState` on the real cell volumes
+  (Birch-Murnaghan by default), so the value is right for every lattice
+  (unlike the original, which fed V^(1/3) to an fcc/bcc-specific tool). When
+  E(V) has no minimum the fit is undetermined and the value is the bulk
+  modulus at the template volume, V d2E/dV2 (see :func:`bulk_modulus_from_scan`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from ase.eos import EquationOfState
+from ase.units import GPa
+from pymatgen.core import Lattice, Structure
+
+from crystaljax.oracles.base import OracleResult, Status
+from crystaljax.oracles.qe.inputs import PwSettings, valence_electrons, write_pw_input
+from crystaljax.oracles.qe.parse import PwOutput, classify, output_tail, parse_output
+from crystaljax.oracles.qe.pseudopotentials import PseudoFamily
+from crystaljax.oracles.qe.runner import RunnerConfig, run_pw
+
+AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeOptions:
+    """Recipe-specific knobs (the pw.x numerics live in :class:`PwSettings`).
+
+    Attributes:
+      nstep: BFGS steps of the density ``vc-relax``.
+      volume_scales: volume factors of the bulk-modulus E(V) scan.
+      eos: :mod:`ase.eos` equation of state name.
+      eos_trust: largest fractional distance of the fitted V0 from the template
+        volume for which the fit's B0 is used (else the local B at the template).
+      metal_smearing: smearing kind for metals / fallback runs.
+      metal_degauss: its width (Ry).
+      density_degauss: Gaussian smearing width of the density vc-relax (Ry).
+    """
+
+    nstep: int = 1
+    volume_scales: tuple[float, ...] = (0.98, 0.99, 1.0, 1.01, 1.02)
+    eos: str = "birchmurnaghan"
+    eos_trust: float = 0.2
+    metal_smearing: str = "mv"
+    metal_degauss: float = 0.01
+    density_degauss: float = 0.001
+
+
+@dataclasses.dataclass
+class _Attempt:
+    status: Status
+    reason: str
+    parsed: PwOutput
+    seconds: float
+    details: dict
+
+
+def _attempt(
+    structure: Structure, settings: PwSettings, family: PseudoFamily, runner: RunnerConfig,
+    label: str,
+) -> _Attempt:
+    """One pw.x run; the run directory is removed on success, kept (and named) on failure."""
+    run = run_pw(write_pw_input(structure, settings, family), runner, label=label)
+    parsed = parse_output(run.output)
+    status, reason = classify(run, parsed)
+    details: dict = {}
+    if status == Status.OK and not runner.keep_on_success:
+        run.cleanup()
+    else:
+        details["scratch"] = str(run.workdir)
+    if status != Status.OK:
+        details["output_tail"] = output_tail(run.output)
+    return _Attempt(status, reason, parsed, run.seconds, details)
+
+
+def _failure(attempt: _Attempt, seconds: float, **extra) -> OracleResult:
+    return OracleResult(
+        float("nan"), attempt.status, attempt.reason, seconds, {**attempt.details, **extra}
+    )
+
+
+def band_edges(eigenvalues: np.ndarray, n_electrons: float) -> tuple[float, float]:
+    """(highest occupied, lowest unoccupied) level (eV) for a spin-degenerate insulator.
+
+    Args:
+      eigenvalues: shape (n_k, n_bands), eV.
+      n_electrons: valence electrons (even).
+    """
+    n_occ = int(round(n_electrons)) // 2
+    return float(eigenvalues[:, n_occ - 1].max()), float(eigenvalues[:, n_occ].min())
+
+
+def _gap_from(parsed: PwOutput, n_electrons: float) -> float | None:
+    if parsed.eigenvalues is not None and parsed.eigenvalues.shape[1] > n_electrons // 2:
+        homo, lumo = band_edges(parsed.eigenvalues, n_electrons)
+        return lumo - homo
+    if parsed.homo is not None and parsed.lumo is not None:
+        return parsed.lumo - parsed.homo
+    return None
+
+
+def band_gap(
+    structure: Structure, family: PseudoFamily, settings: PwSettings, runner: RunnerConfig,
+    options: RecipeOptions = RecipeOptions(),
+) -> OracleResult:
+    """Kohn-Sham band gap (eV), clipped at 0; see the module docstring."""
+    n_el = valence_electrons(structure, family)
+    smeared = settings.replace(
+        calculation="scf", occupations="smearing", smearing=options.metal_smearing,
+        degauss=options.metal_degauss,
+    )
+    seconds = 0.0
+    extra: dict = {}
+    if int(round(n_el)) % 2 == 1:
+        attempt = _attempt(structure, smeared, family, runner, "gap-smear")
+        seconds += attempt.seconds
+        if attempt.status != Status.OK:
+            return _failure(attempt, seconds)
+        return OracleResult(0.0, Status.OK, "", seconds, {
+            "energy_per_atom": attempt.parsed.energy_per_atom, "metal": True,
+            "odd_electrons": True, "fermi": attempt.parsed.fermi,
+        })
+    fixed = settings.replace(calculation="scf", occupations="fixed")
+    attempt = _attempt(structure, fixed, family, runner, "gap-fixed")
+    seconds += attempt.seconds
+    if attempt.status == Status.OK:
+        gap = _gap_from(attempt.parsed, n_el)
+        if gap is None:
+            return OracleResult(float("nan"), Status.PARSE_ERROR,
+                                "no band edges in pw.x output", seconds)
+        if gap > 0:
+            homo, lumo = (band_edges(attempt.parsed.eigenvalues, n_el)
+                          if attempt.parsed.eigenvalues is not None
+                          else (attempt.parsed.homo, attempt.parsed.lumo))
+            return OracleResult(gap, Status.OK, "", seconds, {
+                "energy_per_atom": attempt.parsed.energy_per_atom, "homo": homo, "lumo": lumo,
+                "metal": False,
+            })
+        extra["fixed_occupations"] = "bands overlap"
+    elif attempt.status == Status.TIMEOUT or "cannot start" in attempt.reason:
+        return _failure(attempt, seconds)
+    else:
+        extra["fixed_occupations"] = f"{attempt.status.name}: {attempt.reason}"
+    attempt = _attempt(structure, smeared, family, runner, "gap-smear")
+    seconds += attempt.seconds
+    if attempt.status != Status.OK:
+        return _failure(attempt, seconds, **extra)
+    gap = _gap_from(attempt.parsed, n_el)
+    if gap is None:
+        return OracleResult(float("nan"), Status.PARSE_ERROR,
+                            "no eigenvalues in pw.x output", seconds)
+    return OracleResult(max(gap, 0.0), Status.OK, "", seconds, {
+        **extra, "energy_per_atom": attempt.parsed.energy_per_atom, "fallback": "smearing",
+        "metal": gap <= 0, "fermi": attempt.parsed.fermi,
+    })
+
+
+def density_of(structure: Structure, cell: np.ndarray | None = None) -> float:
+    """Mass density (g/cm3) of ``structure``'s atoms in ``cell`` (Å rows; default its own)."""
+    volume = abs(np.linalg.det(cell)) if cell is not None else structure.volume
+    mass = float(structure.composition.weight)
+    return float(mass / volume * AMU_PER_A3_TO_G_PER_CM3)
+
+
+def density(
+    structure: Structure, family: PseudoFamily, settings: PwSettings, runner: RunnerConfig,
+    options: RecipeOptions = RecipeOptions(),
+) -> OracleResult:
+    """Density (g/cm3) after ``options.nstep`` vc-relax steps; see the module docstring."""
+    relax = settings.replace(
+        calculation="vc-relax", nstep=options.nstep, occupations="smearing",
+        smearing="gaussian", degauss=options.density_degauss,
+    )
+    attempt = _attempt(structure, relax, family, runner, "density")
+    if attempt.status != Status.OK:
+        return _failure(attempt, attempt.seconds)
+    cell = attempt.parsed.cell
+    value = density_of(structure, cell)
+    return OracleResult(value, Status.OK, "", attempt.seconds, {
+        "energy_per_atom": attempt.parsed.energy_per_atom,
+        "volume": float(abs(np.linalg.det(cell))) if cell is not None else structure.volume,
+        "template_density": density_of(structure), "pressure_gpa": attempt.parsed.pressure,
+        "cell_updated": cell is not None,
+    })
+
+
+def scaled(structure: Structure, volume_scale: float) -> Structure:
+    """Copy of ``structure`` with its volume times ``volume_scale`` (shape and fractions kept)."""
+    factor = volume_scale ** (1.0 / 3.0)
+    lattice = Lattice(structure.lattice.matrix * factor)
+    return Structure(lattice, structure.species, structure.frac_coords)
+
+
+def fit_bulk_modulus(
+    volumes: Sequence[float], energies: Sequence[float], eos: str = "birchmurnaghan"
+) -> tuple[float, float, float]:
+    """Equation-of-state fit on real volumes.
+
+    Args:
+      volumes: cell volumes (Å^3).
+      energies: total energies (eV).
+      eos: :mod:`ase.eos` name (``birchmurnaghan``, ``murnaghan``, ``vinet``, ...).
+
+    Returns:
+      (B0 in GPa, V0 in Å^3, E0 in eV).
+
+    Raises:
+      ValueError: the fit failed or gave non-finite numbers.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            v0, e0, b0 = EquationOfState(list(volumes), list(energies), eos=eos).fit()
+        except Exception as exc:  # scipy's curve_fit raises RuntimeError / others
+            raise ValueError(f"equation-of-state fit failed: {exc}") from exc
+    b_gpa = float(b0) / GPa
+    if not np.isfinite([b_gpa, v0, e0]).all():
+        raise ValueError("equation-of-state fit gave non-finite parameters")
+    return b_gpa, float(v0), float(e0)
+
+
+def local_bulk_modulus(volumes: Sequence[float], energies: Sequence[float], v: float) -> float:
+    """B = V d2E/dV2 (GPa) at volume ``v`` from a quadratic fit of E(V)."""
+    c2 = np.polyfit(np.asarray(volumes), np.asarray(energies), 2)[0]
+    return float(2.0 * c2 * v / GPa)
+
+
+def bulk_modulus(
+    structure: Structure, family: PseudoFamily, settings: PwSettings, runner: RunnerConfig,
+    options: RecipeOptions = RecipeOptions(),
+) -> OracleResult:
+    """Bulk modulus (GPa) from an E(V) scan around the template volume."""
+    scf = settings.replace(
+        calculation="scf", occupations="smearing", smearing=options.metal_smearing,
+        degauss=options.metal_degauss,
+    )
+    volumes, energies = [], []
+    seconds = 0.0
+    energy_per_atom = None
+    for scale in options.volume_scales:
+        cell = scaled(structure, scale)
+        attempt = _attempt(cell, scf, family, runner, f"bulk-{scale:.3f}")
+        seconds += attempt.seconds
+        if attempt.status != Status.OK:
+            return _failure(attempt, seconds, volume_scale=scale)
+        volumes.append(cell.volume)
+        energies.append(attempt.parsed.total_energy)
+        if abs(scale - 1.0) < 1e-9:
+            energy_per_atom = attempt.parsed.energy_per_atom
+    value, details = bulk_modulus_from_scan(
+        volumes, energies, structure.volume, options.eos, options.eos_trust
+    )
+    return OracleResult(value, Status.OK, "", seconds, {
+        "energy_per_atom": energy_per_atom, "volumes": volumes, "energies": energies,
+        **details,
+    })
+
+
+def bulk_modulus_from_scan(
+    volumes: Sequence[float], energies: Sequence[float], template_volume: float,
+    eos: str = "birchmurnaghan", trust: float = 0.2,
+) -> tuple[float, dict]:
+    """Bulk modulus (GPa) from an E(V) scan, and how it was obtained.
+
+    The value is B0 of the equation-of-state fit (``b_method = "eos"``) when the
+    fit succeeds and its equilibrium volume V0 lies within ``trust`` (fraction)
+    of the template volume. Otherwise E(V) has no usable minimum (typical for a
+    crystal far from equilibrium, e.g. under high pressure at the template
+    volume) and B0 would be an extrapolation far outside the +-2 % scan; the
+    value is then the bulk modulus at the template volume, V d2E/dV2 from a
+    quadratic fit (``b_method = "local"``, with the reason in ``eos_error``).
+    ``b_local`` is reported in both cases.
+    """
+    b_local = local_bulk_modulus(volumes, energies, template_volume)
+    details: dict = {"b_local": b_local, "eos": eos}
+    try:
+        b_gpa, v0, e0 = fit_bulk_modulus(volumes, energies, eos)
+    except ValueError as exc:
+        details.update(b_method="local", eos_error=str(exc))
+        return b_local, details
+    details.update(v0=v0, e0=e0, v0_in_range=bool(min(volumes) <= v0 <= max(volumes)))
+    if abs(v0 / template_volume - 1.0) > trust:
+        details.update(b_method="local", eos_error=(
+            f"fitted V0 = {v0:.4g} Å^3 is more than {trust:.0%} from the template volume"))
+        return b_local, details
+    details["b_method"] = "eos"
+    return b_gpa, details
+
+
+Recipe = Callable[[Structure, PseudoFamily, PwSettings, RunnerConfig, RecipeOptions], OracleResult]
+
+#: property name -> (recipe, unit)
+RECIPES: dict[str, tuple[Recipe, str]] = {
+    "band_gap": (band_gap, "eV"),
+    "density": (density, "g/cm3"),
+    "bulk_modulus": (bulk_modulus, "GPa"),
+}

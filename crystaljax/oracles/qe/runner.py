@@ -1,0 +1,150 @@
+"""Running pw.x: argument list (no shell), per-job scratch directory, time limit.
+
+Each run gets a fresh directory under a scratch root. The directory is removed
+when the caller reports success (:meth:`PwRun.cleanup`) and kept otherwise, so
+the input and output of a failed run can be inspected; its path travels in the
+result. The time limit kills the whole process group (mpirun and every rank).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerConfig:
+    """How to launch pw.x.
+
+    Attributes:
+      pw_command: the pw.x executable (name on PATH or path).
+      mpi_ranks: MPI ranks; 1 runs pw.x directly, more use ``mpirun``.
+      threads: OpenMP threads per rank (``OMP_NUM_THREADS``).
+      mpirun: the mpirun executable.
+      time_limit: wall-clock limit per pw.x run (s).
+      scratch_root: parent of the per-run directories (default: the system
+        temp dir + ``/crystaljax-qe``).
+      keep_on_success: keep the run directory even when the run succeeded.
+    """
+
+    pw_command: str = "pw.x"
+    mpi_ranks: int = 1
+    threads: int = 1
+    mpirun: str = "mpirun"
+    time_limit: float = 1800.0
+    scratch_root: str | None = None
+    keep_on_success: bool = False
+
+    def replace(self, **changes) -> "RunnerConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass
+class PwRun:
+    """What one pw.x invocation left behind.
+
+    Attributes:
+      workdir: the run directory (``pw.in``, ``pw.out``, ``out/``).
+      returncode: exit status (``None`` when killed by the time limit or not started).
+      timed_out: the time limit was hit and the process group killed.
+      seconds: wall time (s).
+      output: the text pw.x wrote to stdout and stderr.
+      launch_error: why the program could not be started ('' if it was).
+    """
+
+    workdir: Path
+    returncode: int | None
+    timed_out: bool
+    seconds: float
+    output: str
+    launch_error: str = ""
+
+    def cleanup(self) -> None:
+        """Remove the run directory (call on success)."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def command_line(config: RunnerConfig, input_name: str = "pw.in") -> list[str]:
+    """The argument list that runs pw.x on ``input_name`` in the current directory."""
+    pw = [config.pw_command, "-input", input_name]
+    if config.mpi_ranks <= 1:
+        return pw
+    return [config.mpirun, "-np", str(config.mpi_ranks), "--bind-to", "none", *pw]
+
+
+def run_environment(config: RunnerConfig) -> dict[str, str]:
+    """Environment of the pw.x process: OpenMP threads and OpenMPI-as-root switches."""
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(config.threads)
+    # Containers often forbid the cross-memory-attach single-copy mechanism.
+    env.setdefault("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    return env
+
+
+def make_workdir(config: RunnerConfig, label: str = "pw") -> Path:
+    """Create a fresh run directory under the scratch root."""
+    root = Path(config.scratch_root or Path(tempfile.gettempdir()) / "crystaljax-qe")
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{label}-", dir=root))
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=5.0)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_pw(input_text: str, config: RunnerConfig, label: str = "pw") -> PwRun:
+    """Run pw.x on ``input_text`` in a new run directory, within the time limit.
+
+    Never raises for a failing or missing program: the failure is in the
+    returned :class:`PwRun` (``launch_error``, ``returncode``, ``timed_out``).
+    """
+    workdir = make_workdir(config, label)
+    (workdir / "pw.in").write_text(input_text)
+    out_path = workdir / "pw.out"
+    start = time.monotonic()
+    timed_out = False
+    returncode: int | None = None
+    launch_error = ""
+    with open(out_path, "wb") as out:
+        try:
+            proc = subprocess.Popen(
+                command_line(config),
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=run_environment(config),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            launch_error = f"cannot start {config.pw_command!r}: {exc}"
+        else:
+            try:
+                returncode = proc.wait(timeout=config.time_limit)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc)
+            except BaseException:
+                _kill_group(proc)
+                raise
+    seconds = time.monotonic() - start
+    output = out_path.read_text(errors="replace")
+    return PwRun(workdir, returncode, timed_out, seconds, output, launch_error)

@@ -1,0 +1,57 @@
+"""``crystaljax dft`` sub-command (add_dft_parser / run_dft)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+from qe_helpers import requires_pw, rocksalt
+
+from crystaljax.oracles.qe.cli import add_dft_parser, run_dft
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="crystaljax")
+    add_dft_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+@requires_pw
+def test_json_output(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CRYSTALJAX_CACHE_DIR", str(tmp_path / "home"))
+    cif = tmp_path / "nacl.cif"
+    rocksalt(5.69, "Na", "Cl").to(filename=str(cif))
+    args = _parse(["dft", str(cif), "--property", "band_gap", "--preset", "test", "--json"])
+    assert args.func is run_dft
+    assert run_dft(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"property", "value", "unit", "status", "seconds"} <= set(out)
+    assert out["property"] == "band_gap" and out["unit"] == "eV" and out["status"] == "OK"
+    assert out["value"] > 3.0 and out["seconds"] > 0
+
+
+def test_unreadable_file_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.cif"
+    bad.write_text("this is not a CIF\n")
+    for path in (bad, tmp_path / "missing.cif"):
+        assert run_dft(_parse(["dft", str(path), "--property", "density"])) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("crystaljax dft: error:") and err.count("\n") == 1
+        assert "Traceback" not in err
+
+
+def test_unknown_property_is_an_argparse_error():
+    with pytest.raises(SystemExit) as exc:
+        _parse(["dft", "x.cif", "--property", "hardness"])
+    assert exc.value.code == 2
+
+
+@requires_pw
+def test_failed_dft_exits_1_with_reason(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CRYSTALJAX_CACHE_DIR", str(tmp_path / "home"))
+    cif = tmp_path / "naxe.cif"
+    rocksalt(5.69, "Na", "Xe").to(filename=str(cif))
+    assert run_dft(_parse(["dft", str(cif), "--property", "density", "--preset", "test"])) == 1
+    out = capsys.readouterr().out
+    assert "INVALID_INPUT" in out and "Xe" in out

@@ -1,0 +1,56 @@
+"""pw.x input writing: cutoffs, bands, k-points, cell and positions."""
+
+from __future__ import annotations
+
+import pytest
+from qe_helpers import rocksalt
+
+from crystaljax.oracles.qe.inputs import (
+    PwSettings,
+    kpoint_grid,
+    number_of_bands,
+    valence_electrons,
+    write_pw_input,
+)
+from crystaljax.oracles.qe.presets import GTH_VARIANTS
+from crystaljax.oracles.qe.pseudopotentials import MissingPseudopotential, write_gth_family
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    return write_gth_family(
+        tmp_path_factory.mktemp("pp"), {"Mg": (30, 120), "O": (60, 240)}, GTH_VARIANTS
+    )
+
+
+def test_bands_cover_occupied_plus_empty():
+    assert number_of_bands(8, 4) == 8
+    assert number_of_bands(9, 4) == 9
+    assert number_of_bands(100, 4) == 60
+
+
+def test_kpoint_density_grows_with_kppa():
+    mgo = rocksalt(4.25, "Mg", "O")
+    coarse, fine = kpoint_grid(mgo, 100), kpoint_grid(mgo, 1000)
+    assert all(f > c for f, c in zip(fine, coarse))
+    assert len(set(fine)) == 1  # cubic cell: equal divisions
+
+
+def test_input_text(family):
+    mgo = rocksalt(4.25, "Mg", "O")
+    text = write_pw_input(mgo, PwSettings(kppa=1000), family)
+    assert valence_electrons(mgo, family) == 8
+    assert "ecutwfc = 60" in text and "ecutrho = 240" in text  # max over elements
+    assert "nbnd = 8" in text and "occupations = 'fixed'" in text and "nspin = 1" in text
+    assert "Mg 24.305000 Mg.gth" in text and "O 15.999400 O.gth" in text
+    assert "CELL_PARAMETERS angstrom" in text and "ATOMIC_POSITIONS crystal" in text
+    n = kpoint_grid(mgo, 1000)
+    assert f"K_POINTS automatic\n  {n[0]} {n[1]} {n[2]} 0 0 0" in text
+    relax = write_pw_input(mgo, PwSettings(calculation="vc-relax", nstep=3,
+                                           occupations="smearing"), family)
+    assert "nstep = 3" in relax and "&cell" in relax and "degauss = 0.001" in relax
+
+
+def test_missing_element_raises(family):
+    with pytest.raises(MissingPseudopotential):
+        write_pw_input(rocksalt(4.0, "Na", "O"), PwSettings(), family)

@@ -1,0 +1,65 @@
+"""Presets: the default cutoffs are the ones the recorded convergence data give."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from crystaljax.oracles.qe.presets import (
+    DEFAULT_ECUTWFC,
+    GTH_VARIANTS,
+    LARGE_VOCABULARY,
+    PRESETS,
+    get_preset,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "benchmarks" / "cutoff_convergence.json"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_preset_covers_the_large_vocabulary():
+    for preset in PRESETS.values():
+        assert set(preset.cutoffs) == set(LARGE_VOCABULARY)
+        assert all(rho >= 4 * wfc for wfc, rho in preset.cutoffs.values())
+    with pytest.raises(KeyError, match="unknown QE preset"):
+        get_preset("nope")
+
+
+@pytest.mark.skipif(not DATA.is_file(), reason="no recorded convergence data")
+def test_default_cutoffs_follow_the_recorded_convergence_data():
+    converge = _script("converge_cutoffs")
+    data = json.loads(DATA.read_text())
+    tol_mev, tol_gpa = data["method"]["tol_mev_per_atom"], data["method"]["tol_gpa"]
+    assert set(data["elements"]) == set(LARGE_VOCABULARY)
+    for element, entry in data["elements"].items():
+        assert entry["variant"] == GTH_VARIANTS[element]
+        cutoff, _rule = converge.recommend_cutoff(entry["rows"], tol_mev, tol_gpa)
+        assert DEFAULT_ECUTWFC[element] == cutoff, element
+        assert get_preset("default").cutoffs[element] == (cutoff, 4.0 * cutoff)
+
+
+def test_choose_cutoff_rules():
+    converge = _script("converge_cutoffs")
+
+    def rows(points):
+        return [{"ecutwfc": c, "status": "OK", "energy_ev_per_atom": e, "pressure_gpa": p}
+                for c, e, p in points]
+
+    converged = rows([(30, -10.010, -1.0), (40, -10.002, -0.3), (60, -10.000, 0.0)])
+    assert converge.choose_cutoff(converged, 5.0, 0.5) == 40
+    # 60 >= 1.5 x 40 but not >= 1.5 x 50: 50 cannot be confirmed by the 60 Ry run
+    short = rows([(50, -10.000, 0.0), (60, -10.000, 0.0)])
+    assert converge.choose_cutoff(short, 5.0, 0.5) is None
+    assert converge.recommend_cutoff(short, 5.0, 0.5) == (50, "relaxed")
+    far = rows([(250, -10.2, -10.0), (300, -10.0, 0.0)])
+    assert converge.recommend_cutoff(far, 5.0, 0.5) == (300, "top")
