@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) -m crystaljax.cli demo
+	$(PY) -m crystaljax.cli train configs/main_job.yaml
 
 test: setup
 	$(PY) -m pytest -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)

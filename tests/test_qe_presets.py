@@ -63,3 +63,13 @@ def test_choose_cutoff_rules():
     assert converge.recommend_cutoff(short, 5.0, 0.5) == (50, "relaxed")
     far = rows([(250, -10.2, -10.0), (300, -10.0, 0.0)])
     assert converge.recommend_cutoff(far, 5.0, 0.5) == (300, "top")
+
+
+def test_fast_preset_caps_the_default_cutoffs():
+    from crystaljax.oracles.qe.presets import FAST_ECUTWFC_CAP
+
+    fast, default = get_preset("fast"), get_preset("default")
+    for element, (wfc, rho) in fast.cutoffs.items():
+        assert wfc == min(default.cutoffs[element][0], FAST_ECUTWFC_CAP), element
+        assert rho == 4 * wfc
+    assert fast.settings.kppa < default.settings.kppa

@@ -55,6 +55,12 @@ DEFAULT_ECUTWFC: dict[str, float] = {
 }
 
 
+#: ``fast`` preset: the default cutoffs capped at this value (Ry). Screening quality for
+#: demos and quick runs: elements whose measured cutoff is higher (H, B, C, N, O, F, S,
+#: Cl, Ti, V, Cr, Mn, Fe, Co, Ni, Cu, Zn, ...) are under-converged.
+FAST_ECUTWFC_CAP = 60.0
+
+
 @dataclasses.dataclass(frozen=True)
 class Preset:
     """A complete, named configuration of the QE oracle's physics.
@@ -86,6 +92,14 @@ PRESETS: dict[str, Preset] = {
         settings=PwSettings(kppa=1000.0, conv_thr_per_atom=1e-9),
         recipe=RecipeOptions(),
         time_limit=3600.0,
+    ),
+    "fast": Preset(
+        name="fast",
+        cutoffs={e: (float(min(c, FAST_ECUTWFC_CAP)), 4.0 * min(c, FAST_ECUTWFC_CAP))
+                 for e, c in DEFAULT_ECUTWFC.items()},
+        settings=PwSettings(kppa=300.0, conv_thr_per_atom=1e-8, electron_maxstep=150),
+        recipe=RecipeOptions(),
+        time_limit=600.0,
     ),
     "test": Preset(
         name="test",
