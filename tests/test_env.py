@@ -93,16 +93,23 @@ def test_in_graph_density_equals_pymatgen_for_every_prototype(key):
     assert set(np.asarray(state.template_id).tolist()) == set(range(len(names)))
     v_step = jax.jit(jax.vmap(env.step_env, in_axes=(0, 0, None)))
     rng = np.random.default_rng(7)
-    for t in range(env.max_sites):  # finished envs stay unchanged (no auto-reset in step_env)
+    prop, rew, evaluations = np.full(B, np.nan), np.full(B, np.nan), np.zeros(B, int)
+    for _t in range(env.max_sites):  # finished envs stay unchanged (no auto-reset in step_env)
         actions = jnp.asarray(rng.integers(0, env.num_actions, B))
         _, state, reward, term, _, info = v_step(state, actions, params)
+        evaluated = np.asarray(info["status"]) == 0
+        evaluations += evaluated
+        prop = np.where(evaluated, np.asarray(info["property"]), prop)
+        rew = np.where(evaluated, np.asarray(reward), rew)
+        assert (np.asarray(reward)[~evaluated] == 0).all()
     assert bool(term.all())
+    assert (evaluations == 1).all()  # each crystal is evaluated once, when it is finished
     for i in range(B):
         structure = env.to_structure(state, index=i)
         assert len(structure) == env.templates[int(state.template_id[i])].num_sites
-        assert float(info["property"][i]) == pytest.approx(float(structure.density), rel=1e-5)
+        assert prop[i] == pytest.approx(float(structure.density), rel=1e-5)
         expected = np.exp(-(3.0 - float(structure.density)) ** 2 / 3.0)
-        assert float(reward[i]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+        assert rew[i] == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
 def test_auto_reset_returns_fresh_episode(perovskite_env, key):

@@ -141,7 +141,10 @@ class CrystalEnv:
         return self.observe(state, params), state
 
     def step_env(self, state: EnvState, action: jnp.ndarray, params: EnvParams):
-        """One step without auto-reset: (obs, state, reward, terminated, truncated, info)."""
+        """One step without auto-reset: (obs, state, reward, terminated, truncated, info).
+
+        Stepping an episode that has already finished changes nothing: it stays terminated,
+        with reward 0 and no new oracle evaluation (``info['status']`` = NOT_EVALUATED)."""
         action = jnp.clip(jnp.asarray(action, jnp.int32), 0, self.num_actions - 1)
         n = params.templates.num_sites[state.template_id]
         # a finished episode stepped again (no auto-reset) keeps its crystal unchanged
@@ -151,11 +154,12 @@ class CrystalEnv:
         tokens = state.tokens.at[site].set(action, mode="drop")
         step = jnp.minimum(state.step + 1, n)
         terminated = step >= n
-        value, status = self.oracle(tokens, state.template_id, terminated, params)
-        value = jnp.where(terminated, value, jnp.nan).astype(jnp.float32)
-        status = jnp.where(terminated, status, int(Status.NOT_EVALUATED)).astype(jnp.int32)
-        reward = jnp.where(terminated, reward_fn(self.property_name, value, status, params.reward),
-                           0.0)
+        finished_now = terminated & in_progress  # only these go to the oracle and get a reward
+        value, status = self.oracle(tokens, state.template_id, finished_now, params)
+        value = jnp.where(finished_now, value, jnp.nan).astype(jnp.float32)
+        status = jnp.where(finished_now, status, int(Status.NOT_EVALUATED)).astype(jnp.int32)
+        reward = jnp.where(finished_now,
+                           reward_fn(self.property_name, value, status, params.reward), 0.0)
         new_state = EnvState(tokens=tokens, order=state.order, step=step,
                              template_id=state.template_id)
         info = {"property": value, "status": status}

@@ -1,0 +1,74 @@
+"""RL agents on crystaljax envs: a registry of names -> (config class, agent class).
+
+``make_agent(name, env, env_params, config)`` builds an agent; ``make_train`` returns a
+purejaxrl-style ``train(key)`` that runs a whole training run in one jittable call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from crystaljax.agents.config import DQNConfig, RainbowConfig, apply_overrides
+from crystaljax.agents.q_learning import QLearningAgent
+from crystaljax.agents.state import AgentState, BestCrystal
+
+#: agent name -> (config dataclass, agent class taking (name, env, env_params, config))
+AGENTS: dict[str, tuple[type, type]] = {
+    "dqn": (DQNConfig, QLearningAgent),
+    "rainbow": (RainbowConfig, QLearningAgent),
+}
+
+
+def list_agents() -> list[str]:
+    """Registered agent names."""
+    return sorted(AGENTS)
+
+
+def default_config(name: str) -> Any:
+    """The default config dataclass of agent ``name``."""
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; choose one of {list_agents()}")
+    return AGENTS[name][0]()
+
+
+def make_agent(name: str, env, env_params, config: dict | Any | None = None):
+    """Build agent ``name`` for ``env``.
+
+    Args:
+      name: a registered name (``list_agents()``: 'dqn', 'rainbow').
+      env, env_params: from ``crystaljax.make`` (or any env with the same interface).
+      config: None (defaults), a dict of overrides of the agent's config dataclass
+        (nested dicts or dotted keys for ``network``), or a config instance.
+
+    Raises:
+      ValueError: unknown name, unknown config keys (the message lists the valid keys) or
+      invalid values.
+    """
+    config_cls, agent_cls = AGENTS[name] if name in AGENTS else (None, None)
+    if config_cls is None:
+        raise ValueError(f"unknown agent {name!r}; choose one of {list_agents()}")
+    if isinstance(config, config_cls):
+        cfg = config
+    else:
+        cfg = apply_overrides(config_cls(), config, where=f"{name} config")
+    return agent_cls(name, env, env_params, cfg)
+
+
+def make_train(name: str, env, env_params, config: dict | Any | None = None
+               ) -> Callable[[Any], tuple[AgentState, dict]]:
+    """``train(key) -> (final AgentState, metrics)`` running ``total_env_steps`` in one
+    ``lax.scan`` (purejaxrl style): ``jax.jit(train)`` or ``jax.jit(jax.vmap(train))(keys)``
+    for many seeds. Metrics have leading axis ``total_env_steps // num_envs``."""
+    agent = make_agent(name, env, env_params, config)
+
+    def train(key):
+        state = agent.init(key)
+        return agent.run_iterations(state, agent.config.num_iterations, start_iteration=0)
+
+    return train
+
+
+__all__ = ["AGENTS", "AgentState", "BestCrystal", "DQNConfig", "QLearningAgent",
+           "RainbowConfig", "apply_overrides", "default_config", "list_agents", "make_agent",
+           "make_train"]

@@ -1,0 +1,80 @@
+"""Output heads on the MEGNet embedding: Q-values (plain, dueling, C51), value, logits.
+
+Shapes: B = batch, F = embedding width, A = actions, K = atoms of the C51 support.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from crystaljax.models.layers import NoisyDense, get_activation
+
+
+class HeadMLP(nn.Module):
+    """MLP head [B, F] -> [B, out] with optional noisy linear layers (all layers)."""
+
+    hidden: Sequence[int]
+    out: int
+    activation: str = "softplus"
+    noisy: bool = False
+    sigma0: float = 0.5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        act = get_activation(self.activation)
+        for i, width in enumerate((*self.hidden, self.out)):
+            if self.noisy:
+                x = NoisyDense(width, self.sigma0, name=f"noisy_{i}")(x, deterministic)
+            else:
+                x = nn.Dense(width, name=f"dense_{i}")(x)
+            if i < len(self.hidden):
+                x = act(x)
+        return x
+
+
+def masked_mean(x: jax.Array, mask: jax.Array, axis: int) -> jax.Array:
+    """Mean of ``x`` over ``axis`` where ``mask`` (broadcast to x) is True (keepdims)."""
+    mask = jnp.broadcast_to(mask, x.shape).astype(x.dtype)
+    total = jnp.sum(x * mask, axis=axis, keepdims=True)
+    return total / jnp.maximum(jnp.sum(mask, axis=axis, keepdims=True), 1.0)
+
+
+def dueling_combine(value: jax.Array, advantage: jax.Array, action_mask: jax.Array) -> jax.Array:
+    """Q = V + A - mean_a A, the mean taken per sample over its valid actions only.
+
+    value [B, 1, K], advantage [B, A, K], action_mask bool [B, A] -> [B, A, K]
+    (K = 1 for scalar Q). CrystalGym subtracted the mean over the whole batch (defect 4).
+    """
+    return value + advantage - masked_mean(advantage, action_mask[:, :, None], axis=1)
+
+
+class QHead(nn.Module):
+    """Q-value head: per-action logits over ``num_atoms`` (1 = scalar Q) from [B, F].
+
+    Returns [B, A, K] (K = num_atoms); dueling combines a value and an advantage stream
+    with the per-sample mean over valid actions.
+    """
+
+    num_actions: int
+    hidden: Sequence[int]
+    num_atoms: int = 1
+    dueling: bool = False
+    activation: str = "softplus"
+    noisy: bool = False
+    sigma0: float = 0.5
+
+    @nn.compact
+    def __call__(self, features: jax.Array, action_mask: jax.Array,
+                 deterministic: bool = True) -> jax.Array:
+        A, K = self.num_actions, self.num_atoms
+        mlp = lambda out, name: HeadMLP(self.hidden, out, self.activation, self.noisy,  # noqa: E731
+                                        self.sigma0, name=name)
+        if not self.dueling:
+            return mlp(A * K, "q")(features, deterministic).reshape(-1, A, K)
+        value = mlp(K, "value")(features, deterministic).reshape(-1, 1, K)
+        advantage = mlp(A * K, "advantage")(features, deterministic).reshape(-1, A, K)
+        return dueling_combine(value, advantage, action_mask)

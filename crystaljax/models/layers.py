@@ -1,0 +1,149 @@
+"""Building blocks of the graph networks: masked segment reductions, MLP, Set2Set,
+factorised noisy linear layers.
+
+Shapes: N = total nodes (or edges) of a batch of graphs, B = graphs, D = features.
+Every reduction takes a boolean ``mask`` [N]; masked rows contribute nothing, so padding
+never changes a result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+#: logit given to masked entries before a softmax or max (finite, so no inf - inf)
+MASKED_LOGIT = -1e9
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "softplus": jax.nn.softplus,
+    # matgl's SoftPlus2: softplus shifted to pass through 0
+    "softplus2": lambda x: jax.nn.softplus(x) - np.log(2.0).astype(np.float32),
+    "silu": jax.nn.silu,
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+}
+
+
+def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """Activation function by name (one of ``ACTIVATIONS``)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def masked_segment_sum(data: jax.Array, segment_ids: jax.Array, mask: jax.Array,
+                       num_segments: int) -> jax.Array:
+    """Sum of the unmasked rows of ``data`` [N, D] per segment -> [num_segments, D]."""
+    data = jnp.where(mask[:, None], data, 0.0)
+    return jax.ops.segment_sum(data, segment_ids, num_segments=num_segments)
+
+
+def masked_segment_mean(data: jax.Array, segment_ids: jax.Array, mask: jax.Array,
+                        num_segments: int) -> jax.Array:
+    """Mean of the unmasked rows of ``data`` [N, D] per segment -> [num_segments, D]
+    (0 for a segment without unmasked rows)."""
+    total = masked_segment_sum(data, segment_ids, mask, num_segments)
+    count = jax.ops.segment_sum(mask.astype(data.dtype), segment_ids, num_segments=num_segments)
+    return total / jnp.maximum(count, 1.0)[:, None]
+
+
+def masked_segment_softmax(logits: jax.Array, segment_ids: jax.Array, mask: jax.Array,
+                           num_segments: int) -> jax.Array:
+    """Softmax of ``logits`` [N] within each segment over unmasked rows only.
+
+    Masked rows get weight exactly 0; a segment without unmasked rows gets all zeros.
+    """
+    logits = jnp.where(mask, logits, MASKED_LOGIT)
+    seg_max = jax.ops.segment_max(logits, segment_ids, num_segments=num_segments)
+    shifted = logits - jax.lax.stop_gradient(seg_max)[segment_ids]
+    weights = jnp.where(mask, jnp.exp(shifted), 0.0)
+    denom = jax.ops.segment_sum(weights, segment_ids, num_segments=num_segments)
+    return weights / jnp.maximum(denom, 1e-12)[segment_ids]
+
+
+class MLP(nn.Module):
+    """Dense layers of widths ``features`` with ``activation`` between them (and after the
+    last when ``activate_last``). [..., D_in] -> [..., features[-1]]."""
+
+    features: Sequence[int]
+    activation: str = "softplus"
+    activate_last: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = get_activation(self.activation)
+        for i, width in enumerate(self.features):
+            x = nn.Dense(width)(x)
+            if i < len(self.features) - 1 or self.activate_last:
+                x = act(x)
+        return x
+
+
+class Set2Set(nn.Module):
+    """Set2Set readout (Vinyals et al. 2016) with masked attention.
+
+    ``x`` [rows, D]: the node or edge rows (``kind``) of B graphs; ``ops``: a graph-ops
+    object (``crystaljax.models.graph_ops``) giving per-graph broadcast, masked softmax
+    and sum. Returns [B, 2D]: the LSTM query and the attention-weighted sum of the set.
+    Invariant to the order of rows and to masked rows.
+    """
+
+    num_iterations: int = 2
+    num_layers: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, ops, kind: str) -> jax.Array:
+        dim = x.shape[-1]
+        num_graphs = ops.num_graphs
+        cells = [nn.OptimizedLSTMCell(dim, name=f"lstm_{i}") for i in range(self.num_layers)]
+        carries = [(jnp.zeros((num_graphs, dim), x.dtype), jnp.zeros((num_graphs, dim), x.dtype))
+                   for _ in range(self.num_layers)]
+        q_star = jnp.zeros((num_graphs, 2 * dim), x.dtype)
+        for _ in range(self.num_iterations):
+            h = q_star
+            for i, cell in enumerate(cells):
+                carries[i], h = cell(carries[i], h)
+            scores = jnp.sum(x * ops.broadcast(h, kind), axis=-1)
+            attention = ops.graph_softmax(scores, kind)
+            readout = ops.graph_sum(attention[:, None] * x, kind)
+            q_star = jnp.concatenate([h, readout], axis=-1)
+        return q_star
+
+
+def _scaled_noise(key: jax.Array, size: int) -> jax.Array:
+    eps = jax.random.normal(key, (size,))
+    return jnp.sign(eps) * jnp.sqrt(jnp.abs(eps))
+
+
+class NoisyDense(nn.Module):
+    """Linear layer with factorised Gaussian parameter noise (Fortunato et al. 2018).
+
+    ``deterministic=True`` uses the mean weights (greedy evaluation); otherwise draws
+    fresh noise from the ``'noise'`` RNG stream, shared across the batch.
+    [..., D_in] -> [..., features].
+    """
+
+    features: int
+    sigma0: float = 0.5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = False) -> jax.Array:
+        d_in = x.shape[-1]
+        bound = 1.0 / np.sqrt(d_in)
+        uniform = lambda key, shape: jax.random.uniform(key, shape, minval=-bound, maxval=bound)  # noqa: E731
+        sigma_init = nn.initializers.constant(self.sigma0 / np.sqrt(d_in))
+        w_mu = self.param("w_mu", uniform, (d_in, self.features))
+        b_mu = self.param("b_mu", uniform, (self.features,))
+        w_sigma = self.param("w_sigma", sigma_init, (d_in, self.features))
+        b_sigma = self.param("b_sigma", sigma_init, (self.features,))
+        if deterministic:
+            return x @ w_mu + b_mu
+        k_in, k_out = jax.random.split(self.make_rng("noise"))
+        eps_in, eps_out = _scaled_noise(k_in, d_in), _scaled_noise(k_out, self.features)
+        w = w_mu + w_sigma * jnp.outer(eps_in, eps_out)
+        b = b_mu + b_sigma * eps_out
+        return x @ w + b

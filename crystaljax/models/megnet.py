@@ -1,0 +1,169 @@
+"""MEGNet graph network (Chen et al. 2019) over padded ``jraph.GraphsTuple`` batches.
+
+Follows the policy network of CrystalGym (matgl's MEGNet): element-token embedding,
+focus-flag embedding, encoders, MEGNet blocks (edge, node, global updates with skip
+connections), Set2Set readouts over nodes and edges, concatenated with the global state.
+
+Input: the batch of :func:`crystaljax.to_graphs_tuple` (B graphs, N = B*S nodes,
+M = B*E edges): ``nodes = {tokens int32 [N], focus bool [N], mask bool [N]}``,
+``edges = {features f32 [M, R], distances f32 [M], mask bool [M]}``, ``globals f32 [B, G]``.
+Padding nodes and edges (mask False) are ignored by every aggregation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+
+from crystaljax.models.graph_ops import DenseGraphOps, SegmentGraphOps
+from crystaljax.models.layers import MLP, Set2Set
+
+
+@dataclasses.dataclass(frozen=True)
+class MEGNetConfig:
+    """Sizes of the MEGNet torso and of the MLP heads on top of it.
+
+    Defaults are CrystalGym's (REFERENCE.md): node embedding 16, focus embedding 8,
+    encoders (64, 32), 3 blocks with pre-dense (64, 32) and update MLPs (64, 64, 32),
+    Set2Set with 2 iterations and 1 LSTM layer, head (32, 16), softplus.
+
+    Attributes:
+      num_tokens: element vocabulary size V + 1 (the empty token); None = from the env.
+      node_embed_dim: element-token embedding width.
+      focus_embed_dim: focus-flag embedding width (concatenated to the token embedding).
+      encoder_hidden: widths of the node, edge and global encoders.
+      num_blocks: MEGNet blocks.
+      block_hidden: widths of the dense layers before every block but the first.
+      conv_hidden: widths of the edge, node and global update MLPs inside a block.
+      set2set_iterations, set2set_layers: Set2Set processing steps and LSTM layers.
+      head_hidden: hidden widths of the output MLP(s) on the 2*2*D + D readout.
+      activation: name in ``crystaljax.models.layers.ACTIVATIONS``.
+      element_features: also feed each site the fixed, normalised feature vector of its
+        element (mass, Z, electronegativity, radius, group, period, oxidation states;
+        ``EnvParams.element_features``) next to the learned embedding. Not in the
+        original (False there); it lets the network read off e.g. masses for density.
+    """
+
+    num_tokens: int | None = None
+    node_embed_dim: int = 16
+    focus_embed_dim: int = 8
+    encoder_hidden: Sequence[int] = (64, 32)
+    num_blocks: int = 3
+    block_hidden: Sequence[int] = (64, 32)
+    conv_hidden: Sequence[int] = (64, 64, 32)
+    set2set_iterations: int = 2
+    set2set_layers: int = 1
+    head_hidden: Sequence[int] = (32, 16)
+    activation: str = "softplus"
+    element_features: bool = False
+
+    def __post_init__(self):
+        for name in ("encoder_hidden", "block_hidden", "conv_hidden", "head_hidden"):
+            object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
+        if self.num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {self.num_blocks}")
+        if self.num_blocks > 1 and self.block_hidden[-1] != self.conv_hidden[-1]:
+            raise ValueError("block_hidden[-1] must equal conv_hidden[-1] (skip connections), got "
+                             f"{self.block_hidden} and {self.conv_hidden}")
+        if self.encoder_hidden[-1] != self.conv_hidden[-1]:
+            raise ValueError("encoder_hidden[-1] must equal conv_hidden[-1] (skip connections), "
+                             f"got {self.encoder_hidden} and {self.conv_hidden}")
+
+    @property
+    def readout_dim(self) -> int:
+        """Width of the torso output: Set2Set(nodes) + Set2Set(edges) + state."""
+        return 5 * self.conv_hidden[-1]
+
+
+def element_table(element_features) -> np.ndarray:
+    """Per-token input features f32 [V + 1, F] from ``EnvParams.element_features`` [V, F]:
+    each column divided by its largest magnitude over the vocabulary; the empty token
+    (row V) is all zeros."""
+    table = np.asarray(element_features, np.float32)
+    scale = np.abs(table).max(axis=0)
+    table = table / np.where(scale > 0, scale, 1.0)
+    return np.concatenate([table, np.zeros((1, table.shape[1]), np.float32)])
+
+
+class MEGNetBlock(nn.Module):
+    """One MEGNet block: optional pre-dense layers, then edge -> node -> global updates,
+    each an MLP on concatenated features with mean aggregations over unmasked rows,
+    and a skip connection from the block input."""
+
+    config: MEGNetConfig
+    pre_dense: bool
+
+    @nn.compact
+    def __call__(self, nodes: jax.Array, edges: jax.Array, state: jax.Array,
+                 ops: SegmentGraphOps) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """nodes [N, D], edges [M, D], state [B, D] -> updated (nodes, edges, state)."""
+        cfg = self.config
+        inputs = (nodes, edges, state)
+        if self.pre_dense:
+            nodes = MLP(cfg.block_hidden, cfg.activation, name="node_dense")(nodes)
+            edges = MLP(cfg.block_hidden, cfg.activation, name="edge_dense")(edges)
+            state = MLP(cfg.block_hidden, cfg.activation, name="state_dense")(state)
+        edge_in = jnp.concatenate([ops.sender_features(nodes), ops.receiver_features(nodes),
+                                   edges, ops.broadcast(state, "edge")], axis=-1)
+        edges = MLP(cfg.conv_hidden, cfg.activation, name="edge_update")(edge_in)
+        nodes = MLP(cfg.conv_hidden, cfg.activation, name="node_update")(
+            jnp.concatenate([nodes, ops.mean_incoming(edges), ops.broadcast(state, "node")],
+                            axis=-1))
+        state = MLP(cfg.conv_hidden, cfg.activation, name="state_update")(
+            jnp.concatenate([state, ops.graph_mean(edges, "edge"), ops.graph_mean(nodes, "node")],
+                            axis=-1))
+        nodes, edges, state = nodes + inputs[0], edges + inputs[1], state + inputs[2]
+        # padding rows carry zeros so they stay inert whatever the parameters
+        return ops.zero_padding(nodes, "node"), ops.zero_padding(edges, "edge"), state
+
+
+class MEGNet(nn.Module):
+    """MEGNet torso: padded GraphsTuple -> graph embeddings [B, config.readout_dim].
+
+    ``element_table`` f32 [V + 1, F]: fixed per-token features (row V = empty), required
+    when ``config.element_features``; see :func:`element_table`.
+    ``graph_size=(S, E)`` declares that every graph has exactly S node rows and E edge
+    rows (true for :func:`crystaljax.to_graphs_tuple`) and selects the faster dense
+    primitives; None handles any GraphsTuple with segment sums. Both give the same
+    numbers. Invariant to the order of sites and edges within a graph and to padding.
+    """
+
+    config: MEGNetConfig
+    element_table: np.ndarray | None = None
+
+    @nn.compact
+    def __call__(self, graphs: jraph.GraphsTuple,
+                 graph_size: tuple[int, int] | None = None) -> jax.Array:
+        cfg = self.config
+        if cfg.num_tokens is None:
+            raise ValueError("MEGNetConfig.num_tokens is None: set it to the vocabulary size + 1")
+        ops = (SegmentGraphOps(graphs) if graph_size is None
+               else DenseGraphOps(graphs, *graph_size))
+        tokens = nn.Embed(cfg.num_tokens, cfg.node_embed_dim, name="token_embed")(
+            graphs.nodes["tokens"])
+        focus = nn.Embed(2, cfg.focus_embed_dim, name="focus_embed")(
+            graphs.nodes["focus"].astype(jnp.int32))
+        node_inputs = [tokens, focus]
+        if cfg.element_features:
+            if self.element_table is None:
+                raise ValueError("MEGNetConfig.element_features is set but no element_table "
+                                 "was given (the env params have no element features)")
+            node_inputs.append(jnp.asarray(self.element_table)[graphs.nodes["tokens"]])
+        enc = lambda name: MLP(cfg.encoder_hidden, cfg.activation, name=name)  # noqa: E731
+        nodes = ops.zero_padding(enc("node_encoder")(jnp.concatenate(node_inputs, -1)), "node")
+        edges = ops.zero_padding(enc("edge_encoder")(graphs.edges["features"]), "edge")
+        state = enc("state_encoder")(graphs.globals)
+        for i in range(cfg.num_blocks):
+            nodes, edges, state = MEGNetBlock(cfg, pre_dense=i > 0, name=f"block_{i}")(
+                nodes, edges, state, ops)
+        set2set = lambda name: Set2Set(cfg.set2set_iterations, cfg.set2set_layers,  # noqa: E731
+                                       name=name)
+        node_readout = set2set("node_set2set")(nodes, ops, "node")
+        edge_readout = set2set("edge_set2set")(edges, ops, "edge")
+        return jnp.concatenate([node_readout, edge_readout, state], axis=-1)
