@@ -130,6 +130,9 @@ def main():
             f"timed run (best of 3). Machine: {result['machine']}; JAX {jax.__version__} "
             f"({jax.default_backend()}). Source: `{args.out}` from `python scripts/bench_env.py`.",
             "",
+            ("'obs consumed: no' lets XLA drop observation fields a random policy never reads; "
+             "'yes' builds and reduces the whole observation (edge features included) every step."),
+            "",
             "| driver | envs | obs consumed | env steps/s | compile + first run (s) |",
             "|---|---:|:---:|---:|---:|",
         ]
