@@ -161,12 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--episodes", type=int, default=256)
     e.set_defaults(func=cmd_evaluate)
-    try:
-        from crystaljax.oracles.qe.cli import add_dft_parser
-    except ImportError:
-        pass
-    else:
-        add_dft_parser(sub)
+    from crystaljax.oracles.qe.cli import add_dft_parser
+
+    add_dft_parser(sub)
     return parser
 
 
@@ -177,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # output piped into e.g. `head`
+        sys.stderr.close()
+        return 0
     except (ConfigError, TemplateError, FileNotFoundError, KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"crystaljax: error: {msg}", file=sys.stderr)
