@@ -128,4 +128,4 @@ def test_factory_defaults_and_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown property"):
         QEOracle("hardness", preset="test", cache=None, pseudo_dir=tmp_path / "pp")
     with pytest.raises(KeyError, match="unknown QE preset"):
-        make_qe_oracle("band_gap", preset="fast")
+        make_qe_oracle("band_gap", preset="turbo")
