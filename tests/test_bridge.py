@@ -70,7 +70,7 @@ def test_one_host_call_per_step_with_only_finished_envs(key):
                 assert float(reward[i]) == pytest.approx(np.exp(-(3 - s.density) ** 2 / 3), rel=1e-4)
     counts = env.host_bridge.status_counts
     assert counts["OK"] + counts["SCF_NOT_CONVERGED"] == sum(finished)
-    assert len(env.host_bridge.records) == sum(finished)
+    assert len(env.host_bridge.records) == env.host_bridge.total_records == sum(finished)
 
 
 def test_host_oracle_inside_scan_matches_in_graph_oracle(key):

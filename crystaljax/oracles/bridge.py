@@ -45,6 +45,8 @@ class HostOracleBridge:
       records: the most recent evaluations (bounded deque of :class:`OracleRecord`).
       status_counts: Counter of evaluations by :class:`Status` name.
       calls: number of host calls that had at least one finished crystal.
+      total_records: evaluations recorded since creation (keeps counting when the
+        bounded ``records`` deque drops old entries).
     """
 
     def __init__(self, oracle: HostOracle, vocab: Sequence[str],
@@ -55,6 +57,7 @@ class HostOracleBridge:
         self.records: collections.deque[OracleRecord] = collections.deque(maxlen=max_records)
         self.status_counts: collections.Counter[str] = collections.Counter()
         self.calls = 0
+        self.total_records = 0
 
     # ---- host side -------------------------------------------------------------------
     def symbols_of(self, tokens: np.ndarray, template_id: int) -> tuple[str, ...]:
@@ -101,6 +104,7 @@ class HostOracleBridge:
                 values[i] = res.value if res.status == Status.OK else np.nan
                 status[i] = int(res.status)
                 self.status_counts[Status(res.status).name] += 1
+                self.total_records += 1
                 self.records.append(OracleRecord(name, s.composition.reduced_formula, symbols,
                                                  float(res.value), int(res.status), res.reason,
                                                  float(res.seconds)))

@@ -109,7 +109,8 @@ class Trainer:
         bridge = self.env.host_bridge
         if bridge is None:
             return seen
-        records = list(bridge.records)[seen:] if seen <= len(bridge.records) else []
+        new = min(bridge.total_records - seen, len(bridge.records))
+        records = list(bridge.records)[len(bridge.records) - new:] if new > 0 else []
         import jax.numpy as jnp
 
         from crystaljax.rewards import reward as reward_fn
@@ -120,7 +121,7 @@ class Trainer:
             tid = next(i for i, t in enumerate(self.env.templates) if t.name == rec.template)
             tokens = [self.env.vocab.index(s) for s in rec.symbols]
             self._offer(tokens, tid, r, rec.value, rec.status, "training (DFT)")
-        return len(bridge.records)
+        return bridge.total_records
 
     # ---- evaluation -------------------------------------------------------------------
     def evaluate(self, num_episodes: int) -> dict:
