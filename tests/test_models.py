@@ -49,6 +49,9 @@ def all_heads(env, params):
         "q_element_features": QNetwork(with_features, env.num_actions,
                                        element_table=element_table_for(with_features, params)),
         "dueling_c51": QNetwork(cfg, env.num_actions, num_atoms=11, dueling=True),
+        "pairwise_dueling_c51": QNetwork(
+            dataclasses.replace(with_features, action_head="pairwise"), env.num_actions,
+            num_atoms=11, dueling=True, element_table=element_table_for(with_features, params)),
         "noisy_dueling": QNetwork(cfg, env.num_actions, dueling=True, noisy=True),
         "value": ValueNetwork(cfg),
         "policy": PolicyNetwork(cfg, env.num_actions),
@@ -122,7 +125,7 @@ def test_invariant_to_extra_padding(perovskite_env, key):
         focus=big_obs.focus.at[:, 7].set(True),
         edge_features=big_obs.edge_features.at[:, env.max_edges:].set(0.7))
     heads = all_heads(env, params)
-    for name in ("q", "dueling_c51"):  # the other heads share the torso
+    for name in ("q", "dueling_c51", "pairwise_dueling_c51"):  # the others share these parts
         net = heads[name]
         variables = net.init(key, obs)
         ref = outputs(net, variables, obs)
@@ -182,6 +185,27 @@ def test_noisy_dense_noise_and_mean():
     np.testing.assert_allclose(p["w_sigma"], 0.5 / 2.0)
 
 
+def test_pairwise_head_scores_actions_by_their_features(perovskite_env, key):
+    """Actions with identical features and embeddings get identical scores; changing one
+    action's feature row changes only that action's score."""
+    from crystaljax.models.heads import PairwiseHead
+
+    features = jax.random.normal(key, (3, 10))
+    table = np.asarray(jax.random.normal(jax.random.fold_in(key, 1), (4, 5)))
+    head = PairwiseHead(4, (8,), 2, embed_dim=3, action_table=table)
+    variables = head.init(key, features)
+    out = np.asarray(head.apply(variables, features))
+    assert out.shape == (3, 4, 2)
+    emb = variables["params"]["action_embedding"]
+    same = {"params": {**variables["params"], "action_embedding": emb.at[1].set(emb[0])}}
+    twin = table.copy()
+    twin[1] = twin[0]
+    tied = np.asarray(PairwiseHead(4, (8,), 2, embed_dim=3, action_table=twin).apply(same, features))
+    np.testing.assert_allclose(tied[:, 1], tied[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(tied[:, 2:], out[:, 2:], rtol=1e-6)
+    assert not np.allclose(tied[:, 1], out[:, 1])
+
+
 def test_masked_segment_softmax_ignores_masked_rows():
     logits = jnp.asarray([1.0, 2.0, 50.0, 0.0, 3.0])
     segments = jnp.asarray([0, 0, 0, 1, 1])
@@ -203,5 +227,7 @@ def test_config_validation(perovskite_env):
     table = element_table_for(MEGNetConfig(element_features=True), params)
     assert table.shape == (env.num_actions + 1, params.element_features.shape[1])
     assert np.abs(table).max() == 1.0 and (table[-1] == 0).all()
+    with pytest.raises(ValueError, match="action_head"):
+        MEGNetConfig(action_head="sparse")
     cfg = dataclasses.replace(MEGNetConfig(), head_hidden=[8])
     assert cfg.head_hidden == (8,) and cfg.readout_dim == 160

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from crystaljax.models.layers import NoisyDense, get_activation
 
@@ -36,6 +37,41 @@ class HeadMLP(nn.Module):
         return x
 
 
+class PairwiseHead(nn.Module):
+    """Scores every action from the state embedding and the action's own embedding:
+    ``out[b, a] = MLP([features[b], embed(a), action_table[a]])``. [B, F] -> [B, A, out].
+
+    ``embed`` is a learned table [A, embed_dim]; ``action_table`` f32 [A, Fa] holds fixed
+    per-action features (e.g. the normalised element features) or is None.
+    """
+
+    num_actions: int
+    hidden: Sequence[int]
+    out: int
+    embed_dim: int = 16
+    action_table: np.ndarray | None = None
+    activation: str = "softplus"
+    noisy: bool = False
+    sigma0: float = 0.5
+
+    @nn.compact
+    def __call__(self, features: jax.Array, deterministic: bool = True) -> jax.Array:
+        actions = self.param("action_embedding", nn.initializers.normal(1.0),
+                             (self.num_actions, self.embed_dim))
+        if self.action_table is not None:
+            table = jnp.asarray(self.action_table, jnp.float32)
+            if table.shape[0] != self.num_actions:
+                raise ValueError(f"action_table has {table.shape[0]} rows for "
+                                 f"{self.num_actions} actions")
+            actions = jnp.concatenate([actions, table], axis=-1)
+        B, A = features.shape[0], self.num_actions
+        pairs = jnp.concatenate([jnp.broadcast_to(features[:, None, :], (B, A, features.shape[-1])),
+                                 jnp.broadcast_to(actions[None], (B, A, actions.shape[-1]))],
+                                axis=-1)
+        return HeadMLP(self.hidden, self.out, self.activation, self.noisy, self.sigma0,
+                       name="mlp")(pairs, deterministic)
+
+
 def masked_mean(x: jax.Array, mask: jax.Array, axis: int) -> jax.Array:
     """Mean of ``x`` over ``axis`` where ``mask`` (broadcast to x) is True (keepdims)."""
     mask = jnp.broadcast_to(mask, x.shape).astype(x.dtype)
@@ -56,7 +92,9 @@ class QHead(nn.Module):
     """Q-value head: per-action logits over ``num_atoms`` (1 = scalar Q) from [B, F].
 
     Returns [B, A, K] (K = num_atoms); dueling combines a value and an advantage stream
-    with the per-sample mean over valid actions.
+    with the per-sample mean over valid actions. ``pairwise`` scores the actions (or the
+    advantages) with a :class:`PairwiseHead` (``embed_dim``, ``action_table``) instead of
+    one output unit per action.
     """
 
     num_actions: int
@@ -66,6 +104,9 @@ class QHead(nn.Module):
     activation: str = "softplus"
     noisy: bool = False
     sigma0: float = 0.5
+    pairwise: bool = False
+    embed_dim: int = 16
+    action_table: np.ndarray | None = None
 
     @nn.compact
     def __call__(self, features: jax.Array, action_mask: jax.Array,
@@ -73,8 +114,15 @@ class QHead(nn.Module):
         A, K = self.num_actions, self.num_atoms
         mlp = lambda out, name: HeadMLP(self.hidden, out, self.activation, self.noisy,  # noqa: E731
                                         self.sigma0, name=name)
+
+        def per_action(name):
+            if self.pairwise:
+                return PairwiseHead(A, self.hidden, K, self.embed_dim, self.action_table,
+                                    self.activation, self.noisy, self.sigma0,
+                                    name=name)(features, deterministic)
+            return mlp(A * K, name)(features, deterministic).reshape(-1, A, K)
+
         if not self.dueling:
-            return mlp(A * K, "q")(features, deterministic).reshape(-1, A, K)
+            return per_action("q")
         value = mlp(K, "value")(features, deterministic).reshape(-1, 1, K)
-        advantage = mlp(A * K, "advantage")(features, deterministic).reshape(-1, A, K)
-        return dueling_combine(value, advantage, action_mask)
+        return dueling_combine(value, per_action("advantage"), action_mask)

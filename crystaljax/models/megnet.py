@@ -24,6 +24,9 @@ import numpy as np
 from crystaljax.models.graph_ops import DenseGraphOps, SegmentGraphOps
 from crystaljax.models.layers import MLP, Set2Set
 
+#: valid values of MEGNetConfig.action_head
+ACTION_HEADS = ("dense", "pairwise")
+
 
 @dataclasses.dataclass(frozen=True)
 class MEGNetConfig:
@@ -48,6 +51,11 @@ class MEGNetConfig:
         element (mass, Z, electronegativity, radius, group, period, oxidation states;
         ``EnvParams.element_features``) next to the learned embedding. Not in the
         original (False there); it lets the network read off e.g. masses for density.
+      action_head: 'dense' (the original: one output unit per action on the readout) or
+        'pairwise' (each action is scored by the head MLP from the readout concatenated
+        with that action's element embedding, plus its feature vector when
+        ``element_features``). Pairwise heads share what they learn about one element with
+        elements of similar features, e.g. Q(s, Rb) and Q(s, Sr) on the density task.
     """
 
     num_tokens: int | None = None
@@ -62,8 +70,11 @@ class MEGNetConfig:
     head_hidden: Sequence[int] = (32, 16)
     activation: str = "softplus"
     element_features: bool = False
+    action_head: str = "dense"
 
     def __post_init__(self):
+        if self.action_head not in ACTION_HEADS:
+            raise ValueError(f"action_head must be one of {ACTION_HEADS}, got {self.action_head!r}")
         for name in ("encoder_hidden", "block_hidden", "conv_hidden", "head_hidden"):
             object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
         if self.num_blocks < 1:

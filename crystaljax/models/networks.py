@@ -72,7 +72,11 @@ class QNetwork(nn.Module):
             to_graphs_tuple(obs), graph_size(obs))
         mask = obs.action_mask.reshape(-1, self.num_actions)
         head = QHead(self.num_actions, self.config.head_hidden, self.num_atoms, self.dueling,
-                     self.config.activation, self.noisy, self.sigma0, name="head")
+                     self.config.activation, self.noisy, self.sigma0,
+                     pairwise=self.config.action_head == "pairwise",
+                     embed_dim=self.config.node_embed_dim,
+                     action_table=action_table(self.element_table, self.num_actions),
+                     name="head")
         logits = head(features, mask, deterministic)
         if self.num_atoms == 1:
             q = logits[..., 0]
@@ -109,6 +113,54 @@ class PolicyNetwork(nn.Module):
         logits = HeadMLP(self.config.head_hidden, self.num_actions, self.config.activation,
                          name="head")(features)
         return mask_invalid(logits, obs.action_mask.reshape(-1, self.num_actions))
+
+
+class ActorCriticNetwork(nn.Module):
+    """Policy logits and state value for actor-critic agents (PPO).
+
+    ``shared=False`` (CrystalGym's choice): a :class:`PolicyNetwork` and a
+    :class:`ValueNetwork`, each with its own MEGNet torso (parameters under ``actor`` and
+    ``critic``). ``shared=True``: one MEGNet torso (``torso``) feeding a policy head and a
+    value head. ``__call__(obs) -> (logits f32 [B, A] with invalid = MASKED_LOGIT,
+    value f32 [B])``; ``value(obs) -> f32 [B]`` runs only what the value needs.
+    """
+
+    config: MEGNetConfig
+    num_actions: int
+    shared: bool = False
+    element_table: np.ndarray | None = None
+
+    def setup(self):
+        cfg = self.config
+        if self.shared:
+            self.torso = MEGNet(cfg, self.element_table)
+            self.policy_head = HeadMLP(cfg.head_hidden, self.num_actions, cfg.activation)
+            self.value_head = HeadMLP(cfg.head_hidden, 1, cfg.activation)
+        else:
+            self.actor = PolicyNetwork(cfg, self.num_actions, self.element_table)
+            self.critic = ValueNetwork(cfg, self.element_table)
+
+    def __call__(self, obs: Observation) -> tuple[jax.Array, jax.Array]:
+        if not self.shared:
+            return self.actor(obs), self.critic(obs)
+        features = self.torso(to_graphs_tuple(obs), graph_size(obs))
+        logits = mask_invalid(self.policy_head(features),
+                              obs.action_mask.reshape(-1, self.num_actions))
+        return logits, self.value_head(features)[:, 0]
+
+    def value(self, obs: Observation) -> jax.Array:
+        """State values f32 [B]."""
+        if not self.shared:
+            return self.critic(obs)
+        return self.value_head(self.torso(to_graphs_tuple(obs), graph_size(obs)))[:, 0]
+
+
+def action_table(element_table: np.ndarray | None, num_actions: int) -> np.ndarray | None:
+    """Fixed per-action features [A, F] for pairwise heads: the element rows of the token
+    table (actions are tokens 0..A-1; the empty token is dropped), or None without one."""
+    if element_table is None:
+        return None
+    return np.asarray(element_table, np.float32)[:num_actions]
 
 
 def megnet_config_for(env, config: MEGNetConfig | None = None) -> MEGNetConfig:
