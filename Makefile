@@ -9,11 +9,12 @@ APT_PACKAGES := quantum-espresso cp2k-data python3-venv python3-dev build-essent
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup system python demo test test-all bench clean
+.PHONY: setup system python demo test test-all bench benchmark-table clean
 
 setup: system python
 
-# System packages: Quantum ESPRESSO (pw.x) and CP2K's GTH pseudopotential data.
+# System packages: Quantum ESPRESSO (pw.x, and ld1.x, which generates the Na pseudopotential)
+# and CP2K's GTH pseudopotential data.
 system:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -44,6 +45,10 @@ test-all: setup
 
 bench: setup
 	$(PY) scripts/bench_env.py
+
+# The baseline results table (benchmarks/results.md + .png): every agent x property x cell.
+benchmark-table: setup
+	$(PY) scripts/benchmark_table.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -30,6 +30,7 @@ import crystaljax  # noqa: E402
 from crystaljax.agents import make_agent  # noqa: E402
 from crystaljax.agents.evaluation import evaluate_policy, uniform_random_policy  # noqa: E402
 from scripts._bench_common import machine_description, replace_table  # noqa: E402
+from scripts.benchmark_table import SETTINGS, load_settings  # noqa: E402
 
 TASK = "density-perovskite-small-v0"
 CRITERION_REWARD = 0.99
@@ -42,11 +43,15 @@ def parse_args(argv=None):
     parser.add_argument("--agents", nargs="+", default=["dqn", "rainbow"])
     parser.add_argument("--targets", nargs="+", type=float, default=[3.0, 5.0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--env-steps", type=int, default=20_000)
+    parser.add_argument("--env-steps", type=int, default=None,
+                        help="env steps per seed (default: the agent's env_steps in --settings)")
     parser.add_argument("--eval-every", type=int, default=2_000)
     parser.add_argument("--eval-episodes", type=int, default=256)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="agent config overrides (JSON values), applied to every agent")
+                        help="agent config overrides (JSON values), applied to every agent on "
+                             "top of --settings")
+    parser.add_argument("--settings", default=SETTINGS,
+                        help="YAML of per-agent benchmark settings ('none' = package defaults)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "agents"),
                         help="path prefix of the .json and .png outputs")
     parser.add_argument("--no-markdown", action="store_true",
@@ -74,16 +79,17 @@ def random_baseline(env, params, key, num_episodes: int) -> dict:
             "episodes": num_episodes}
 
 
-def run_agent(name: str, env, params, overrides: dict, args) -> dict:
-    """Train ``args.seeds`` seeds vmapped, evaluating between chunks."""
-    config = dict(overrides, total_env_steps=args.env_steps)
+def run_agent(name: str, env, params, overrides: dict, args, env_steps: int) -> dict:
+    """Train ``args.seeds`` seeds vmapped for ``env_steps`` each, evaluating between chunks."""
+    config = dict(overrides, total_env_steps=env_steps)
     agent = make_agent(name, env, params, config)
     cfg = agent.config
-    if args.eval_every % cfg.num_envs:
-        raise SystemExit(f"--eval-every {args.eval_every} is not a multiple of num_envs "
-                         f"{cfg.num_envs}")
-    chunk_iterations = args.eval_every // cfg.num_envs
-    num_chunks = args.env_steps // args.eval_every
+    per_iteration = cfg.env_steps_per_iteration  # num_envs; a whole rollout for PPO
+    if args.eval_every % per_iteration:
+        raise SystemExit(f"--eval-every {args.eval_every} is not a multiple of the env steps "
+                         f"of one {name} iteration ({per_iteration})")
+    chunk_iterations = args.eval_every // per_iteration
+    num_chunks = env_steps // args.eval_every
     keys = jax.random.split(jax.random.PRNGKey(0), args.seeds)
     states = jax.jit(jax.vmap(agent.init))(keys)
     chunk = jax.jit(jax.vmap(lambda s, start: agent.run_iterations(s, chunk_iterations, start),
@@ -127,8 +133,9 @@ def run_agent(name: str, env, params, overrides: dict, args) -> dict:
                       "final_median_abs_error": curve[-1]["median_abs_error"][s],
                       "best_reward_in_training": float(states.best.reward[s]),
                       "best_property_in_training": float(states.best.property[s])})
-    total_steps = args.seeds * args.env_steps
+    total_steps = args.seeds * env_steps
     return {"config": _jsonable(dataclasses.asdict(cfg)), "overrides": overrides,
+            "env_steps": env_steps,
             "compile_s": compile_s, "train_s": train_s,
             "env_steps_per_s": total_steps / train_s, "curve": curve, "seeds": seeds,
             "mean_loss_per_chunk": losses}
@@ -150,7 +157,7 @@ def plot(results: dict, path: str) -> None:
 
     targets = list(results["targets"])
     fig, axes = plt.subplots(2, len(targets), figsize=(6 * len(targets), 7), squeeze=False)
-    colors = {"dqn": "tab:blue", "rainbow": "tab:red"}
+    colors = {"dqn": "tab:blue", "rainbow": "tab:red", "ppo": "tab:green", "sac": "tab:purple"}
     for j, target in enumerate(targets):
         entry = results["targets"][target]
         for name, res in entry["agents"].items():
@@ -203,18 +210,22 @@ def markdown(results: dict) -> str:
                     f"{'not reached' if reached is None else f'{reached:,}'} | "
                     f"{s['final_mean_reward']:.4f} | {s['final_median_abs_error']:.4f} | "
                     f"{res['env_steps_per_s']:.0f} | {res['compile_s']:.0f} |")
-    overrides = results.get("overrides") or {}
-    lines += ["", "Agent settings: package defaults"
-              + (f" with overrides {json.dumps(overrides)}" if overrides else "") + "."]
+    lines += ["", f"Agent settings ({results['settings_file'] or 'package defaults'}, plus "
+              f"command-line overrides {json.dumps(results.get('overrides') or {})}):", ""]
+    for name, res in next(iter(results["targets"].values()))["agents"].items():
+        lines.append(f"* {name}, {res['env_steps']:,} env steps: {json.dumps(res['overrides'])}")
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     overrides = parse_overrides(args.set)
+    settings = {} if args.settings == "none" else load_settings(args.settings)
     results = {"task": TASK, "machine": machine_description(), "jax_version": jax.__version__,
-               "seeds": args.seeds, "env_steps": args.env_steps, "eval_every": args.eval_every,
+               "seeds": args.seeds, "eval_every": args.eval_every,
                "eval_episodes": args.eval_episodes, "overrides": overrides,
+               "settings_file": None if args.settings == "none"
+               else os.path.relpath(args.settings, ROOT),
                "criterion": {"mean_reward": CRITERION_REWARD,
                              "median_abs_error": CRITERION_ERROR},
                "targets": {}}
@@ -224,7 +235,11 @@ def main(argv=None) -> dict:
                  "agents": {}}
         print(f"target {target}: random policy {entry['random']}", flush=True)
         for name in args.agents:
-            entry["agents"][name] = run_agent(name, env, params, overrides, args)
+            own = dict(settings.get(name, {}))
+            default_steps = int(own.pop("env_steps", 20_000))
+            env_steps = args.env_steps or default_steps
+            entry["agents"][name] = run_agent(name, env, params, {**own, **overrides}, args,
+                                              env_steps)
             res = entry["agents"][name]
             print(f"  {name}: compile {res['compile_s']:.1f} s, "
                   f"{res['env_steps_per_s']:.0f} env steps/s, "
