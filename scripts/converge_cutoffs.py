@@ -17,7 +17,7 @@ rewritten after each element, so the scan can be stopped and resumed.
 
 Usage::
 
-    python scripts/converge_cutoffs.py [--elements Si Na ...] [--out FILE]
+    python scripts/converge_cutoffs.py [--elements Si Na ...] [--out FILE] [--redo]
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from pymatgen.core import Element, Lattice, Structure
 
 from crystaljax.oracles.qe.inputs import PwSettings, write_pw_input
 from crystaljax.oracles.qe.parse import classify, parse_output
-from crystaljax.oracles.qe.presets import GTH_VARIANTS
-from crystaljax.oracles.qe.pseudopotentials import parse_cp2k_gth, write_gth_family
+from crystaljax.oracles.qe.presets import GTH_VARIANTS, LD1_INPUTS, pseudo_variant
+from crystaljax.oracles.qe.pseudopotentials import write_gth_family
 from crystaljax.oracles.qe.runner import RunnerConfig, run_pw
 
 LARGE_VOCABULARY = (
@@ -52,15 +52,20 @@ def fcc_cell(element: str) -> Structure:
 
 
 def scan_element(
-    element: str, ladder, family_dir: Path, runner: RunnerConfig, tol_mev: float, tol_gpa: float
+    element: str, ladder, family_dir: Path, runner: RunnerConfig, tol_mev: float, tol_gpa: float,
+    generated: dict[str, str] | None = None,
 ) -> dict:
     """Energy, pressure and time of ``element``'s fcc cell up the cutoff ladder.
 
+    The pseudopotential is the default preset's (ld1.x for the elements of
+    ``generated``, default :data:`LD1_INPUTS`; else the :data:`GTH_VARIANTS` entry).
     The scan stops as soon as a cutoff is confirmed by a run at >= 1.5 times
     that cutoff (see :func:`choose_cutoff`), or at the top of the ladder.
     """
+    generated = LD1_INPUTS if generated is None else generated
     family = write_gth_family(
-        family_dir, {element: (max(ladder), 4 * max(ladder))}, variants=GTH_VARIANTS
+        family_dir, {element: (max(ladder), 4 * max(ladder))}, variants=GTH_VARIANTS,
+        generated=generated,
     )
     structure = fcc_cell(element)
     rows: list[dict] = []
@@ -82,9 +87,9 @@ def scan_element(
             run.cleanup()
         if choose_cutoff(rows, tol_mev, tol_gpa) is not None:
             break
-    variant = parse_cp2k_gth()[element][GTH_VARIANTS[element]]
     return {
-        "element": element, "variant": variant.name, "z_valence": variant.z_valence,
+        "element": element, "variant": pseudo_variant(element, generated),
+        "z_valence": family.spec(element).z_valence,
         "fcc_a": round(structure.lattice.a * 2**0.5, 4), "rows": rows,
     }
 
@@ -142,6 +147,12 @@ def main() -> None:
     parser.add_argument("--tol-mev", type=float, default=5.0)
     parser.add_argument("--tol-gpa", type=float, default=0.5)
     parser.add_argument("--time-limit", type=float, default=600.0)
+    parser.add_argument("--pw-command", default="pw.x", help="pw.x executable (or a wrapper)")
+    parser.add_argument("--gth", action="store_true",
+                        help="scan the GTH_VARIANTS entry of elements the default preset generates "
+                             "with ld1.x (stored under 'gth_alternatives'; used by FAST_GTH_FALLBACK)")
+    parser.add_argument("--redo", action="store_true",
+                        help="rescan the listed elements even if the JSON file has them")
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -152,19 +163,21 @@ def main() -> None:
         "tol_mev_per_atom": args.tol_mev, "tol_gpa": args.tol_gpa,
         "criterion": "within tolerances of a run at >= 1.5x the cutoff",
     }
-    runner = RunnerConfig(time_limit=args.time_limit)
+    runner = RunnerConfig(pw_command=args.pw_command, time_limit=args.time_limit)
+    section = data.setdefault("gth_alternatives", {}) if args.gth else data["elements"]
     for element in args.elements:
-        if element in data["elements"]:
+        if element in section and not args.redo:
             continue
         t0 = time.time()
         result = scan_element(
-            element, args.ladder, Path(args.family_dir), runner, args.tol_mev, args.tol_gpa
+            element, args.ladder, Path(args.family_dir), runner, args.tol_mev, args.tol_gpa,
+            generated={} if args.gth else None,
         )
         result["chosen_ecutwfc"] = choose_cutoff(result["rows"], args.tol_mev, args.tol_gpa)
         result["preset_ecutwfc"], result["rule"] = recommend_cutoff(
             result["rows"], args.tol_mev, args.tol_gpa
         )
-        data["elements"][element] = result
+        section[element] = result
         out.write_text(json.dumps(data, indent=1))
         print(f"{element}: chosen {result['chosen_ecutwfc']} Ry ({time.time() - t0:.0f} s)",
               flush=True)

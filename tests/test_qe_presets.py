@@ -10,10 +10,13 @@ import pytest
 
 from crystaljax.oracles.qe.presets import (
     DEFAULT_ECUTWFC,
+    FAST_GTH_FALLBACK,
     GTH_VARIANTS,
     LARGE_VOCABULARY,
+    LD1_INPUTS,
     PRESETS,
     get_preset,
+    pseudo_variant,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,10 +45,15 @@ def test_default_cutoffs_follow_the_recorded_convergence_data():
     tol_mev, tol_gpa = data["method"]["tol_mev_per_atom"], data["method"]["tol_gpa"]
     assert set(data["elements"]) == set(LARGE_VOCABULARY)
     for element, entry in data["elements"].items():
-        assert entry["variant"] == GTH_VARIANTS[element]
+        assert entry["variant"] == pseudo_variant(element)
         cutoff, _rule = converge.recommend_cutoff(entry["rows"], tol_mev, tol_gpa)
         assert DEFAULT_ECUTWFC[element] == cutoff, element
         assert get_preset("default").cutoffs[element] == (cutoff, 4.0 * cutoff)
+    # the fast preset's GTH fall-backs (Na GTH-PBE-q1) have their own measured cutoffs
+    for element, cutoff in FAST_GTH_FALLBACK.items():
+        entry = data["gth_alternatives"][element]
+        assert entry["variant"] == pseudo_variant(element, generated={})
+        assert converge.recommend_cutoff(entry["rows"], tol_mev, tol_gpa)[0] == cutoff
 
 
 def test_choose_cutoff_rules():
@@ -70,6 +78,15 @@ def test_fast_preset_caps_the_default_cutoffs():
 
     fast, default = get_preset("fast"), get_preset("default")
     for element, (wfc, rho) in fast.cutoffs.items():
-        assert wfc == min(default.cutoffs[element][0], FAST_ECUTWFC_CAP), element
+        measured = FAST_GTH_FALLBACK.get(element, default.cutoffs[element][0])
+        assert wfc == min(measured, FAST_ECUTWFC_CAP), element
         assert rho == 4 * wfc
     assert fast.settings.kppa < default.settings.kppa
+
+
+def test_default_preset_generates_na_with_ld1_and_fast_keeps_the_gth_na():
+    assert get_preset("default").generated == LD1_INPUTS == {"Na": "Na.in"}
+    assert get_preset("test").generated == LD1_INPUTS
+    assert "Na" not in get_preset("fast").generated and FAST_GTH_FALLBACK["Na"] == 30
+    assert pseudo_variant("Na") == "ld1:Na.in"
+    assert pseudo_variant("Na", get_preset("fast").generated) == GTH_VARIANTS["Na"] == "GTH-PBE-q1"

@@ -21,10 +21,6 @@ CRYSTALS = {
     "NaCl": (lambda: rocksalt(5.69, "Na", "Cl"), 5.0, 24.0),
     "MgO": (lambda: rocksalt(4.25, "Mg", "O"), 4.5, 155.0),
 }
-NACL_DENSITY = pytest.mark.xfail(
-    strict=True,
-    reason="valence-only Na GTH (q1): relaxed NaCl density +4.5 % (docs/VALIDATION.md)",
-)
 
 
 def _evaluate(prop, structure, tmp_path, **recipe):
@@ -56,7 +52,7 @@ def test_bulk_modulus(name, tmp_path):
 
 @pytest.mark.slow
 @requires_pw
-@pytest.mark.parametrize("name", ["Si", pytest.param("NaCl", marks=NACL_DENSITY), "MgO"])
+@pytest.mark.parametrize("name", ["Si", "NaCl", "MgO"])
 def test_relaxed_density(name, tmp_path):
     structure = CRYSTALS[name][0]()
     relaxed = _evaluate("density", structure, tmp_path, nstep=60)

@@ -62,6 +62,8 @@ class FamilySource:
       directory: where GTH files are written (``gth``).
       cutoffs: element -> (ecutwfc, ecutrho) in Ry (``gth``).
       variants: element -> CP2K entry name (``gth``).
+      generated: element -> ld1.x input generated on the worker (``gth``; see
+        :func:`~crystaljax.oracles.qe.pseudopotentials.generate_ld1_pseudo`).
       mapping_file: JSON mapping file (``upf``).
     """
 
@@ -70,6 +72,7 @@ class FamilySource:
     cutoffs: tuple[tuple[str, tuple[float, float]], ...] = ()
     variants: tuple[tuple[str, str], ...] = ()
     mapping_file: str = ""
+    generated: tuple[tuple[str, str], ...] = ()
 
     def load(self) -> PseudoFamily:
         """Create (GTH) or read (UPF) the family."""
@@ -84,7 +87,8 @@ def _load_family(source: FamilySource) -> PseudoFamily:
     if family is None:
         if source.kind == "gth":
             family = write_gth_family(
-                source.directory, dict(source.cutoffs), dict(source.variants)
+                source.directory, dict(source.cutoffs), dict(source.variants),
+                generated=dict(source.generated),
             )
         elif source.kind == "upf":
             family = load_upf_family(source.mapping_file)
@@ -135,7 +139,7 @@ class QEOracle:
       cache: a :class:`ResultCache`, a path to its file, or ``None`` for no cache.
       runner: pw.x launch settings (default: ranks/threads 1, preset's time limit).
       upf_mapping: JSON mapping file of a UPF family to use instead of GTH.
-      pseudo_dir: where GTH files are generated (default: cache dir / pseudos).
+      pseudo_dir: where GTH (and ld1.x) files are generated (default: cache dir / pseudos).
       settings: overrides of the preset's :class:`PwSettings` fields.
       recipe: overrides of the preset's :class:`RecipeOptions` fields.
     """
@@ -170,6 +174,7 @@ class QEOracle:
                 "gth", directory=str(directory.resolve()),
                 cutoffs=tuple(sorted(self.preset.cutoffs.items())),
                 variants=tuple(sorted(GTH_VARIANTS.items())),
+                generated=tuple(sorted(self.preset.generated.items())),
             )
         self.family = self.family_source.load()
         self._own_executor = executor is None
@@ -225,9 +230,13 @@ class QEOracle:
             return OracleResult.failure(Status.INVALID_INPUT, "a site has no chemical element")
         missing = self.family.missing(symbols)
         if missing:
+            why = "; ".join(
+                f"{e}: {self.family.unavailable[e]}" for e in missing if e in self.family.unavailable
+            )
             return OracleResult.failure(
                 Status.INVALID_INPUT,
-                f"no pseudopotential for {', '.join(missing)} in family {self.family.name!r}",
+                f"no pseudopotential for {', '.join(missing)} in family {self.family.name!r}"
+                + (f" ({why})" if why else ""),
             )
         if len(structure) > 1:
             dmin = float(structure.distance_matrix[~np.eye(len(structure), dtype=bool)].min())
