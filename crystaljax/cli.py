@@ -127,7 +127,7 @@ def cmd_evaluate(args) -> int:
         trainer.top.export(args.run_dir, trainer.structures)
     finally:
         trainer.close()
-    result["env_steps"] = trainer.iteration * trainer.agent.config.num_envs
+    result["env_steps"] = trainer.iteration * trainer.agent.config.env_steps_per_iteration
     with open(os.path.join(args.run_dir, "evaluate.json"), "w") as f:
         json.dump(result, f, indent=2)
     print(json.dumps(result, indent=2))

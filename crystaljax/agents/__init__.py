@@ -9,14 +9,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from crystaljax.agents.config import DQNConfig, RainbowConfig, apply_overrides
+from crystaljax.agents.config import (
+    DQNConfig,
+    PPOConfig,
+    RainbowConfig,
+    SACConfig,
+    apply_overrides,
+)
+from crystaljax.agents.ppo import PPOAgent, PPOState
 from crystaljax.agents.q_learning import QLearningAgent
+from crystaljax.agents.sac import SACAgent, SACState
 from crystaljax.agents.state import AgentState, BestCrystal
 
 #: agent name -> (config dataclass, agent class taking (name, env, env_params, config))
 AGENTS: dict[str, tuple[type, type]] = {
     "dqn": (DQNConfig, QLearningAgent),
     "rainbow": (RainbowConfig, QLearningAgent),
+    "ppo": (PPOConfig, PPOAgent),
+    "sac": (SACConfig, SACAgent),
 }
 
 
@@ -36,7 +46,7 @@ def make_agent(name: str, env, env_params, config: dict | Any | None = None):
     """Build agent ``name`` for ``env``.
 
     Args:
-      name: a registered name (``list_agents()``: 'dqn', 'rainbow').
+      name: a registered name (``list_agents()``: 'dqn', 'ppo', 'rainbow', 'sac').
       env, env_params: from ``crystaljax.make`` (or any env with the same interface).
       config: None (defaults), a dict of overrides of the agent's config dataclass
         (nested dicts or dotted keys for ``network``), or a config instance.
@@ -59,7 +69,9 @@ def make_train(name: str, env, env_params, config: dict | Any | None = None
                ) -> Callable[[Any], tuple[AgentState, dict]]:
     """``train(key) -> (final AgentState, metrics)`` running ``total_env_steps`` in one
     ``lax.scan`` (purejaxrl style): ``jax.jit(train)`` or ``jax.jit(jax.vmap(train))(keys)``
-    for many seeds. Metrics have leading axis ``total_env_steps // num_envs``."""
+    for many seeds. Metrics have leading axis ``config.num_iterations`` (= total_env_steps //
+    config.env_steps_per_iteration: ``num_envs`` for the replay agents, one rollout of
+    ``num_steps * num_envs`` for PPO)."""
     agent = make_agent(name, env, env_params, config)
 
     def train(key):
@@ -69,6 +81,6 @@ def make_train(name: str, env, env_params, config: dict | Any | None = None
     return train
 
 
-__all__ = ["AGENTS", "AgentState", "BestCrystal", "DQNConfig", "QLearningAgent",
-           "RainbowConfig", "apply_overrides", "default_config", "list_agents", "make_agent",
-           "make_train"]
+__all__ = ["AGENTS", "AgentState", "BestCrystal", "DQNConfig", "PPOAgent", "PPOConfig", "PPOState",
+           "QLearningAgent", "RainbowConfig", "SACAgent", "SACConfig", "SACState",
+           "apply_overrides", "default_config", "list_agents", "make_agent", "make_train"]

@@ -134,6 +134,11 @@ class DQNConfig:
         """Iterations of a full run (``total_env_steps // num_envs``)."""
         return max(1, self.total_env_steps // self.num_envs)
 
+    @property
+    def env_steps_per_iteration(self) -> int:
+        """Env steps of one training iteration (every config has it; the Trainer uses it)."""
+        return self.num_envs
+
 
 @dataclasses.dataclass(frozen=True)
 class RainbowConfig(DQNConfig):
@@ -152,6 +157,193 @@ class RainbowConfig(DQNConfig):
     num_atoms: int = 51
     prioritised: bool = True
     noisy: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO (clipped surrogate, GAE, clipped value loss, entropy bonus). Defaults are
+    CrystalGym's CleanRL-style PPO (REFERENCE.md) unless noted.
+
+    One training iteration collects a rollout of ``num_steps`` steps in each of the
+    ``num_envs`` envs (``num_steps * num_envs`` env steps), then makes
+    ``update_epochs * num_minibatches`` gradient steps on it. Every minibatch is a slice of
+    ONE permutation of the flattened rollout applied to all of its fields (observations,
+    actions, old log-probabilities, values, advantages, returns), so rows stay aligned
+    (CrystalGym's PPO mixed them up, REFERENCE.md defect 2). Truncated episodes bootstrap
+    from the value of their final observation; terminated ones do not.
+
+    Attributes:
+      total_env_steps: length of a full run; sets the learning-rate annealing.
+      num_envs: envs stepped in parallel (the original used 1).
+      num_steps: rollout length per env and iteration.
+      learning_rate, adam_eps: Adam (one optimiser over actor and critic, CleanRL's).
+      anneal_lr: decay the learning rate linearly to 0 over the run.
+      gamma, gae_lambda: discount and GAE lambda.
+      num_minibatches, update_epochs: minibatches per epoch and epochs per iteration.
+      norm_adv: normalise advantages per minibatch (mean 0, std 1).
+      clip_coef: surrogate ratio clip epsilon (also the value clip when ``clip_vloss``).
+      clip_vloss: clipped value loss (max of clipped and unclipped squared errors).
+      ent_coef, vf_coef: weights of the entropy bonus and the value loss.
+      max_grad_norm: global gradient-norm clip (None = none).
+      shared_torso: one MEGNet torso for policy and value (False = separate networks,
+        as the original).
+      network: MEGNet sizes (``num_tokens`` is filled in from the env).
+    """
+
+    total_env_steps: int = 100_000
+    num_envs: int = 1
+    num_steps: int = 32
+    learning_rate: float = 2.5e-4
+    adam_eps: float = 1e-5
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    num_minibatches: int = 2
+    update_epochs: int = 4
+    norm_adv: bool = True
+    clip_coef: float = 0.2
+    clip_vloss: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float | None = 0.5
+    shared_torso: bool = False
+    network: MEGNetConfig = MEGNetConfig()
+
+    def __post_init__(self):
+        for name in ("total_env_steps", "num_envs", "num_steps", "num_minibatches",
+                     "update_epochs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.num_minibatches:
+            raise ValueError(f"num_steps * num_envs ({self.batch_size}) must be a multiple of "
+                             f"num_minibatches ({self.num_minibatches})")
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {self.gamma}, "
+                             f"{self.gae_lambda}")
+        if self.clip_coef <= 0.0:
+            raise ValueError(f"clip_coef must be > 0, got {self.clip_coef}")
+        if not isinstance(self.network, MEGNetConfig):
+            raise ValueError(f"network must be a MEGNetConfig, got {type(self.network).__name__}")
+
+    @property
+    def batch_size(self) -> int:
+        """Transitions per rollout (``num_steps * num_envs``)."""
+        return self.num_steps * self.num_envs
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def env_steps_per_iteration(self) -> int:
+        """Env steps of one iteration: one rollout, ``num_steps * num_envs``."""
+        return self.batch_size
+
+    @property
+    def num_iterations(self) -> int:
+        """Iterations of a full run (``total_env_steps // env_steps_per_iteration``)."""
+        return max(1, self.total_env_steps // self.batch_size)
+
+    @property
+    def total_updates(self) -> int:
+        """Gradient steps of a full run (for the learning-rate annealing)."""
+        return self.num_iterations * self.update_epochs * self.num_minibatches
+
+
+@dataclasses.dataclass(frozen=True)
+class SACConfig:
+    """Discrete SAC (Christodoulou 2019): twin Q-networks with Polyak target networks, a
+    categorical policy over the valid actions, expected-value losses (no sampling over
+    actions), automatic temperature. Replay, schedule and optimiser defaults are
+    CrystalGym's CleanRL-style SAC (REFERENCE.md) unless noted; see docs/SAC.md for
+    what made it learn.
+
+    Steps are env steps summed over the ``num_envs`` envs; one iteration steps every env
+    once (``num_envs`` env steps) and makes the updates due.
+
+    Attributes:
+      total_env_steps: length of a full run.
+      num_envs: envs stepped per iteration (the original used 1).
+      q_learning_rate, policy_learning_rate, alpha_learning_rate, adam_eps: Adam for the
+        twin critics, the actor and log(alpha).
+      max_grad_norm: gradient-norm clip of critic and actor updates (None = none).
+      gamma: discount.
+      buffer_size, batch_size, learning_starts, train_frequency: replay as in DQNConfig
+        (uniform random valid actions before ``learning_starts`` env steps).
+      target_update_interval, tau: every this many env steps the target critics move
+        ``tau`` of the way to the online ones (tau 1 = hard copy, the original's).
+      alpha_init: initial temperature (the fixed one when ``autotune`` is False).
+      autotune: learn log(alpha) so the policy's entropy tracks the target entropy.
+      target_entropy_fraction: target entropy = this fraction x log(number of valid
+        actions) of each state (CleanRL's scale 0.89).
+      network: MEGNet sizes of the actor and of each critic.
+    """
+
+    total_env_steps: int = 100_000
+    num_envs: int = 1
+    q_learning_rate: float = 3e-4
+    policy_learning_rate: float = 3e-4
+    alpha_learning_rate: float = 3e-4
+    adam_eps: float = 1e-4
+    max_grad_norm: float | None = None
+    gamma: float = 0.99
+    buffer_size: int = 2000
+    batch_size: int = 64
+    learning_starts: int = 1000
+    train_frequency: int = 4
+    target_update_interval: int = 4
+    tau: float = 0.005
+    alpha_init: float = 0.2
+    autotune: bool = True
+    target_entropy_fraction: float = 0.2
+    network: MEGNetConfig = MEGNetConfig()
+
+    def __post_init__(self):
+        for name in ("total_env_steps", "num_envs", "buffer_size", "batch_size",
+                     "train_frequency", "target_update_interval"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_envs % self.train_frequency and self.train_frequency % self.num_envs:
+            raise ValueError(f"one of num_envs ({self.num_envs}) and train_frequency "
+                             f"({self.train_frequency}) must divide the other")
+        if self.buffer_size < self.num_envs:
+            raise ValueError(f"buffer_size ({self.buffer_size}) must hold at least num_envs "
+                             f"= {self.num_envs} transitions")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if self.alpha_init <= 0.0:
+            raise ValueError(f"alpha_init must be > 0, got {self.alpha_init}")
+        if not 0.0 <= self.target_entropy_fraction <= 1.0:
+            raise ValueError("target_entropy_fraction must be in [0, 1], got "
+                             f"{self.target_entropy_fraction}")
+        if not isinstance(self.network, MEGNetConfig):
+            raise ValueError(f"network must be a MEGNetConfig, got {type(self.network).__name__}")
+
+    @property
+    def updates_per_iteration(self) -> int:
+        """Gradient updates made at an iteration where updates are due."""
+        return max(1, self.num_envs // self.train_frequency)
+
+    @property
+    def update_every(self) -> int:
+        """Iterations between iterations that make updates."""
+        return max(1, self.train_frequency // self.num_envs)
+
+    @property
+    def buffer_rows(self) -> int:
+        """Time rows of the replay buffer (each holds one transition per env)."""
+        return self.buffer_size // self.num_envs
+
+    @property
+    def env_steps_per_iteration(self) -> int:
+        return self.num_envs
+
+    @property
+    def num_iterations(self) -> int:
+        """Iterations of a full run (``total_env_steps // num_envs``)."""
+        return max(1, self.total_env_steps // self.num_envs)
 
 
 def config_keys(config_cls: type) -> list[str]:

@@ -18,7 +18,9 @@ class TrainSettings:
 
     Attributes:
       seed: PRNG seed of the run.
-      chunk_iterations: iterations (vectorised env steps) per jitted chunk; logging,
+      chunk_iterations: agent iterations per jitted chunk (an iteration is
+        ``agent.config.env_steps_per_iteration`` env steps: one vectorised step for
+        DQN/Rainbow/SAC, one rollout for PPO); logging,
         progress, checkpoints and evaluation happen between chunks.
       eval_episodes: greedy episodes per evaluation (0 disables).
       eval_every_chunks: evaluate every this many chunks (and always at the end).

@@ -143,9 +143,10 @@ class Trainer:
     # ---- main loop --------------------------------------------------------------------
     def run(self, progress: bool = True) -> dict:
         cfg = self.agent.config
-        chunk = max(1, int(self.settings.chunk_iterations))
-        per_iter = int(cfg.num_envs)
+        per_iter = int(cfg.env_steps_per_iteration)
         total_iters = math.ceil(cfg.total_env_steps / per_iter)
+        # a chunk never exceeds the run (a PPO iteration is a whole rollout)
+        chunk = max(1, min(int(self.settings.chunk_iterations), total_iters))
         n_chunks = math.ceil(total_iters / chunk)
         done_chunks = self.iteration // chunk
         bridge_seen = 0
