@@ -55,6 +55,11 @@ def all_heads(env, params):
         "noisy_dueling": QNetwork(cfg, env.num_actions, dueling=True, noisy=True),
         "value": ValueNetwork(cfg),
         "policy": PolicyNetwork(cfg, env.num_actions),
+        "composition_q": QNetwork(dataclasses.replace(with_features, composition_readout=True),
+                                  env.num_actions,
+                                  element_table=element_table_for(with_features, params)),
+        "pairwise_policy": PolicyNetwork(dataclasses.replace(with_features, action_head="pairwise"),
+                                         env.num_actions, element_table_for(with_features, params)),
     }
 
 
@@ -144,7 +149,7 @@ def test_dense_and_segment_graph_ops_agree(perovskite_env, key):
     variables = torso.init(key, graphs)
     dense = torso.apply(variables, graphs, (env.max_sites, env.max_edges))
     segment = torso.apply(variables, graphs)
-    assert dense.shape == (6, SMALL.readout_dim)
+    assert dense.shape == (6, SMALL.readout_dim())
     np.testing.assert_allclose(dense, segment, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="graphs of"):
         torso.apply(variables, graphs, (env.max_sites + 1, env.max_edges))
@@ -230,4 +235,23 @@ def test_config_validation(perovskite_env):
     with pytest.raises(ValueError, match="action_head"):
         MEGNetConfig(action_head="sparse")
     cfg = dataclasses.replace(MEGNetConfig(), head_hidden=[8])
-    assert cfg.head_hidden == (8,) and cfg.readout_dim == 160
+    assert cfg.head_hidden == (8,) and cfg.readout_dim() == 160
+    with pytest.raises(ValueError, match="composition_readout needs element_features"):
+        MEGNetConfig(composition_readout=True)
+
+
+def test_composition_readout_is_the_site_mean_of_element_features(perovskite_env, key):
+    env, params = perovskite_env
+    cfg = dataclasses.replace(megnet_config_for(env, SMALL), element_features=True,
+                              composition_readout=True)
+    table = element_table_for(cfg, params)
+    obs = batch_obs(env, params, key, n=4, steps=3)
+    net = MEGNet(cfg, table)
+    graphs = crystaljax.to_graphs_tuple(obs)
+    out = np.asarray(net.apply(net.init(key, graphs), graphs))
+    F = table.shape[1]
+    assert out.shape == (4, cfg.readout_dim(F))
+    tokens = np.asarray(obs.tokens)
+    expected = table[tokens].sum(axis=1) / np.asarray(obs.node_mask).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(out[:, -F:], expected, rtol=1e-6, atol=1e-7)
+    assert (tokens == env.num_actions).any() and (tokens < env.num_actions).any()

@@ -56,6 +56,12 @@ class MEGNetConfig:
         with that action's element embedding, plus its feature vector when
         ``element_features``). Pairwise heads share what they learn about one element with
         elements of similar features, e.g. Q(s, Rb) and Q(s, Sr) on the density task.
+        Applies to Q-value, advantage and policy-logit heads alike.
+      composition_readout: append to the readout the mean over the cell's sites of the
+        fixed element feature vectors (empty sites count as zeros), i.e. the
+        composition-weighted element properties of the partial crystal (Magpie-style
+        descriptors). Needs ``element_features``. Not in the original; it hands the heads
+        e.g. the cell's total mass exactly instead of leaving it to be learnt.
     """
 
     num_tokens: int | None = None
@@ -71,6 +77,7 @@ class MEGNetConfig:
     activation: str = "softplus"
     element_features: bool = False
     action_head: str = "dense"
+    composition_readout: bool = False
 
     def __post_init__(self):
         if self.action_head not in ACTION_HEADS:
@@ -82,14 +89,18 @@ class MEGNetConfig:
         if self.num_blocks > 1 and self.block_hidden[-1] != self.conv_hidden[-1]:
             raise ValueError("block_hidden[-1] must equal conv_hidden[-1] (skip connections), got "
                              f"{self.block_hidden} and {self.conv_hidden}")
+        if self.composition_readout and not self.element_features:
+            raise ValueError("composition_readout needs element_features=True (it averages the "
+                             "element feature table over the sites)")
         if self.encoder_hidden[-1] != self.conv_hidden[-1]:
             raise ValueError("encoder_hidden[-1] must equal conv_hidden[-1] (skip connections), "
                              f"got {self.encoder_hidden} and {self.conv_hidden}")
 
-    @property
-    def readout_dim(self) -> int:
-        """Width of the torso output: Set2Set(nodes) + Set2Set(edges) + state."""
-        return 5 * self.conv_hidden[-1]
+    def readout_dim(self, num_element_features: int = 0) -> int:
+        """Width of the torso output: Set2Set(nodes) + Set2Set(edges) + state, plus the
+        ``num_element_features`` columns of the composition readout when it is on."""
+        return 5 * self.conv_hidden[-1] + (num_element_features if self.composition_readout
+                                           else 0)
 
 
 def element_table(element_features) -> np.ndarray:
@@ -135,7 +146,7 @@ class MEGNetBlock(nn.Module):
 
 
 class MEGNet(nn.Module):
-    """MEGNet torso: padded GraphsTuple -> graph embeddings [B, config.readout_dim].
+    """MEGNet torso: padded GraphsTuple -> graph embeddings [B, config.readout_dim(F)].
 
     ``element_table`` f32 [V + 1, F]: fixed per-token features (row V = empty), required
     when ``config.element_features``; see :func:`element_table`.
@@ -177,4 +188,8 @@ class MEGNet(nn.Module):
                                        name=name)
         node_readout = set2set("node_set2set")(nodes, ops, "node")
         edge_readout = set2set("edge_set2set")(edges, ops, "edge")
-        return jnp.concatenate([node_readout, edge_readout, state], axis=-1)
+        readouts = [node_readout, edge_readout, state]
+        if cfg.composition_readout:
+            site_features = jnp.asarray(self.element_table)[graphs.nodes["tokens"]]
+            readouts.append(ops.graph_mean(ops.zero_padding(site_features, "node"), "node"))
+        return jnp.concatenate(readouts, axis=-1)

@@ -17,7 +17,7 @@ from flax import struct
 
 from crystaljax.env.types import Observation
 from crystaljax.graphs import to_graphs_tuple
-from crystaljax.models.heads import HeadMLP, QHead
+from crystaljax.models.heads import HeadMLP, PairwiseHead, QHead
 from crystaljax.models.layers import MASKED_LOGIT
 from crystaljax.models.megnet import MEGNet, MEGNetConfig, element_table
 
@@ -110,8 +110,7 @@ class PolicyNetwork(nn.Module):
     def __call__(self, obs: Observation) -> jax.Array:
         features = MEGNet(self.config, self.element_table, name="megnet")(
             to_graphs_tuple(obs), graph_size(obs))
-        logits = HeadMLP(self.config.head_hidden, self.num_actions, self.config.activation,
-                         name="head")(features)
+        logits = policy_head(self.config, self.num_actions, self.element_table, "head")(features)
         return mask_invalid(logits, obs.action_mask.reshape(-1, self.num_actions))
 
 
@@ -134,7 +133,7 @@ class ActorCriticNetwork(nn.Module):
         cfg = self.config
         if self.shared:
             self.torso = MEGNet(cfg, self.element_table)
-            self.policy_head = HeadMLP(cfg.head_hidden, self.num_actions, cfg.activation)
+            self.policy_head = policy_head(cfg, self.num_actions, self.element_table)
             self.value_head = HeadMLP(cfg.head_hidden, 1, cfg.activation)
         else:
             self.actor = PolicyNetwork(cfg, self.num_actions, self.element_table)
@@ -153,6 +152,31 @@ class ActorCriticNetwork(nn.Module):
         if not self.shared:
             return self.critic(obs)
         return self.value_head(self.torso(to_graphs_tuple(obs), graph_size(obs)))[:, 0]
+
+
+class PairwiseLogits(nn.Module):
+    """Policy logits from a :class:`PairwiseHead` with one output per (state, action):
+    [B, F] -> [B, A]."""
+
+    config: MEGNetConfig
+    num_actions: int
+    element_table: np.ndarray | None = None
+
+    @nn.compact
+    def __call__(self, features: jax.Array) -> jax.Array:
+        cfg = self.config
+        return PairwiseHead(self.num_actions, cfg.head_hidden, 1, cfg.node_embed_dim,
+                            action_table(self.element_table, self.num_actions), cfg.activation,
+                            name="pairwise")(features)[..., 0]
+
+
+def policy_head(config: MEGNetConfig, num_actions: int, element_table: np.ndarray | None,
+                name: str | None = None) -> nn.Module:
+    """The logits head [B, F] -> [B, A] that ``config.action_head`` asks for: an MLP with
+    one output per action ('dense') or :class:`PairwiseLogits` ('pairwise')."""
+    if config.action_head == "pairwise":
+        return PairwiseLogits(config, num_actions, element_table, name=name)
+    return HeadMLP(config.head_hidden, num_actions, config.activation, name=name)
 
 
 def action_table(element_table: np.ndarray | None, num_actions: int) -> np.ndarray | None:
