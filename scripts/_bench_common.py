@@ -23,7 +23,27 @@ def machine_description() -> str:
         mem = f", {mem_gib:.0f} GiB RAM"
     except (ValueError, OSError):
         mem = ""
-    return f"{os.cpu_count()} cores, {cpu}{mem}"
+    return f"{os.cpu_count()} cores, {cpu}{mem}{accelerator_description()}"
+
+
+def accelerator_description() -> str:
+    """', GPU: <device kind>' when JAX's default backend is an accelerator, else ''."""
+    try:
+        import jax
+
+        device = jax.devices()[0]
+    except Exception:  # noqa: BLE001 (no JAX, or no usable backend: describe the host only)
+        return ""
+    if device.platform == "cpu":
+        return ""
+    return f", {device.platform.upper()}: {device.device_kind}"
+
+
+def backend_name() -> str:
+    """JAX's default backend ('cpu', 'gpu', 'tpu')."""
+    import jax
+
+    return jax.default_backend()
 
 
 def replace_table(path: str, section: str, body: str) -> None:

@@ -1,8 +1,10 @@
-"""Benchmark DQN and Rainbow on the in-graph density task (issue 4).
+"""Benchmark the agents (DQN, Rainbow, PPO, SAC) on the in-graph density task.
 
 Task: ``density-perovskite-small-v0`` (CrystalGym's 5-site cubic cell, a = 4.2748 Å, small
-vocabulary) with targets 3.0 and 5.0 g/cm3. For every (target, agent) the seeds train
-vmapped in one jitted run; every ``--eval-every`` env steps the greedy policy of each seed
+vocabulary) with targets 3.0 and 5.0 g/cm3. Each agent runs for its ``env_steps`` of
+``configs/benchmark_agents.yaml`` (the budgets: 20k env steps for DQN and Rainbow, 50k for
+PPO and SAC). For every (target, agent) the seeds train vmapped in one jitted run; every
+``--eval-every`` env steps the greedy policy of each seed
 plays ``--eval-episodes`` episodes (random start sites) and we record the mean terminal
 reward and the median |density - target|. The criterion is mean reward >= 0.99 with
 median error <= 0.05 g/cm3. A uniform random policy is the baseline.
@@ -29,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import crystaljax  # noqa: E402
 from crystaljax.agents import make_agent  # noqa: E402
 from crystaljax.agents.evaluation import evaluate_policy, uniform_random_policy  # noqa: E402
-from scripts._bench_common import machine_description, replace_table  # noqa: E402
+from scripts._bench_common import backend_name, machine_description, replace_table  # noqa: E402
 from scripts.benchmark_table import SETTINGS, load_settings  # noqa: E402
 
 TASK = "density-perovskite-small-v0"
@@ -40,7 +42,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--agents", nargs="+", default=["dqn", "rainbow"])
+    parser.add_argument("--agents", nargs="+", default=None,
+                        help="default: every agent with settings in --settings")
     parser.add_argument("--targets", nargs="+", type=float, default=[3.0, 5.0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--env-steps", type=int, default=None,
@@ -54,6 +57,9 @@ def parse_args(argv=None):
                         help="YAML of per-agent benchmark settings ('none' = package defaults)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "agents"),
                         help="path prefix of the .json and .png outputs")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="train nothing: merge results files of earlier runs (e.g. one "
+                             "process per agent) into --out and BENCHMARKS.md")
     parser.add_argument("--no-markdown", action="store_true",
                         help="do not update BENCHMARKS.md (exploratory runs)")
     return parser.parse_args(argv)
@@ -185,14 +191,34 @@ def plot(results: dict, path: str) -> None:
 
 def markdown(results: dict) -> str:
     lines = [
-        "## DQN and Rainbow on the density task (`scripts/bench_agents.py`)",
+        "## Agents on the density task (`scripts/bench_agents.py`)",
         "",
         f"`scripts/bench_agents.py` on {results['machine']} (JAX {results['jax_version']}, "
-        f"CPU). Task `{TASK}`; {results['seeds']} seeds vmapped per run; greedy evaluation "
+        f"{results.get('backend', 'cpu')}). Task `{TASK}`; {results['seeds']} seeds vmapped "
+        "per run; greedy evaluation "
         f"on {results['eval_episodes']} episodes every {results['eval_every']:,} env steps. "
         f"Criterion: mean reward >= {CRITERION_REWARD} and median |error| <= "
         f"{CRITERION_ERROR} g/cm3. Learning curves: `benchmarks/agents.png`; raw numbers: "
         "`benchmarks/agents.json`.",
+        "",
+        "| target (g/cm3) | agent | env steps | seeds meeting the criterion | median env steps "
+        "to criterion | final mean reward (mean over seeds) | best final median abs error "
+        "(g/cm3) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for target, entry in results["targets"].items():
+        for name, res in entry["agents"].items():
+            reached = [s["steps_to_criterion"] for s in res["seeds"]
+                       if s["steps_to_criterion"] is not None]
+            final = [s["final_mean_reward"] for s in res["seeds"]]
+            err = [s["final_median_abs_error"] for s in res["seeds"]]
+            lines.append(
+                f"| {target} | {name} | {res['env_steps']:,} | {len(reached)}/{len(res['seeds'])} "
+                f"| {f'{int(np.median(reached)):,}' if reached else '-'} | "
+                f"{np.mean(final):.4f} | {min(err):.4f} |")
+    lines += [
+        "",
+        "Per seed (the uniform random policy's numbers over 4096 episodes for comparison):",
         "",
         "| target (g/cm3) | policy | seed | env steps to criterion | final mean reward | "
         "final median abs error (g/cm3) | train env steps/s (all seeds) | compile (s) |",
@@ -217,11 +243,45 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def merge_results(paths: list[str]) -> dict:
+    """Combine results files of runs of single agents (e.g. one process per agent) into one:
+    the first file's header, every file's agents under their targets."""
+    merged = None
+    for path in paths:
+        with open(path) as f:
+            part = json.load(f)
+        if merged is None:
+            merged = part
+            continue
+        for key in ("task", "seeds", "eval_every", "eval_episodes", "machine"):
+            if part[key] != merged[key]:
+                raise SystemExit(f"{path}: {key} {part[key]!r} differs from {merged[key]!r}")
+        for target, entry in part["targets"].items():
+            merged["targets"].setdefault(target, entry)["agents"].update(entry["agents"])
+    return merged
+
+
+def write_outputs(results: dict, out: str, markdown_too: bool) -> None:
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump(results, f, indent=1)
+    plot(results, out + ".png")
+    if markdown_too:
+        replace_table(os.path.join(ROOT, "BENCHMARKS.md"), "agents", markdown(results))
+    print(f"wrote {out}.json and {out}.png")
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.merge:
+        results = merge_results(args.merge)
+        write_outputs(results, args.out, not args.no_markdown)
+        return results
     overrides = parse_overrides(args.set)
     settings = {} if args.settings == "none" else load_settings(args.settings)
+    agents = args.agents or (list(settings) if settings else ["dqn", "rainbow", "ppo", "sac"])
     results = {"task": TASK, "machine": machine_description(), "jax_version": jax.__version__,
+               "backend": backend_name(),
                "seeds": args.seeds, "eval_every": args.eval_every,
                "eval_episodes": args.eval_episodes, "overrides": overrides,
                "settings_file": None if args.settings == "none"
@@ -234,7 +294,7 @@ def main(argv=None) -> dict:
         entry = {"random": random_baseline(env, params, jax.random.PRNGKey(7), 4096),
                  "agents": {}}
         print(f"target {target}: random policy {entry['random']}", flush=True)
-        for name in args.agents:
+        for name in agents:
             own = dict(settings.get(name, {}))
             default_steps = int(own.pop("env_steps", 20_000))
             env_steps = args.env_steps or default_steps
@@ -246,13 +306,7 @@ def main(argv=None) -> dict:
                   f"steps to criterion {[s['steps_to_criterion'] for s in res['seeds']]}",
                   flush=True)
         results["targets"][str(target)] = entry
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(results, f, indent=1)
-    plot(results, args.out + ".png")
-    if not args.no_markdown:
-        replace_table(os.path.join(ROOT, "BENCHMARKS.md"), "agents", markdown(results))
-    print(f"wrote {args.out}.json and {args.out}.png")
+    write_outputs(results, args.out, not args.no_markdown)
     return results
 
 
