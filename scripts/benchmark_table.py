@@ -136,6 +136,7 @@ def run_cell(name: str, prop: str, cell: str, settings: dict, args) -> dict:
         "best_property": best_prop.tolist(),
         "best_reward": np.asarray(states.best.reward, float).tolist(),
         "target": float(params.reward.target),
+        "machine": machine_description(), "backend": jax.default_backend(),
     }
     if not in_graph:
         from crystaljax.training.run import _oracle_counters
@@ -172,12 +173,25 @@ def _fmt_steps(values) -> str:
     return text if len(reached) == len(values) else f"{text} ({len(reached)}/{len(values)} seeds)"
 
 
+def machines_line(results: dict) -> str:
+    """Which machine ran which rows (rows merged from runs on different machines)."""
+    groups: dict[str, list[str]] = {}
+    for row in results["rows"]:
+        machine = row.get("machine", results["machine"])
+        backend = row.get("backend", "cpu")
+        groups.setdefault(f"{machine} (JAX {backend})", []).append(row["oracle"])
+    parts = [f"{', '.join(sorted(set(oracles)))} rows on {machine}"
+             for machine, oracles in groups.items()]
+    return "; ".join(parts)
+
+
 def markdown(results: dict) -> str:
     lines = [
         "# Baseline results",
         "",
-        f"`scripts/benchmark_table.py` on {results['machine']} (JAX {results['jax_version']}, "
-        f"CPU), {results['seeds']} seeds vmapped per row, small vocabulary. Agent settings: "
+        f"`scripts/benchmark_table.py`: {machines_line(results)}; JAX "
+        f"{results['jax_version']}; {results['seeds']} seeds vmapped per row, small "
+        "vocabulary. Agent settings: "
         "`configs/benchmark_agents.yaml`. Figure: `benchmarks/results.png`; raw numbers: "
         "`benchmarks/results.json`. Total wall time "
         f"{results['wall_s'] / 60:.0f} min.",
@@ -259,13 +273,47 @@ def parse_args(argv=None):
     parser.add_argument("--qe-workers", type=int, default=2)
     parser.add_argument("--qe-time-limit", type=float, default=300.0)
     parser.add_argument("--settings", default=SETTINGS)
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="train nothing: merge results files of earlier runs into --out")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"),
                         help="path prefix of the .json, .md and .png outputs")
     return parser.parse_args(argv)
 
 
+def merge_results(paths: list[str]) -> dict:
+    """Combine results files (e.g. density rows from one machine, QE rows from another):
+    rows of the same (agent, property, cell) in a later file replace earlier ones; the
+    header (QE budget, seeds) comes from the last file that has QE rows, else the first."""
+    parts = []
+    for path in paths:
+        with open(path) as f:
+            parts.append(json.load(f))
+    with_qe = [p for p in parts if any(r["property"] not in IN_GRAPH for r in p["rows"])]
+    merged = dict(with_qe[-1] if with_qe else parts[0])
+    rows: dict[tuple, dict] = {}
+    merged["random"], merged["wall_s"] = {}, 0.0
+    for part in parts:
+        if part["seeds"] != merged["seeds"]:
+            raise SystemExit(f"cannot merge runs with {part['seeds']} and {merged['seeds']} seeds")
+        for row in part["rows"]:
+            row.setdefault("machine", part["machine"])
+            rows[(row["agent"], row["property"], row["cell"])] = row
+        merged["random"].update(part["random"])
+        merged["wall_s"] += part.get("wall_s", 0.0)
+    order = {p: i for i, p in enumerate(PROPERTIES)}
+    merged["rows"] = sorted(rows.values(), key=lambda r: (order[r["property"]], r["cell"],
+                                                          r["agent"]))
+    return merged
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.merge:
+        results = merge_results(args.merge)
+        _write(results, args.out)
+        plot(results, args.out + ".png")
+        print(f"wrote {args.out}.json, {args.out}.md and {args.out}.png")
+        return results
     settings = load_settings(args.settings)
     agents = args.agents or list(settings)
     unknown = [a for a in agents if a not in settings or a not in list_agents()]

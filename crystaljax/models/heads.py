@@ -16,22 +16,32 @@ from crystaljax.models.layers import NoisyDense, get_activation
 
 
 class HeadMLP(nn.Module):
-    """MLP head [B, F] -> [B, out] with optional noisy linear layers (all layers)."""
+    """MLP head [B, F] -> [B, out] with optional noisy linear layers (all layers).
+
+    ``out_init_scale`` scales the initial weights of the output layer (flax's default
+    LeCun-normal init times the scale); policy heads use 0.01 so that a fresh policy is
+    close to uniform (a PPO implementation detail: with unit-scale logits the first
+    rollouts already favour arbitrary elements and the policy can lock onto them).
+    """
 
     hidden: Sequence[int]
     out: int
     activation: str = "softplus"
     noisy: bool = False
     sigma0: float = 0.5
+    out_init_scale: float = 1.0
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         act = get_activation(self.activation)
+        last = len(self.hidden)
         for i, width in enumerate((*self.hidden, self.out)):
             if self.noisy:
                 x = NoisyDense(width, self.sigma0, name=f"noisy_{i}")(x, deterministic)
             else:
-                x = nn.Dense(width, name=f"dense_{i}")(x)
+                scale = self.out_init_scale if i == last else 1.0
+                init = nn.initializers.variance_scaling(scale ** 2, "fan_in", "truncated_normal")
+                x = nn.Dense(width, kernel_init=init, name=f"dense_{i}")(x)
             if i < len(self.hidden):
                 x = act(x)
         return x
@@ -53,6 +63,7 @@ class PairwiseHead(nn.Module):
     activation: str = "softplus"
     noisy: bool = False
     sigma0: float = 0.5
+    out_init_scale: float = 1.0
 
     @nn.compact
     def __call__(self, features: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -69,7 +80,7 @@ class PairwiseHead(nn.Module):
                                  jnp.broadcast_to(actions[None], (B, A, actions.shape[-1]))],
                                 axis=-1)
         return HeadMLP(self.hidden, self.out, self.activation, self.noisy, self.sigma0,
-                       name="mlp")(pairs, deterministic)
+                       self.out_init_scale, name="mlp")(pairs, deterministic)
 
 
 def masked_mean(x: jax.Array, mask: jax.Array, axis: int) -> jax.Array:

@@ -154,6 +154,10 @@ class ActorCriticNetwork(nn.Module):
         return self.value_head(self.torso(to_graphs_tuple(obs), graph_size(obs)))[:, 0]
 
 
+#: initial weight scale of the output layer of policy heads (near-uniform fresh policies)
+POLICY_INIT_SCALE = 0.01
+
+
 class PairwiseLogits(nn.Module):
     """Policy logits from a :class:`PairwiseHead` with one output per (state, action):
     [B, F] -> [B, A]."""
@@ -167,7 +171,7 @@ class PairwiseLogits(nn.Module):
         cfg = self.config
         return PairwiseHead(self.num_actions, cfg.head_hidden, 1, cfg.node_embed_dim,
                             action_table(self.element_table, self.num_actions), cfg.activation,
-                            name="pairwise")(features)[..., 0]
+                            out_init_scale=POLICY_INIT_SCALE, name="pairwise")(features)[..., 0]
 
 
 def policy_head(config: MEGNetConfig, num_actions: int, element_table: np.ndarray | None,
@@ -176,7 +180,8 @@ def policy_head(config: MEGNetConfig, num_actions: int, element_table: np.ndarra
     one output per action ('dense') or :class:`PairwiseLogits` ('pairwise')."""
     if config.action_head == "pairwise":
         return PairwiseLogits(config, num_actions, element_table, name=name)
-    return HeadMLP(config.head_hidden, num_actions, config.activation, name=name)
+    return HeadMLP(config.head_hidden, num_actions, config.activation,
+                   out_init_scale=POLICY_INIT_SCALE, name=name)
 
 
 def action_table(element_table: np.ndarray | None, num_actions: int) -> np.ndarray | None:
