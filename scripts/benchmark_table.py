@@ -274,10 +274,39 @@ def parse_args(argv=None):
     parser.add_argument("--qe-time-limit", type=float, default=300.0)
     parser.add_argument("--settings", default=SETTINGS)
     parser.add_argument("--merge", nargs="+", metavar="JSON",
-                        help="train nothing: merge results files of earlier runs into --out")
+                        help="train nothing: merge results files of earlier runs into --out "
+                             "(files of scripts/bench_agents.py give the perovskite density rows)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"),
                         help="path prefix of the .json, .md and .png outputs")
     return parser.parse_args(argv)
+
+
+def from_bench_agents(part: dict) -> dict:
+    """A results file of scripts/bench_agents.py as table rows: its target-3.0 runs are the
+    density rows of the 'perovskite' cell (same task, seeds, evaluation key and episodes)."""
+    entry = part["targets"].get("3.0")
+    if entry is None:
+        raise SystemExit("bench_agents results without target 3.0 cannot give table rows")
+    rows = []
+    for name, res in entry["agents"].items():
+        steps = [c["env_steps"] for c in res["curve"]]
+        curve = np.asarray([c["mean_reward"] for c in res["curve"]], float).T  # [seeds, points]
+        rows.append({
+            "agent": name, "property": "density", "cell": "perovskite",
+            "task": task_id("density", "perovskite"), "oracle": "in-graph",
+            "env_steps": res["env_steps"], "seeds": part["seeds"],
+            "wall_s": res["compile_s"] + res["train_s"], "steps": steps,
+            "curve": curve.tolist(),
+            "steps_to_90": [steps_to_fraction(steps, list(c)) for c in curve],
+            "final_mean_reward": curve[:, -1].tolist(),
+            "best_property": [s["best_property_in_training"] for s in res["seeds"]],
+            "best_reward": [s["best_reward_in_training"] for s in res["seeds"]],
+            "target": 3.0, "machine": part["machine"], "backend": part.get("backend", "cpu"),
+        })
+    return {"machine": part["machine"], "jax_version": part["jax_version"],
+            "seeds": part["seeds"], "eval_episodes": part["eval_episodes"],
+            "random": {"density/perovskite": entry["random"]["mean_reward"]}, "rows": rows,
+            "wall_s": sum(r["wall_s"] for r in rows)}
 
 
 def merge_results(paths: list[str]) -> dict:
@@ -287,9 +316,11 @@ def merge_results(paths: list[str]) -> dict:
     parts = []
     for path in paths:
         with open(path) as f:
-            parts.append(json.load(f))
+            part = json.load(f)
+        parts.append(from_bench_agents(part) if "targets" in part else part)
     with_qe = [p for p in parts if any(r["property"] not in IN_GRAPH for r in p["rows"])]
-    merged = dict(with_qe[-1] if with_qe else parts[0])
+    header = with_qe[-1] if with_qe else next((p for p in parts if "qe_preset" in p), parts[0])
+    merged = {"qe_preset": "-", "qe_steps": 0, "qe_num_envs": 0, **header}
     rows: dict[tuple, dict] = {}
     merged["random"], merged["wall_s"] = {}, 0.0
     for part in parts:
