@@ -88,7 +88,13 @@ def run_cell(name: str, prop: str, cell: str, settings: dict, args) -> dict:
                                            "workers": args.qe_workers}}
     env, params = crystaljax.make(task_id(prop, cell), **env_kwargs)
     if not in_graph:  # small batches: DFT runs a crystal per finished episode
-        overrides = {**overrides, "num_envs": args.qe_num_envs, "learning_starts": 0}
+        overrides = {**overrides, "num_envs": args.qe_num_envs}
+        if name == "ppo":  # rollouts that fit the DFT budget: one minibatch per rollout
+            per_env = max(1, args.qe_steps // args.qe_num_envs)
+            overrides.update(num_steps=min(int(overrides.get("num_steps", 32)), per_env),
+                             num_minibatches=1)
+        else:
+            overrides["learning_starts"] = 0
         overrides = {k: v for k, v in overrides.items()
                      if k not in ("buffer_size",) or v >= args.qe_num_envs}
     agent = make_agent(name, env, params, {**overrides, "total_env_steps": env_steps})
@@ -124,7 +130,8 @@ def run_cell(name: str, prop: str, cell: str, settings: dict, args) -> dict:
     wall = time.perf_counter() - t0
     curve_arr = np.stack(curve, axis=1)  # [seeds, points]
     if not in_graph:  # the first point is the first chunk of training episodes
-        steps, curve_arr = steps[1:], curve_arr[:, 1:] if curve_arr.shape[1] > 1 else curve_arr
+        if curve_arr.shape[1] > 1:
+            steps, curve_arr = steps[1:], curve_arr[:, 1:]
     best_prop = np.asarray(states.best.property, float)
     row = {
         "agent": name, "property": prop, "cell": cell, "task": task_id(prop, cell),
