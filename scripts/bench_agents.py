@@ -189,13 +189,27 @@ def plot(results: dict, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def machines_line(results: dict) -> str:
+    """'<machine> (JAX <version>, <backend>)', or which agents ran on which machine."""
+    default = (f"{results['machine']} (JAX {results['jax_version']}, "
+               f"{results.get('backend', 'cpu')})")
+    groups: dict[str, list[str]] = {}
+    for entry in results["targets"].values():
+        for name, res in entry["agents"].items():
+            agents = groups.setdefault(res.get("machine", default), [])
+            if name not in agents:
+                agents.append(name)
+    if len(groups) <= 1:
+        return next(iter(groups), default)
+    return "; ".join(f"{', '.join(agents)} on {machine}" for machine, agents in groups.items())
+
+
 def markdown(results: dict) -> str:
     lines = [
         "## Agents on the density task (`scripts/bench_agents.py`)",
         "",
-        f"`scripts/bench_agents.py` on {results['machine']} (JAX {results['jax_version']}, "
-        f"{results.get('backend', 'cpu')}). Task `{TASK}`; {results['seeds']} seeds vmapped "
-        "per run; greedy evaluation "
+        f"`scripts/bench_agents.py` on {machines_line(results)}. Task `{TASK}`; "
+        f"{results['seeds']} seeds vmapped per run; greedy evaluation "
         f"on {results['eval_episodes']} episodes every {results['eval_every']:,} env steps. "
         f"Criterion: mean reward >= {CRITERION_REWARD} and median |error| <= "
         f"{CRITERION_ERROR} g/cm3. Learning curves: `benchmarks/agents.png`; raw numbers: "
@@ -252,10 +266,18 @@ def merge_results(paths: list[str]) -> dict:
             part = json.load(f)
         if merged is None:
             merged = part
+            for entry in part["targets"].values():
+                for res in entry["agents"].values():
+                    res.setdefault("machine", f"{part['machine']} (JAX {part['jax_version']}, "
+                                              f"{part.get('backend', 'cpu')})")
             continue
-        for key in ("task", "seeds", "eval_every", "eval_episodes", "machine"):
+        for key in ("task", "seeds", "eval_every", "eval_episodes"):
             if part[key] != merged[key]:
                 raise SystemExit(f"{path}: {key} {part[key]!r} differs from {merged[key]!r}")
+        for entry in part["targets"].values():
+            for res in entry["agents"].values():
+                res.setdefault("machine", f"{part['machine']} (JAX {part['jax_version']}, "
+                                          f"{part.get('backend', 'cpu')})")
         for target, entry in part["targets"].items():
             merged["targets"].setdefault(target, entry)["agents"].update(entry["agents"])
     return merged
