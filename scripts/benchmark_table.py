@@ -205,9 +205,9 @@ def markdown(results: dict) -> str:
         "",
         "Density rows use the in-graph oracle at full length; the curve is the greedy "
         f"policy's mean reward over {results['eval_episodes']} episodes. QE rows use real "
-        f"Quantum ESPRESSO (preset `{results['qe_preset']}`) at {results['qe_steps']} env "
-        f"steps per seed ({results['qe_num_envs']} envs per seed); their curve is the mean "
-        "terminal reward of the training episodes. \"Steps to 90 %\": env steps until the "
+        f"Quantum ESPRESSO (preset `{results['qe_preset']}`) at a small DFT budget (the env "
+        f"steps per seed in the row; {results['qe_num_envs']} env(s) per seed, one crystal per "
+        "finished episode); their curve is the mean terminal reward of the training episodes. \"Steps to 90 %\": env steps until the "
         "curve first gets 90 % of the way from its first to its best point (median over "
         "seeds). Values are mean ± std over seeds.",
         "",
