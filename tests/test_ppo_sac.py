@@ -25,7 +25,10 @@ TINY_NET = {"node_embed_dim": 8, "focus_embed_dim": 4, "encoder_hidden": (16, 16
             "head_hidden": (16,), "set2set_iterations": 1}
 GAMMA = 0.9
 PPO_PROBE = {"total_env_steps": 16 * 8 * 40, "num_envs": 16, "num_steps": 8,
-             "num_minibatches": 4, "learning_rate": 3e-3, "gamma": GAMMA, "network": TINY_NET}
+             "num_minibatches": 4, "learning_rate": 3e-3, "gamma": GAMMA, "network": TINY_NET,
+             # the benchmark's entropy weight: with near-uniform initial policy heads and the
+             # default 0.01, one seed's actor collapses onto a cue-blind action
+             "ent_coef": 0.03}
 SAC_PROBE = {"total_env_steps": 1200, "num_envs": 8, "learning_starts": 64, "train_frequency": 2,
              "buffer_size": 512, "batch_size": 32, "q_learning_rate": 3e-3,
              "policy_learning_rate": 3e-3, "alpha_learning_rate": 3e-3, "gamma": GAMMA,
