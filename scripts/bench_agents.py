@@ -250,8 +250,8 @@ def markdown(results: dict) -> str:
                     f"{'not reached' if reached is None else f'{reached:,}'} | "
                     f"{s['final_mean_reward']:.4f} | {s['final_median_abs_error']:.4f} | "
                     f"{res['env_steps_per_s']:.0f} | {res['compile_s']:.0f} |")
-    lines += ["", f"Agent settings ({results['settings_file'] or 'package defaults'}, plus "
-              f"command-line overrides {json.dumps(results.get('overrides') or {})}):", ""]
+    lines += ["", f"Agent settings ({results['settings_file'] or 'package defaults'}; each "
+              "agent's overrides of its package defaults, command-line ones included):", ""]
     for name, res in next(iter(results["targets"].values()))["agents"].items():
         lines.append(f"* {name}, {res['env_steps']:,} env steps: {json.dumps(res['overrides'])}")
     return "\n".join(lines)
@@ -283,6 +283,20 @@ def merge_results(paths: list[str]) -> dict:
     return merged
 
 
+def settings_source(results: dict, settings_path: str) -> str | None:
+    """Name the settings file of merged runs: ``settings_path`` (relative to the repo) when
+    every agent's recorded overrides are exactly what that file gives it (the runs may have
+    read a copy of it), else a pointer to the per-agent list."""
+    settings = {} if settings_path == "none" else load_settings(settings_path)
+    for entry in results["targets"].values():
+        for name, res in entry["agents"].items():
+            own = dict(settings.get(name, {}))
+            own.pop("env_steps", None)
+            if own != res["overrides"]:
+                return "see each agent below; they differ from the settings file"
+    return None if settings_path == "none" else os.path.relpath(settings_path, ROOT)
+
+
 def write_outputs(results: dict, out: str, markdown_too: bool) -> None:
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     with open(out + ".json", "w") as f:
@@ -297,6 +311,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.merge:
         results = merge_results(args.merge)
+        results["settings_file"] = settings_source(results, args.settings)
         write_outputs(results, args.out, not args.no_markdown)
         return results
     overrides = parse_overrides(args.set)

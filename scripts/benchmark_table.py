@@ -207,9 +207,9 @@ def markdown(results: dict) -> str:
         f"policy's mean reward over {results['eval_episodes']} episodes. QE rows use real "
         f"Quantum ESPRESSO (preset `{results['qe_preset']}`) at a small DFT budget (the env "
         f"steps per seed in the row; {results['qe_num_envs']} env(s) per seed, one crystal per "
-        "finished episode); their curve is the mean terminal reward of the training episodes. \"Steps to 90 %\": env steps until the "
-        "curve first gets 90 % of the way from its first to its best point (median over "
-        "seeds). Values are mean ± std over seeds.",
+        "finished episode); their curve is the mean terminal reward of the training "
+        "episodes. \"Steps to 90 %\": env steps until the curve first gets 90 % of the way "
+        "from its first to its best point (median over seeds). Values are mean ± std over seeds.",
         "",
         "| property | cell | oracle | agent | env steps | steps to 90 % | final mean reward | "
         "random policy | best property found | DFT calls | cache hits | wall (s) |",
