@@ -225,7 +225,25 @@ def markdown(results: dict) -> str:
             f"{'-' if rnd is None else f'{rnd:.3f}'} | "
             f"{_fmt_mean(row['best_property'])} {unit} | {row.get('dft_calls', '-')} | "
             f"{row.get('cache_hits', '-')} | {row['wall_s']:.0f} |")
+    missing = missing_rows(results)
+    if missing:
+        lines += ["", "Not run (agent x property x cell combinations without a row; "
+                  "`scripts/benchmark_table.py --agents A --properties P --cells C` runs one): "
+                  + "; ".join(missing) + "."]
     return "\n".join(lines) + "\n"
+
+
+def missing_rows(results: dict) -> list[str]:
+    """'property on cell: agents' for every combination of the registered agents, the
+    properties and CrystalGym's cells that has no row."""
+    have = {(r["agent"], r["property"], r["cell"]) for r in results["rows"]}
+    out = []
+    for prop in PROPERTIES:
+        for cell in CELLS:
+            agents = [a for a in list_agents() if (a, prop, cell) not in have]
+            if agents:
+                out.append(f"{prop} on {cell}: {', '.join(agents)}")
+    return out
 
 
 def plot(results: dict, path: str) -> None:
@@ -244,9 +262,11 @@ def plot(results: dict, path: str) -> None:
             if (row["property"], row["cell"]) != (prop, cell):
                 continue
             curve = np.asarray(row["curve"], float)
-            ax.plot(row["steps"], np.nanmean(curve, axis=0), color=colors.get(row["agent"]),
-                    label=row["agent"])
-            ax.fill_between(row["steps"], np.nanmin(curve, axis=0), np.nanmax(curve, axis=0),
+            seen = ~np.isnan(curve).all(axis=0)  # QE rows: points where an episode ended
+            steps, curve = np.asarray(row["steps"])[seen], curve[:, seen]
+            ax.plot(steps, np.nanmean(curve, axis=0), "o-" if len(steps) < 8 else "-",
+                    color=colors.get(row["agent"]), label=row["agent"])
+            ax.fill_between(steps, np.nanmin(curve, axis=0), np.nanmax(curve, axis=0),
                             color=colors.get(row["agent"]), alpha=0.2)
         rnd = results["random"].get(f"{prop}/{cell}")
         if rnd is not None:

@@ -75,3 +75,8 @@ def test_benchmark_table_density_rows_and_merge(tmp_path, tiny_settings):
     assert set(merged["random"]) == {"density/perovskite", "density/bcc4"}
     assert json.load(open(tmp_path / "table.json"))["rows"] == merged["rows"]
     assert (tmp_path / "table.png").exists()
+    missing = benchmark_table.missing_rows(merged)
+    assert "density on perovskite: dqn, rainbow, sac" in missing
+    assert "density on bcc4: ppo, rainbow, sac" in missing
+    assert "band_gap on bcc4: dqn, ppo, rainbow, sac" in missing and len(missing) == 9
+    assert "Not run" in open(tmp_path / "table.md").read()
