@@ -189,10 +189,15 @@ def plot(results: dict, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def run_machine(results: dict) -> str:
+    """'<machine> (JAX <version>, <backend>)' of one results file."""
+    return (f"{results['machine']} (JAX {results['jax_version']}, "
+            f"{results.get('backend', 'cpu')})")
+
+
 def machines_line(results: dict) -> str:
-    """'<machine> (JAX <version>, <backend>)', or which agents ran on which machine."""
-    default = (f"{results['machine']} (JAX {results['jax_version']}, "
-               f"{results.get('backend', 'cpu')})")
+    """The run's machine, or which agents ran on which machine (merged results)."""
+    default = run_machine(results)
     groups: dict[str, list[str]] = {}
     for entry in results["targets"].values():
         for name, res in entry["agents"].items():
@@ -264,20 +269,15 @@ def merge_results(paths: list[str]) -> dict:
     for path in paths:
         with open(path) as f:
             part = json.load(f)
+        for entry in part["targets"].values():
+            for res in entry["agents"].values():
+                res.setdefault("machine", run_machine(part))
         if merged is None:
             merged = part
-            for entry in part["targets"].values():
-                for res in entry["agents"].values():
-                    res.setdefault("machine", f"{part['machine']} (JAX {part['jax_version']}, "
-                                              f"{part.get('backend', 'cpu')})")
             continue
         for key in ("task", "seeds", "eval_every", "eval_episodes"):
             if part[key] != merged[key]:
                 raise SystemExit(f"{path}: {key} {part[key]!r} differs from {merged[key]!r}")
-        for entry in part["targets"].values():
-            for res in entry["agents"].values():
-                res.setdefault("machine", f"{part['machine']} (JAX {part['jax_version']}, "
-                                          f"{part.get('backend', 'cpu')})")
         for target, entry in part["targets"].items():
             merged["targets"].setdefault(target, entry)["agents"].update(entry["agents"])
     return merged
