@@ -5,6 +5,7 @@ Networks here are small and run eagerly (no compilation), to keep the suite fast
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +23,7 @@ from crystaljax.models import (
     dueling_combine,
     megnet_config_for,
 )
-from crystaljax.models.layers import masked_segment_softmax
+from crystaljax.models.layers import masked_segment_softmax, orthogonal_init
 from crystaljax.models.networks import element_table_for
 
 SMALL = MEGNetConfig(node_embed_dim=8, focus_embed_dim=4, encoder_hidden=(16, 16),
@@ -255,3 +256,28 @@ def test_composition_readout_is_the_site_mean_of_element_features(perovskite_env
     expected = table[tokens].sum(axis=1) / np.asarray(obs.node_mask).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(out[:, -F:], expected, rtol=1e-6, atol=1e-7)
     assert (tokens == env.num_actions).any() and (tokens < env.num_actions).any()
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (16, 64), (64, 16)])
+def test_orthogonal_init_matches_flax_without_lapack(shape):
+    key = jax.random.PRNGKey(7)
+    q = np.asarray(orthogonal_init(2.0)(key, shape))
+    np.testing.assert_allclose(q, np.asarray(nn.initializers.orthogonal(2.0)(key, shape)),
+                               atol=1e-4)
+    small = min(shape)
+    gram = q.T @ q if shape[0] >= shape[1] else q @ q.T
+    np.testing.assert_allclose(gram, 4.0 * np.eye(small), atol=1e-4)
+    with pytest.raises(ValueError, match="2-D shape"):
+        orthogonal_init()(key, (2, 3, 4))
+
+
+def test_vmapped_agent_init_has_no_lapack_call(perovskite_env):
+    """Seeds initialised under vmap must not run a batched LAPACK QR (the Set2Set LSTMs'
+    orthogonal init): two at once deadlocked XLA CPU's thread pool (SAC + QE hung)."""
+    from crystaljax.agents import make_agent
+
+    env, params = perovskite_env
+    agent = make_agent("sac", env, params, {"network": {"num_blocks": 1}})
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    text = jax.jit(jax.vmap(agent.init)).lower(keys).as_text()
+    assert "lapack" not in text and "geqrf" not in text

@@ -83,6 +83,36 @@ class MLP(nn.Module):
         return x
 
 
+def orthogonal_init(scale: float = 1.0):
+    """Orthogonal initializer (the distribution of ``flax.linen.initializers.orthogonal``)
+    computed by modified Gram-Schmidt in plain ``jnp`` instead of a LAPACK QR.
+
+    A Gaussian matrix is orthonormalised column by column, which gives the Q of its QR
+    decomposition with a positive diagonal of R, as flax's sign-corrected QR does (equal to
+    float32 rounding). Why not flax's: under ``vmap`` (seeds initialised together) XLA CPU
+    runs a batched QR through LAPACK in its intra-op thread pool, and two of them at once
+    deadlocked that pool on this 2-core machine (SAC with the QE oracle hung in ``init``).
+    Shape (rows, cols): orthonormal columns if rows >= cols, else orthonormal rows.
+    """
+
+    def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+        if len(shape) != 2:
+            raise ValueError(f"orthogonal_init takes a 2-D shape, got {tuple(shape)}")
+        rows, cols = shape
+        tall = (rows, cols) if rows >= cols else (cols, rows)  # orthonormal columns
+        a = jax.random.normal(key, tall, jnp.float32)
+
+        def step(j, q):
+            earlier = q * (jnp.arange(tall[1]) < j)  # the columns done so far, others 0
+            v = q[:, j] - earlier @ (earlier.T @ q[:, j])
+            return q.at[:, j].set(v / jnp.linalg.norm(v))
+
+        q = jax.lax.fori_loop(0, tall[1], step, a)
+        return (scale * (q if rows >= cols else q.T)).astype(dtype)
+
+    return init
+
+
 class Set2Set(nn.Module):
     """Set2Set readout (Vinyals et al. 2016) with masked attention.
 
@@ -99,7 +129,8 @@ class Set2Set(nn.Module):
     def __call__(self, x: jax.Array, ops, kind: str) -> jax.Array:
         dim = x.shape[-1]
         num_graphs = ops.num_graphs
-        cells = [nn.OptimizedLSTMCell(dim, name=f"lstm_{i}") for i in range(self.num_layers)]
+        cells = [nn.OptimizedLSTMCell(dim, recurrent_kernel_init=orthogonal_init(),
+                                      name=f"lstm_{i}") for i in range(self.num_layers)]
         carries = [(jnp.zeros((num_graphs, dim), x.dtype), jnp.zeros((num_graphs, dim), x.dtype))
                    for _ in range(self.num_layers)]
         q_star = jnp.zeros((num_graphs, 2 * dim), x.dtype)
