@@ -118,12 +118,15 @@ def run_agent(name: str, env, params, overrides: dict, args, env_steps: int) -> 
     curve = [record(states, 0)]
     train_s = 0.0
     losses = []
+    skipped = np.zeros(args.seeds, np.int64)  # non-finite updates skipped (replay agents)
     for i in range(num_chunks):
         t0 = time.perf_counter()
         states, metrics = chunk(states, jnp.int32(i * chunk_iterations))
         jax.block_until_ready(states)
         train_s += time.perf_counter() - t0
         losses.append(np.nanmean(np.asarray(metrics["loss"]), axis=1).tolist())
+        if "skipped_updates" in metrics:
+            skipped += np.asarray(metrics["skipped_updates"]).sum(axis=1)
         curve.append(record(states, (i + 1) * args.eval_every))
         print(f"  {name} step {curve[-1]['env_steps']:>6}: reward "
               f"{np.round(curve[-1]['mean_reward'], 4)} median|err| "
@@ -138,7 +141,8 @@ def run_agent(name: str, env, params, overrides: dict, args, env_steps: int) -> 
                       "final_mean_reward": curve[-1]["mean_reward"][s],
                       "final_median_abs_error": curve[-1]["median_abs_error"][s],
                       "best_reward_in_training": float(states.best.reward[s]),
-                      "best_property_in_training": float(states.best.property[s])})
+                      "best_property_in_training": float(states.best.property[s]),
+                      "skipped_updates": int(skipped[s])})
     total_steps = args.seeds * env_steps
     return {"config": _jsonable(dataclasses.asdict(cfg)), "overrides": overrides,
             "env_steps": env_steps,

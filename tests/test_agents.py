@@ -4,12 +4,15 @@ vmap over seeds, checkpoints, config overrides, evaluation on the crystal env.
 Networks are tiny; each agent is compiled once per test to keep the suite fast.
 """
 
+import types
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import rlax
 
 from crystaljax.agents import default_config, make_agent, make_train
 from crystaljax.agents.buffer import (
@@ -20,7 +23,9 @@ from crystaljax.agents.buffer import (
     sample_indices,
     update_priorities,
 )
+from crystaljax.agents.losses import categorical_losses
 from crystaljax.agents.probes import OPTIMAL_RETURN, ProbeEnv
+from crystaljax.agents.q_learning import reward_range
 
 TINY_NET = {"node_embed_dim": 8, "focus_embed_dim": 4, "encoder_hidden": (16, 16),
             "num_blocks": 1, "block_hidden": (16, 16), "conv_hidden": (16, 16),
@@ -63,6 +68,26 @@ def test_solves_probes_with_known_values_vmapped_over_seeds(name):
         np.testing.assert_allclose(best[kinds == env.kind_id("two_step")], gamma, atol=0.1)
         # bootstrapping must ignore the masked action (else gamma * 1.0 = 0.9)
         np.testing.assert_allclose(best[kinds == env.kind_id("masked")], gamma * 0.5, atol=0.1)
+
+
+def test_update_with_non_finite_loss_is_skipped_not_applied():
+    """A batch with NaN rewards leaves parameters, optimiser state and priorities as they
+    were and is counted; a finite batch then updates as usual."""
+    env = ProbeEnv()
+    agent = make_agent("rainbow", env, None, {**PROBE_CONFIG, "learning_starts": 10_000})
+    state, _ = jax.jit(lambda s: agent.run_iterations(s, 20))(agent.init(jax.random.PRNGKey(0)))
+    update = jax.jit(agent._update)
+    data = state.buffer.data
+    poisoned = state.replace(buffer=state.buffer.replace(
+        data=data.replace(reward=jnp.full_like(data.reward, jnp.nan))))
+    new, (loss, skipped) = update(poisoned, jax.random.PRNGKey(1), jnp.float32(0.4))
+    assert bool(skipped) and not np.isfinite(float(loss))
+    chex.assert_trees_all_equal(new.params, state.params)
+    chex.assert_trees_all_equal(new.opt_state, state.opt_state)
+    np.testing.assert_array_equal(new.buffer.priorities, state.buffer.priorities)
+    new, (loss, skipped) = update(state, jax.random.PRNGKey(1), jnp.float32(0.4))
+    assert not bool(skipped) and np.isfinite(float(loss))
+    assert not np.allclose(jax.tree.leaves(new.params)[0], jax.tree.leaves(state.params)[0])
 
 
 def _transition(obs_value, reward, terminated=False, truncated=False):
@@ -115,6 +140,27 @@ def test_sampling_respects_window_wraparound_and_priorities():
     assert abs(np.mean(starts == 4.0) - 0.9) < 0.03  # priorities 9 : 1 (obs 5 kept max 1)
 
 
+def test_c51_priorities_are_the_kl_divergence_not_the_cross_entropy():
+    """The loss is rlax's C51 double-Q cross-entropy; the priority (KL) is 0 for a learned
+    target that lies between two atoms, where the cross-entropy stays at its entropy."""
+    atoms = jnp.linspace(0.0, 1.0, 11)
+    logits_t = jax.random.normal(jax.random.PRNGKey(0), (3, 2, 11))
+    selector = jnp.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.2]])
+    r, discount = jnp.array([0.95, 0.0, 0.3]), jnp.array([0.0, 0.9, 0.5])  # 0.95: two atoms
+    logits_tm1 = jax.random.normal(jax.random.PRNGKey(1), (3, 2, 11))
+    a = jnp.array([0, 1, 1])
+    ce, kl = categorical_losses(atoms, logits_tm1, a, r, discount, logits_t, selector)
+    reference = jax.vmap(rlax.categorical_double_q_learning,
+                         in_axes=(None, 0, 0, 0, 0, None, 0, 0))(
+        atoms, logits_tm1, a, r, discount, atoms, logits_t, selector)
+    np.testing.assert_allclose(ce, reference, rtol=1e-5)
+    assert (kl > 0).all() and (kl < ce).all()
+    learned = jnp.log(jnp.zeros(11).at[9].set(0.5).at[10].set(0.5) + 1e-30)
+    ce, kl = categorical_losses(atoms, logits_tm1.at[0, 0].set(learned), a, r, discount,
+                                logits_t, selector)
+    np.testing.assert_allclose([ce[0], kl[0]], [np.log(2.0), 0.0], atol=1e-5)
+
+
 def test_train_chunk_traces_once_metrics_and_checkpoint_roundtrip(perovskite_env, tmp_path):
     env, params = perovskite_env
     config = {"num_envs": 4, "learning_starts": 8, "train_frequency": 2, "buffer_size": 64,
@@ -165,7 +211,7 @@ def test_config_overrides_and_errors(perovskite_env):
     assert cfg.num_envs == 4 and cfg.network.head_hidden == (8,) and cfg.network.num_blocks == 2
     assert (cfg.num_atoms, cfg.n_step, cfg.dueling, cfg.noisy, cfg.prioritised) == (51, 3, True,
                                                                                       True, True)
-    assert agent.network.v_min == -1.0 and agent.network.v_max == 1.0
+    assert agent.network.v_min == 0.0 and agent.network.v_max == 1.0  # in-graph: no failures
     dqn = default_config("dqn")
     assert (dqn.learning_rate, dqn.buffer_size, dqn.batch_size, dqn.gamma) == (2.5e-4, 2000, 64,
                                                                                0.99)
@@ -177,3 +223,15 @@ def test_config_overrides_and_errors(perovskite_env):
         make_agent("ppo2", env, params)
     with pytest.raises(ValueError, match="divide"):
         make_agent("dqn", env, params, {"num_envs": 6, "train_frequency": 4})
+
+
+def test_c51_support_is_the_range_of_rewards_the_task_can_give(perovskite_env):
+    """The failure penalty widens the support only when the oracle can fail."""
+    env, params = perovskite_env
+    assert not env.oracle_can_fail
+    assert reward_range(env, params) == (0.0, 1.0)
+    params = params.replace(reward=params.reward.replace(penalty=jnp.float32(-2.0)))
+    assert reward_range(types.SimpleNamespace(property_name="density", oracle_can_fail=True),
+                        params) == (-2.0, 1.0)
+    assert reward_range(types.SimpleNamespace(property_name="bulk_modulus"),
+                        params) == (-5.0, 0.0)  # floor -5 is below the penalty

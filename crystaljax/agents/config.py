@@ -41,7 +41,7 @@ class DQNConfig:
       loss: 'mse' (the original's) or 'huber' (scalar Q only).
       num_atoms: 1 = scalar Q; > 1 = C51 distribution on ``linspace(v_min, v_max)``.
       v_min, v_max: C51 support; None = the task's reward range.
-      prioritised: proportional prioritised replay (priority = |TD| or the C51 loss).
+      prioritised: proportional prioritised replay (priority = |TD| or the C51 KL divergence).
       priority_exponent: alpha of the sampling probabilities.
       importance_beta_start, importance_beta_end: importance-weight exponent, annealed
         linearly over the run.

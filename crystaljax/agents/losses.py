@@ -30,11 +30,23 @@ def scalar_loss(td_errors: jax.Array, kind: str) -> jax.Array:
 
 def categorical_losses(atoms: jax.Array, logits_tm1: jax.Array, a_tm1: jax.Array,
                        r_t: jax.Array, discount_t: jax.Array, logits_t: jax.Array,
-                       q_t_selector: jax.Array) -> jax.Array:
-    """C51 cross-entropy [B] between the online distribution of the taken action and the
-    projected target distribution of the action ``argmax q_t_selector``.
+                       q_t_selector: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """C51 double-Q losses of the taken action against the projected target distribution
+    of the action ``argmax q_t_selector`` (rlax's projection; targets carry no gradient).
 
-    atoms [K]; logits_tm1, logits_t [B, A, K]; q_t_selector [B, A]."""
-    loss = jax.vmap(rlax.categorical_double_q_learning,
-                    in_axes=(None, 0, 0, 0, 0, None, 0, 0))
-    return loss(atoms, logits_tm1, a_tm1, r_t, discount_t, atoms, logits_t, q_t_selector)
+    atoms [K]; logits_tm1, logits_t [B, A, K]; q_t_selector [B, A]; r_t, discount_t [B].
+    Returns (cross-entropy [B], KL divergence [B]): the two have the same gradient, the
+    KL is 0 once the prediction matches the target. Priorities must use the KL (as
+    Rainbow does): the cross-entropy adds the target's own entropy, which is large for a
+    target between two atoms however well it is already predicted.
+    """
+
+    def one(logits_tm1, a_tm1, r_t, discount_t, logits_t, q_t_selector):
+        p_t = jax.nn.softmax(logits_t[jnp.argmax(q_t_selector)])
+        target = rlax.categorical_l2_project(r_t + discount_t * atoms, p_t, atoms)
+        target = jax.lax.stop_gradient(target)
+        cross_entropy = -jnp.sum(target * jax.nn.log_softmax(logits_tm1[a_tm1]))
+        entropy = -jnp.sum(jax.scipy.special.xlogy(target, target))
+        return cross_entropy, jnp.maximum(cross_entropy - entropy, 0.0)
+
+    return jax.vmap(one)(logits_tm1, a_tm1, r_t, discount_t, logits_t, q_t_selector)

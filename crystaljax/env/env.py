@@ -63,6 +63,12 @@ class CrystalEnv:
 
     # ---- sizes and specs ------------------------------------------------------------------
     @property
+    def oracle_can_fail(self) -> bool:
+        """False for the in-graph oracle (its status is always OK, so no reward is ever the
+        failure penalty); True for host oracles (DFT runs can fail)."""
+        return self.oracle_name != "analytic"
+
+    @property
     def num_actions(self) -> int:
         return len(self.vocab)
 

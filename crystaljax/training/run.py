@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 METRIC_FIELDS = (
     "env_steps", "iteration", "episodes", "mean_terminal_reward", "best_reward", "best_property",
-    "loss", "epsilon", "dft_failures", "dft_calls", "cache_hits", "eval_mean_reward",
+    "loss", "skipped_updates", "epsilon", "dft_failures", "dft_calls", "cache_hits", "eval_mean_reward",
     "eval_median_abs_error", "wall_s",
 )
 
@@ -171,6 +171,8 @@ class Trainer:
                     "best_property": float(m["best_property"][-1]),
                     "loss": float(np.nanmean(m["loss"]))
                     if "loss" in m and np.isfinite(m["loss"]).any() else float("nan"),
+                    "skipped_updates": int(m["skipped_updates"].sum())
+                    if "skipped_updates" in m else 0,
                     "epsilon": float(m["epsilon"][-1]) if "epsilon" in m else float("nan"),
                     "dft_failures": int(m.get("dft_status_failures", np.zeros(1)).sum()),
                     "wall_s": round(time.perf_counter() - t_start, 2),
@@ -181,6 +183,10 @@ class Trainer:
                 if s.eval_episodes and ((c + 1) % s.eval_every_chunks == 0 or last_chunk):
                     last_eval = self.evaluate(s.eval_episodes)
                     row.update({k: v for k, v in last_eval.items() if k.startswith("eval_")})
+                if row["skipped_updates"]:
+                    log.warning("%d updates skipped for a non-finite loss, gradient or "
+                                "priority by env step %d", row["skipped_updates"],
+                                row["env_steps"])
                 self.logger.log(row)
                 if (c + 1) % s.checkpoint_every_chunks == 0 or last_chunk:
                     self.checkpointer.save(self.iteration, self.state)
