@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 METRIC_FIELDS = (
     "env_steps", "iteration", "episodes", "mean_terminal_reward", "best_reward", "best_property",
-    "loss", "skipped_updates", "epsilon", "dft_failures", "dft_calls", "cache_hits", "eval_mean_reward",
-    "eval_median_abs_error", "wall_s",
+    "loss", "skipped_updates", "epsilon", "dft_failures", "dft_calls", "cache_hits",
+    "eval_mean_reward", "eval_median_abs_error", "wall_s",
 )
 
 
