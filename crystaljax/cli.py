@@ -86,6 +86,9 @@ def cmd_rollout(args) -> int:
 
 def _print_summary(summary: dict) -> None:
     print(f"\nrun directory: {summary['run_dir']}")
+    if summary.get("stopped_early"):
+        print(f"stopped early: {summary['stopped_early']}; "
+              f"`crystaljax train --resume {summary['run_dir']}` continues the run")
     if "eval_mean_reward" in summary:
         print(f"greedy policy: mean reward {summary['eval_mean_reward']:.4f}, median |error| "
               f"{summary['eval_median_abs_error']:.4g} over {summary['eval_episodes']} episodes")

@@ -91,3 +91,44 @@ def test_bad_run_configs(tmp_path):
     bad.write_text(yaml.safe_dump({"agent": {"name": "dqn", "learning_rat": 0.1},
                                    "train": {"runs_dir": str(tmp_path)}}))
     assert main(["train", str(bad), "--quiet"]) == 2  # clear one-line error, no traceback
+
+
+def test_time_budget_estimate_leaves_out_the_compile_chunk():
+    from types import SimpleNamespace
+
+    from crystaljax.training.config import TrainSettings
+
+    def over(elapsed, chunks, **settings):
+        fake = SimpleNamespace(settings=TrainSettings(**settings))
+        return Trainer._over_budget(fake, elapsed, chunks)
+
+    assert not over(1e9, [1.0])  # no budget: never stops
+    # 10 min budget; slowest steady chunk 80 s (the 200 s compile chunk is left out)
+    assert not over(439.0, [200.0, 60.0, 80.0], time_budget_minutes=10, eval_episodes=4)
+    assert over(441.0, [200.0, 60.0, 80.0], time_budget_minutes=10, eval_episodes=4)
+    # without a final evaluation only the next chunk counts
+    assert not over(519.0, [200.0, 60.0, 80.0], time_budget_minutes=10, eval_episodes=0)
+    # with only the first chunk seen, it is the estimate
+    assert over(201.0, [200.0], time_budget_minutes=10, eval_episodes=4)
+
+
+def test_time_budget_stops_early_with_checkpoint_and_evaluation(tmp_path, capsys):
+    path = tiny_config(tmp_path)
+    # any chunk takes longer than this budget: the run stops after its first chunk
+    assert main(["train", path, "train.time_budget_minutes=1e-6", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    run_dir = tmp_path / "runs" / "tiny"
+    assert "stopped early: time budget of 1e-06 min reached after 80 of 240 env steps" in out
+    rows = (run_dir / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 1
+    summary = json.loads((run_dir / "eval.json").read_text())
+    assert summary["env_steps"] == 80 and summary["eval_episodes"] == 8
+    assert summary["stopped_early"].startswith("time budget")
+    config = load_run_config(str(run_dir / "config.yaml"))
+    again = Trainer(config, str(run_dir), resume=True)  # resumes from the early checkpoint
+    try:
+        assert again.iteration == 20
+    finally:
+        again.close()
+    with pytest.raises(ConfigError, match="time_budget_minutes"):
+        load_run_config(path, {"train.time_budget_minutes": -3})

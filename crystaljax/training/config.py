@@ -26,6 +26,11 @@ class TrainSettings:
       eval_every_chunks: evaluate every this many chunks (and always at the end).
       checkpoint_every_chunks: save a checkpoint every this many chunks (and at the end).
       top_k: how many best crystals to export.
+      time_budget_minutes: wall-clock budget of the training loop (minutes), or None.
+        Between chunks the run stops early, with a checkpoint and the final evaluation,
+        once the next chunk plus that evaluation would end past the budget (estimated
+        from the slowest chunk after the first, which includes compilation). A resumed
+        run gets a fresh budget.
       runs_dir: parent folder of run directories.
       name: run name (default: config name + agent + timestamp).
     """
@@ -36,6 +41,7 @@ class TrainSettings:
     eval_every_chunks: int = 4
     checkpoint_every_chunks: int = 1
     top_k: int = 10
+    time_budget_minutes: float | None = None
     runs_dir: str = "runs"
     name: str | None = None
 
@@ -113,4 +119,20 @@ def load_run_config(path_or_dict: str | dict, overrides: dict | None = None) -> 
     if bad_train:
         raise ConfigError(f"{source}: unknown train key(s) {bad_train}; valid: {sorted(_TRAIN_KEYS)}")
     agent.setdefault("name", "dqn")
+    if train.get("time_budget_minutes") is not None:
+        train["time_budget_minutes"] = _positive_minutes(train["time_budget_minutes"], source)
     return RunConfig(env=env, agent=agent, train=TrainSettings(**train), source=source)
+
+
+def _positive_minutes(value: Any, source: str) -> float:
+    """A time budget in minutes; YAML reads ``1e-3`` as a string, so strings are parsed."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        minutes = float(value)
+    except (TypeError, ValueError):
+        minutes = float("nan")
+    if not minutes > 0 or minutes == float("inf"):
+        raise ConfigError(f"{source}: train.time_budget_minutes must be a positive number of "
+                          f"minutes or null, got {value!r}")
+    return minutes

@@ -152,10 +152,13 @@ class Trainer:
         bridge_seen = 0
         t_start = time.perf_counter()
         last_eval: dict = {}
+        chunk_seconds: list[float] = []
+        stopped_early = None
         with tqdm(total=n_chunks * chunk * per_iter, initial=self.iteration * per_iter,
                   unit="step", desc=f"{self.config.agent['name']} {self.env.property_name}",
                   disable=not progress, dynamic_ncols=True) as bar:
             for c in range(done_chunks, n_chunks):
+                t_chunk = time.perf_counter()
                 self.state, metrics = self.agent.train_chunk(self.state, chunk)
                 m = jax.tree.map(np.asarray, metrics)
                 self.iteration += chunk
@@ -178,8 +181,15 @@ class Trainer:
                     "wall_s": round(time.perf_counter() - t_start, 2),
                     **_oracle_counters(self.env),
                 }
-                last_chunk = c == n_chunks - 1
+                chunk_seconds.append(time.perf_counter() - t_chunk)
                 s = self.settings
+                last_chunk = c == n_chunks - 1
+                if not last_chunk and self._over_budget(row["wall_s"], chunk_seconds):
+                    last_chunk = True
+                    stopped_early = (f"time budget of {s.time_budget_minutes:g} min reached "
+                                     f"after {row['env_steps']} of {cfg.total_env_steps} env "
+                                     f"steps ({row['wall_s']:.0f} s)")
+                    log.warning("%s", stopped_early)
                 if s.eval_episodes and ((c + 1) % s.eval_every_chunks == 0 or last_chunk):
                     last_eval = self.evaluate(s.eval_episodes)
                     row.update({k: v for k, v in last_eval.items() if k.startswith("eval_")})
@@ -195,15 +205,31 @@ class Trainer:
                 bar.set_postfix(R=f"{row['mean_terminal_reward']:.3f}",
                                 best=f"{row['best_property']:.3g} {self.unit}",
                                 dft=row["dft_calls"], hits=row["cache_hits"], refresh=False)
+                if stopped_early:
+                    break
         plot_learning_curve(self.run_dir, f"{self.config.agent['name']} on "
                             f"{self.env.property_name} ({os.path.basename(self.run_dir)})")
         self.top.export(self.run_dir, self.structures)
         summary = {"run_dir": self.run_dir, "env_steps": self.iteration * per_iter,
                    "wall_s": round(time.perf_counter() - t_start, 2), **last_eval,
-                   "best_crystals": self.top.best()[:5]}
+                   "stopped_early": stopped_early, "best_crystals": self.top.best()[:5]}
         with open(os.path.join(self.run_dir, "eval.json"), "w") as f:
             json.dump(summary, f, indent=2, default=str)
         return summary
+
+    def _over_budget(self, elapsed_s: float, chunk_seconds: list[float]) -> bool:
+        """Would one more chunk plus the final evaluation end past the time budget?
+
+        Both are estimated by the slowest chunk so far, leaving out the first (which
+        includes compilation) once there is another.
+        """
+        budget = self.settings.time_budget_minutes
+        if budget is None:
+            return False
+        steady = chunk_seconds[1:] or chunk_seconds
+        estimate = max(steady)
+        evaluation = estimate if self.settings.eval_episodes else 0.0
+        return elapsed_s + estimate + evaluation > 60.0 * budget
 
     def close(self) -> None:
         self.logger.close()
