@@ -225,12 +225,73 @@ def markdown(results: dict) -> str:
             f"{'-' if rnd is None else f'{rnd:.3f}'} | "
             f"{_fmt_mean(row['best_property'])} {unit} | {row.get('dft_calls', '-')} | "
             f"{row.get('cache_hits', '-')} | {row['wall_s']:.0f} |")
+    lines += ["", "## Against the paper", ""] + [f"* {c}" for c in paper_comparison(results)]
     missing = missing_rows(results)
     if missing:
         lines += ["", "Not run (agent x property x cell combinations without a row; "
                   "`scripts/benchmark_table.py --agents A --properties P --cells C` runs one): "
                   + "; ".join(missing) + "."]
     return "\n".join(lines) + "\n"
+
+
+# CrystalGym's findings (REFERENCE.md: abstract and summary of arXiv 2509.23156).
+PAPER_DENSITY = ("DQN and Rainbow best on density, PPO converges fast to worse policies, "
+                 "SAC fails")
+PAPER_DFT = {"bulk_modulus": "DQN and Rainbow best on bulk modulus",
+             "band_gap": "band gap is hard for every agent (DFT underestimates gaps, many "
+                         "failures)"}
+LEARNT = 0.99  # final mean reward of the density criterion
+
+
+def paper_comparison(results: dict) -> list[str]:
+    """Sentences saying where the rows agree or disagree with the paper's findings; every
+    number in them comes from ``results``."""
+    rows = results["rows"]
+    out = []
+    density = {}
+    for row in rows:
+        if row["property"] == "density":
+            density.setdefault(row["agent"], []).extend(row["final_mean_reward"])
+    if density:
+        worst = {a: float(np.min(v)) for a, v in density.items()}
+        learnt = sorted(a for a, w in worst.items() if w >= LEARNT)
+        short = sorted(a for a, w in worst.items() if w < LEARNT)
+        text = (f"Density (paper: {PAPER_DENSITY}). Lowest final mean reward over seeds "
+                "and cells: " + ", ".join(f"{a} {w:.3f}" for a, w in sorted(worst.items()))
+                + f". At least {LEARNT} in every seed and cell: "
+                + (", ".join(learnt) or "none") + ".")
+        verdicts = []
+        if {"dqn", "rainbow"} <= set(learnt):
+            verdicts.append("agrees that DQN and Rainbow learn density")
+        if "ppo" in learnt:
+            verdicts.append(f"disagrees on PPO, which also reaches {LEARNT} here")
+        if "sac" in learnt:
+            verdicts.append("disagrees on SAC, which learns here (docs/AGENTS.md says why "
+                            "the original's did not)")
+        if short:
+            verdicts.append(f"{', '.join(short)} stay below {LEARNT}")
+        out.append(text + (" The table " + "; ".join(verdicts) + "." if verdicts else ""))
+    for prop, finding in PAPER_DFT.items():
+        dft = [r for r in rows if r["property"] == prop and r.get("dft_calls") is not None]
+        if not dft:
+            continue
+        steps = sorted({r["env_steps"] for r in dft})
+        calls = sum(r["dft_calls"] + r.get("cache_hits", 0) for r in dft)
+        failed = sum(n for r in dft for st, n in r.get("dft_status_counts", {}).items()
+                     if st != "OK")
+        text = (f"{prop.replace('_', ' ').capitalize()} (paper: {finding}). {len(dft)} QE rows "
+                f"at {'-'.join(map(str, (steps[0], steps[-1]) if len(steps) > 1 else steps))} "
+                f"env steps per seed, {calls} crystals evaluated, {failed} DFT failure(s): too "
+                "few episodes for any agent to learn, so the table neither confirms nor "
+                "refutes this finding.")
+        if prop == "band_gap":
+            seeds = [v for r in dft for v in r["best_property"] if v is not None]
+            metals = sum(1 for v in seeds if v < 0.01)
+            text += (f" In {metals} of {len(seeds)} seeds the best crystal found was a metal "
+                     "(gap below 0.01 eV): with this vocabulary and these cells, crystals with a "
+                     "gap are rare.")
+        out.append(text)
+    return out
 
 
 def missing_rows(results: dict) -> list[str]:

@@ -80,3 +80,16 @@ def test_benchmark_table_density_rows_and_merge(tmp_path, tiny_settings):
     assert "density on bcc4: ppo, rainbow, sac" in missing
     assert "band_gap on bcc4: dqn, ppo, rainbow, sac" in missing and len(missing) == 9
     assert "Not run" in open(tmp_path / "table.md").read()
+    (density,) = benchmark_table.paper_comparison(merged)  # density rows only: one sentence
+    worst = min(min(r["final_mean_reward"]) for r in merged["rows"])
+    assert density.startswith("Density (paper:") and f"{worst:.3f}" in density
+    assert "## Against the paper" in open(tmp_path / "table.md").read()
+
+
+def test_paper_comparison_counts_dft_rows():
+    row = {"property": "band_gap", "agent": "dqn", "cell": "bcc4", "env_steps": 8,
+           "final_mean_reward": [0.3, 0.3], "best_property": [0.0, 1.4], "dft_calls": 3,
+           "cache_hits": 1, "dft_status_counts": {"OK": 3, "TIMEOUT": 1}}
+    (text,) = benchmark_table.paper_comparison({"rows": [row]})
+    assert "1 QE rows at 8 env steps per seed, 4 crystals evaluated, 1 DFT failure(s)" in text
+    assert "In 1 of 2 seeds the best crystal found was a metal" in text
