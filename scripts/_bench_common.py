@@ -6,6 +6,10 @@ import os
 import platform
 import re
 
+# The density criterion of the agent benchmarks (greedy policy over 256 episodes).
+CRITERION_REWARD = 0.99
+CRITERION_ERROR = 0.05  # g/cm3
+
 
 def machine_description() -> str:
     """'N cores, CPU model, M GiB RAM' of this machine."""

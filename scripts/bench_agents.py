@@ -31,12 +31,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import crystaljax  # noqa: E402
 from crystaljax.agents import make_agent  # noqa: E402
 from crystaljax.agents.evaluation import evaluate_policy, uniform_random_policy  # noqa: E402
-from scripts._bench_common import backend_name, machine_description, replace_table  # noqa: E402
+from scripts._bench_common import (  # noqa: E402
+    CRITERION_ERROR,
+    CRITERION_REWARD,
+    backend_name,
+    machine_description,
+    replace_table,
+)
 from scripts.benchmark_table import SETTINGS, load_settings  # noqa: E402
 
 TASK = "density-perovskite-small-v0"
-CRITERION_REWARD = 0.99
-CRITERION_ERROR = 0.05  # g/cm3
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -127,12 +127,10 @@ def load_run_config(path_or_dict: str | dict, overrides: dict | None = None) -> 
 def _positive_minutes(value: Any, source: str) -> float:
     """A time budget in minutes; YAML reads ``1e-3`` as a string, so strings are parsed."""
     try:
-        if isinstance(value, bool):
-            raise ValueError
-        minutes = float(value)
+        minutes = float("nan") if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         minutes = float("nan")
-    if not minutes > 0 or minutes == float("inf"):
+    if not 0 < minutes < float("inf"):
         raise ConfigError(f"{source}: train.time_budget_minutes must be a positive number of "
                           f"minutes or null, got {value!r}")
     return minutes
