@@ -31,3 +31,12 @@ def fake_pw(directory: Path, mode: str) -> str:
     if not link.exists():
         link.symlink_to(FAKE_PW)
     return str(link)
+
+
+def alive(pid: int) -> bool:
+    """A process exists and is not a zombie (an unreaped orphan counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

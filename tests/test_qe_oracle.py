@@ -7,7 +7,7 @@ import os
 import time
 
 import pytest
-from qe_helpers import fake_pw, requires_pw, rocksalt
+from qe_helpers import alive, fake_pw, requires_pw, rocksalt
 
 from crystaljax.oracles.base import HostOracle, Status
 from crystaljax.oracles.cache import ResultCache
@@ -78,15 +78,6 @@ def test_missing_program_is_a_crash_not_an_exception(pool, pseudo_dir, tmp_path)
     assert result.status == Status.CRASH and "cannot start" in result.reason
 
 
-def _alive(pid: int) -> bool:
-    """A process exists and is not a zombie (an unreaped orphan counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @requires_pw
 def test_hang_is_killed_and_training_goes_on(pool, pseudo_dir, tmp_path):
     hanging = _oracle("density", pool, pseudo_dir, tmp_path, pw=fake_pw(tmp_path, "hang"),
@@ -98,7 +89,7 @@ def test_hang_is_killed_and_training_goes_on(pool, pseudo_dir, tmp_path):
     with open(os.path.join(result.extra["scratch"], "child.pid")) as fh:
         child = int(fh.read())
     time.sleep(0.2)
-    assert not _alive(child)  # the whole process group was killed, not just pw.x
+    assert not alive(child)  # the whole process group was killed, not just pw.x
     good = _oracle("density", pool, pseudo_dir, tmp_path / "next")
     after = good.evaluate([rocksalt(5.69, "Na", "Cl")])[0]
     assert after.status == Status.OK and 1.5 < after.value < 3.0

@@ -6,7 +6,10 @@ An executor has ``submit(fn, *args) -> future`` (the future has
 
 * :class:`LocalPoolExecutor` (default): a local process pool (``spawn`` start
   method, safe next to JAX's threads). Choose ``workers x mpi_ranks x
-  threads <= cores``; :func:`plan_local_workers` does that split.
+  threads <= cores``; :func:`plan_local_workers` does that split. A worker
+  that gets SIGTERM, or whose parent process is gone (killed, even with
+  SIGKILL), stops every program it started (pw.x, mpirun and its ranks) and
+  exits, so no DFT run outlives the process that asked for it.
 * :class:`DaskExecutor`: Dask distributed; connects to a scheduler address
   (e.g. one started by ``dask-jobqueue``'s ``SLURMCluster``, see docs/DFT.md)
   or starts a ``LocalCluster`` on 127.0.0.1.
@@ -20,9 +23,18 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
+
+import psutil
+
+#: seconds between a pool worker's checks that its parent process is still there
+PARENT_CHECK_INTERVAL = 1.0
+#: seconds a worker's child programs get to exit after SIGTERM before SIGKILL
+CHILD_EXIT_GRACE = 3.0
 
 
 class JobFuture(Protocol):
@@ -76,7 +88,8 @@ class LocalPoolExecutor:
         with self._lock:
             if self._pool is None:
                 self._pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=self.max_workers, mp_context=self._context
+                    max_workers=self.max_workers, mp_context=self._context,
+                    initializer=_init_pool_worker,
                 )
             return self._pool
 
@@ -109,8 +122,58 @@ class LocalPoolExecutor:
         self.shutdown()
 
 
+def kill_descendants(pid: int, grace: float = CHILD_EXIT_GRACE) -> int:
+    """SIGTERM every descendant of process ``pid``, SIGKILL those alive after ``grace`` s.
+
+    Descendants in other sessions or process groups are included (pw.x runs in
+    its own session). Returns how many processes were signalled.
+    """
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=grace)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return len(children)
+
+
+def _init_pool_worker() -> None:
+    """Pool-worker initializer: exit cleanly on SIGTERM or when the parent is gone."""
+    signal.signal(signal.SIGTERM, _stop_worker)
+    parent = os.getppid()
+    threading.Thread(
+        target=_watch_parent, args=(parent,), name="crystaljax-parent-watch", daemon=True
+    ).start()
+
+
+def _stop_worker(signum: int, frame: Any) -> None:
+    """SIGTERM handler of a pool worker: stop the programs it started, then exit at once.
+
+    ``os._exit`` rather than an exception: the pool would catch an exception,
+    report it as the job's result and go on to the next queued job.
+    """
+    kill_descendants(os.getpid())
+    os._exit(128 + signum)
+
+
+def _watch_parent(parent: int, interval: float = PARENT_CHECK_INTERVAL) -> None:
+    """Send this process SIGTERM once its parent ``parent`` has exited."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _terminate_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    """Stop a pool without waiting for running jobs (their workers are terminated)."""
+    """Stop a pool without waiting for running jobs (their workers, and what they run, are terminated)."""
     processes = list(getattr(pool, "_processes", {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in processes:
