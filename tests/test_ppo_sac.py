@@ -6,6 +6,7 @@ Networks are tiny; each agent is compiled once per test to keep the suite fast.
 
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -243,3 +244,49 @@ def test_trainer_runs_resumes_and_evaluates(tmp_path, agent):
     assert main(["evaluate", str(run_dir), "--episodes", "8"]) == 0
     result = json.loads((run_dir / "evaluate.json").read_text())
     assert result["eval_episodes"] == 8 and result["env_steps"] == 160
+
+
+def _params_changed(new, old) -> bool:
+    return any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old)))
+
+
+def test_ppo_skips_a_non_finite_minibatch_step_and_counts_it():
+    """A NaN advantage skips (and counts) the steps of the minibatches holding it, and the
+    other steps keep the parameters finite; finite advantages skip nothing."""
+    agent = make_agent("ppo", ProbeEnv(), None, PPO_PROBE)
+    state = agent.init(jax.random.PRNGKey(0))
+    _, rollout, _ = agent._rollout(state.params, state.env_state, state.obs, state.best,
+                                   jax.random.PRNGKey(1))
+    samples = agent.samples_from_rollout(rollout)
+    learn = jax.jit(agent._learn)
+    poisoned = samples.replace(advantage=samples.advantage.at[0].set(jnp.nan))
+    params, opt_state, metrics = learn(state.params, state.opt_state, poisoned,
+                                       jax.random.PRNGKey(2))
+    # each epoch puts the NaN sample in exactly one minibatch: one skipped step per epoch
+    assert int(metrics["skipped_updates"]) == agent.config.update_epochs
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves((params, opt_state)))
+    params, opt_state, metrics = learn(state.params, state.opt_state, samples,
+                                       jax.random.PRNGKey(2))
+    assert int(metrics["skipped_updates"]) == 0 and _params_changed(params, state.params)
+
+
+def test_sac_skips_a_non_finite_update_and_counts_it():
+    """NaN rewards leave critics, actor, temperature and optimiser states untouched; a
+    finite batch then updates them."""
+    agent = make_agent("sac", ProbeEnv(), None, {**SAC_PROBE, "learning_starts": 10_000})
+    state, metrics = jax.jit(lambda s: agent.run_iterations(s, 20))(
+        agent.init(jax.random.PRNGKey(0)))
+    assert int(metrics["skipped_updates"].sum()) == 0  # no update before learning_starts
+    update = jax.jit(agent._update)
+    data = state.buffer.data
+    poisoned = state.replace(buffer=state.buffer.replace(
+        data=data.replace(reward=jnp.full_like(data.reward, jnp.nan))))
+    new, metrics = update(poisoned, jax.random.PRNGKey(1))
+    assert bool(metrics["skipped"]) and not np.isfinite(float(metrics["loss"]))
+    for name in ("params", "actor_opt_state", "critic_opt_state", "alpha_opt_state",
+                 "log_alpha"):
+        chex.assert_trees_all_equal(getattr(new, name), getattr(state, name))
+    new, metrics = update(state, jax.random.PRNGKey(1))
+    assert not bool(metrics["skipped"]) and np.isfinite(float(metrics["loss"]))
+    assert _params_changed(new.params, state.params)
+    assert float(new.log_alpha) != float(state.log_alpha)

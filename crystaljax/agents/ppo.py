@@ -19,6 +19,7 @@ from flax import struct
 from crystaljax.agents.config import PPOConfig
 from crystaljax.agents.evaluation import evaluate_policy
 from crystaljax.agents.exploration import greedy
+from crystaljax.agents.guards import all_finite, new_if_ok
 from crystaljax.agents.state import BestCrystal
 from crystaljax.models.networks import ActorCriticNetwork, element_table_for, megnet_config_for
 
@@ -233,10 +234,15 @@ class PPOAgent:
                       "clip_fraction": jnp.mean(jnp.abs(ratio - 1.0) > cfg.clip_coef)}
 
     def _minibatch_update(self, carry, batch: PPOSamples):
+        """One gradient step; skipped (params and optimiser state kept) when the loss or a
+        gradient is not finite, and counted in the ``skipped`` metric (bool [])."""
         params, opt_state = carry
         (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(params, batch)
-        updates, opt_state = self.optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), dict(metrics, loss=loss)
+        finite = all_finite(loss, grads)
+        updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
+        params = new_if_ok(finite, optax.apply_updates(params, updates), params)
+        opt_state = new_if_ok(finite, new_opt_state, opt_state)
+        return (params, opt_state), dict(metrics, loss=loss, skipped=~finite)
 
     def samples_from_rollout(self, rollout: Rollout) -> PPOSamples:
         """GAE on a rollout [T, N] -> flattened training samples [B]."""
@@ -250,7 +256,8 @@ class PPOAgent:
 
     def _learn(self, params: Any, opt_state: Any, samples: PPOSamples, key: jax.Array):
         """``update_epochs`` passes over ``samples`` [B], each in freshly shuffled
-        minibatches. Returns (params, opt_state, metrics averaged over the steps)."""
+        minibatches. Returns (params, opt_state, metrics averaged over the steps, with
+        ``skipped_updates`` int32 [] the number of steps skipped as non-finite)."""
         cfg = self.config
 
         def epoch(carry, epoch_key):
@@ -259,7 +266,8 @@ class PPOAgent:
 
         (params, opt_state), metrics = jax.lax.scan(
             epoch, (params, opt_state), jax.random.split(key, cfg.update_epochs))
-        return params, opt_state, jax.tree.map(jnp.mean, metrics)
+        skipped = metrics.pop("skipped").sum().astype(jnp.int32)
+        return params, opt_state, dict(jax.tree.map(jnp.mean, metrics), skipped_updates=skipped)
 
     # ---- one iteration -------------------------------------------------------------------
     def _iteration(self, state: PPOState, it: jax.Array):
@@ -298,7 +306,8 @@ class PPOAgent:
         iteration; pass an unbatched value when vmapping over seeds. Returns the new state
         and metrics with leading axis ``num_iterations``: env_steps (cumulative),
         episodes_done, terminal_reward_sum, best_reward, best_property,
-        dft_status_failures, updates (cumulative gradient steps) and the iteration means
+        dft_status_failures, updates (cumulative gradient steps), skipped_updates (steps of
+        this iteration skipped for a non-finite loss or gradient) and the iteration means
         of loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction.
         """
         start = state.iteration if start_iteration is None else start_iteration

@@ -24,6 +24,7 @@ from crystaljax.agents.buffer import (
 from crystaljax.agents.config import DQNConfig
 from crystaljax.agents.evaluation import evaluate_policy
 from crystaljax.agents.exploration import epsilon_greedy, greedy, linear_schedule
+from crystaljax.agents.guards import all_finite, new_if_ok
 from crystaljax.agents.losses import categorical_losses, scalar_loss, scalar_td_errors
 from crystaljax.agents.state import AgentState, BestCrystal
 from crystaljax.models.networks import (
@@ -169,13 +170,10 @@ class QLearningAgent:
             weights = jnp.ones_like(probs)
         (loss, priorities), grads = self._loss_and_priorities(
             state.params, state.target_params, batch, weights, k_loss)
-        finite = jnp.stack([jnp.isfinite(loss), jnp.isfinite(priorities).all()]
-                           + [jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]).all()
+        finite = all_finite(loss, priorities, grads)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        keep_if_bad = lambda new, old: jax.tree.map(  # noqa: E731
-            lambda n, o: jnp.where(finite, n, o), new, old)
-        params = keep_if_bad(optax.apply_updates(state.params, updates), state.params)
-        opt_state = keep_if_bad(opt_state, state.opt_state)
+        params = new_if_ok(finite, optax.apply_updates(state.params, updates), state.params)
+        opt_state = new_if_ok(finite, opt_state, state.opt_state)
         buffer = state.buffer
         if cfg.prioritised:
             new_priorities = jnp.where(finite, priorities + cfg.priority_eps,

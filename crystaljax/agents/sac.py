@@ -27,6 +27,7 @@ from crystaljax.agents.buffer import (
 from crystaljax.agents.config import SACConfig
 from crystaljax.agents.evaluation import evaluate_policy
 from crystaljax.agents.exploration import greedy, random_valid_action
+from crystaljax.agents.guards import all_finite, new_if_ok
 from crystaljax.agents.state import BestCrystal
 from crystaljax.models.networks import (
     PolicyNetwork,
@@ -169,7 +170,9 @@ class SACAgent:
     # ---- learning ------------------------------------------------------------------------
     def _update(self, state: SACState, key: jax.Array) -> tuple[SACState, dict]:
         """One gradient step of the critics, the actor and the temperature on a replay
-        batch -> (state, metrics: loss (critic), actor_loss, alpha_loss, entropy, q_mean)."""
+        batch -> (state, metrics: loss (critic), actor_loss, alpha_loss, entropy, q_mean,
+        skipped bool []). A step with a non-finite loss or gradient changes no parameter,
+        optimiser state or temperature (see :mod:`crystaljax.agents.guards`)."""
         cfg = self.config
         rows, envs, _ = sample_indices(state.buffer, key, cfg.batch_size, 1)
         batch = gather_nstep(state.buffer, rows, envs, 1, cfg.gamma)
@@ -190,10 +193,10 @@ class SACAgent:
             loss = jnp.sum(jnp.mean(jnp.square(q_taken - target[None]), axis=1))  # MSE per twin
             return loss, jax.lax.stop_gradient(q)
 
-        (c_loss, q_obs), grads = jax.value_and_grad(critic_loss, has_aux=True)(
+        (c_loss, q_obs), critic_grads = jax.value_and_grad(critic_loss, has_aux=True)(
             state.params["critic"])
         updates, critic_opt_state = self.critic_optimizer.update(
-            grads, state.critic_opt_state, state.params["critic"])
+            critic_grads, state.critic_opt_state, state.params["critic"])
         critic = optax.apply_updates(state.params["critic"], updates)
 
         # actor: E_{a ~ pi}[alpha log pi(a|s) - min_i Q_i(s, a)] with the critics' values
@@ -206,34 +209,40 @@ class SACAgent:
             loss = jnp.mean(jnp.sum(probs * (alpha * log_probs - min_q), axis=-1))
             return loss, entropy
 
-        (a_loss, entropy), grads = jax.value_and_grad(actor_loss, has_aux=True)(
+        (a_loss, entropy), actor_grads = jax.value_and_grad(actor_loss, has_aux=True)(
             state.params["actor"])
         updates, actor_opt_state = self.actor_optimizer.update(
-            grads, state.actor_opt_state, state.params["actor"])
+            actor_grads, state.actor_opt_state, state.params["actor"])
         actor = optax.apply_updates(state.params["actor"], updates)
 
-        log_alpha, alpha_opt_state, t_loss = state.log_alpha, state.alpha_opt_state, 0.0
+        log_alpha, alpha_opt_state = state.log_alpha, state.alpha_opt_state
+        t_loss = alpha_grad = jnp.float32(0.0)
         if cfg.autotune:
             goal = target_entropy(mask, cfg.target_entropy_fraction)
-            t_loss, grad = jax.value_and_grad(temperature_loss)(log_alpha, entropy, goal)
-            updates, alpha_opt_state = self.alpha_optimizer.update(grad, alpha_opt_state,
+            t_loss, alpha_grad = jax.value_and_grad(temperature_loss)(log_alpha, entropy, goal)
+            updates, alpha_opt_state = self.alpha_optimizer.update(alpha_grad, alpha_opt_state,
                                                                    log_alpha)
             log_alpha = optax.apply_updates(log_alpha, updates)
 
-        state = state.replace(params={"actor": actor, "critic": critic},
-                              actor_opt_state=actor_opt_state, critic_opt_state=critic_opt_state,
-                              alpha_opt_state=alpha_opt_state, log_alpha=log_alpha,
-                              updates=state.updates + 1)
+        # one non-finite loss or gradient skips the whole step (critics, actor, temperature)
+        finite = all_finite(c_loss, a_loss, t_loss, critic_grads, actor_grads, alpha_grad)
+        learnt = {"params": {"actor": actor, "critic": critic},
+                  "actor_opt_state": actor_opt_state, "critic_opt_state": critic_opt_state,
+                  "alpha_opt_state": alpha_opt_state, "log_alpha": log_alpha}
+        before = {name: getattr(state, name) for name in learnt}
+        state = state.replace(**new_if_ok(finite, learnt, before), updates=state.updates + 1)
         q_taken = jnp.take_along_axis(q_obs[0], batch.action[:, None], axis=1)[:, 0]
         return state, {"loss": c_loss, "actor_loss": a_loss,
                        "alpha_loss": jnp.asarray(t_loss, jnp.float32),
-                       "entropy": entropy.mean(), "q_mean": q_taken.mean()}
+                       "entropy": entropy.mean(), "q_mean": q_taken.mean(),
+                       "skipped": ~finite}
 
     def _updates(self, state: SACState, key: jax.Array) -> tuple[SACState, dict]:
         """The updates of one iteration -> (state, metrics averaged over them)."""
         keys = jax.random.split(key, self.config.updates_per_iteration)
         state, metrics = jax.lax.scan(self._update, state, keys)
-        return state, jax.tree.map(jnp.mean, metrics)
+        skipped = metrics.pop("skipped").sum().astype(jnp.int32)
+        return state, dict(jax.tree.map(jnp.mean, metrics), skipped_updates=skipped)
 
     # ---- one iteration -------------------------------------------------------------------
     def _iteration(self, state: SACState, it: jax.Array):
@@ -261,12 +270,12 @@ class SACAgent:
                               iteration=it + 1, env_steps=env_steps, best=best)
 
         nan = jnp.float32(jnp.nan)
-        skipped = {"loss": nan, "actor_loss": nan, "alpha_loss": nan, "entropy": nan,
-                   "q_mean": nan}
+        no_update = {"loss": nan, "actor_loss": nan, "alpha_loss": nan, "entropy": nan,
+                     "q_mean": nan, "skipped_updates": jnp.zeros((), jnp.int32)}
         learning = env_steps >= max(cfg.learning_starts, cfg.batch_size)
         due = learning & ((it + 1) % cfg.update_every == 0)
         state, learn_metrics = jax.lax.cond(due, lambda s: self._updates(s, k_update),
-                                            lambda s: (s, skipped), state)
+                                            lambda s: (s, no_update), state)
         crossed = (env_steps // cfg.target_update_interval
                    > steps_before // cfg.target_update_interval)
         refresh = crossed & learning
@@ -298,8 +307,9 @@ class SACAgent:
         iteration; pass an unbatched value when vmapping over seeds. Returns the new state
         and metrics with leading axis ``num_iterations``: env_steps (cumulative),
         episodes_done, terminal_reward_sum, best_reward, best_property, alpha,
-        dft_status_failures, updates (cumulative) and, nan when no update was made, loss
-        (critic), actor_loss, alpha_loss, entropy (policy, nats), q_mean.
+        dft_status_failures, updates (cumulative), skipped_updates (updates of this
+        iteration skipped for a non-finite loss or gradient) and, nan when no update was
+        made, loss (critic), actor_loss, alpha_loss, entropy (policy, nats), q_mean.
         """
         start = state.iteration if start_iteration is None else start_iteration
         its = jnp.asarray(start, jnp.int32) + jnp.arange(num_iterations, dtype=jnp.int32)
