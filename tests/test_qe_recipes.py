@@ -129,9 +129,14 @@ def test_bulk_modulus_without_a_minimum_is_the_local_value():
     value, details = bulk_modulus_from_scan(volumes, energies, vt)
     assert details["b_method"] == "local" and details["eos_error"]
     assert value == pytest.approx(50.0, rel=1e-6) == details["b_local"]
+    assert not details["mechanically_unstable"]
     linear = -0.5 * (volumes - vt)  # a fit may "succeed" with V0 far away: not trusted
     value, details = bulk_modulus_from_scan(volumes, linear, vt)
     assert details["b_method"] == "local" and abs(value) < 1e-6
+    concave = -0.3 * (volumes - vt) - 20.0 * GPa / (2 * vt) * (volumes - vt) ** 2
+    value, details = bulk_modulus_from_scan(volumes, concave, vt)
+    assert details["b_method"] == "local" and value == pytest.approx(-20.0, rel=1e-6)
+    assert details["mechanically_unstable"]
 
 
 def test_bulk_modulus_near_equilibrium_is_the_eos_b0():

@@ -289,10 +289,12 @@ def bulk_modulus_from_scan(
     volume) and B0 would be an extrapolation far outside the +-2 % scan; the
     value is then the bulk modulus at the template volume, V d2E/dV2 from a
     quadratic fit (``b_method = "local"``, with the reason in ``eos_error``).
-    ``b_local`` is reported in both cases.
+    ``b_local`` is reported in both cases, and ``mechanically_unstable`` is true
+    when it is not positive: E(V) is concave at the template volume, so the
+    crystal would expand or collapse there (a negative returned value means this).
     """
     b_local = local_bulk_modulus(volumes, energies, template_volume)
-    details: dict = {"b_local": b_local, "eos": eos}
+    details: dict = {"b_local": b_local, "eos": eos, "mechanically_unstable": b_local <= 0.0}
     try:
         b_gpa, v0, e0 = fit_bulk_modulus(volumes, energies, eos)
     except ValueError as exc:
