@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 from pymatgen.core import Structure
 
+from crystaljax.env.base import EnvBase
 from crystaljax.env.specs import ArraySpec
 from crystaljax.env.types import GLOBAL_FEATURES, EnvParams, EnvState, Observation
 from crystaljax.oracles.base import Status
-from crystaljax.rewards import reward as reward_fn
+from crystaljax.properties import get_property
 from crystaljax.templates.core import CrystalTemplate
 
 #: oracle signature inside the step: (tokens [S], template_id [], terminated [], params)
@@ -22,15 +23,16 @@ StepOracle = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray, EnvParams],
                       tuple[jnp.ndarray, jnp.ndarray]]
 
 
-class CrystalEnv:
+class CrystalEnv(EnvBase):
     """Decorate a crystal template one site per step; the finished crystal is scored.
 
     Gymnax-style and stateless: ``reset(key, params) -> (obs, state)`` and
     ``step(key, state, action, params) -> (obs, state, reward, terminated, truncated, info)``,
     both pure and jittable; vmap them over keys/states/actions for many envs.
 
-    * Action: int32 in ``[0, num_actions)``, the element (vocabulary index) for the focus
-      site. Out-of-range actions are clipped (the Gymnasium adapter rejects them).
+    * Action: an integer in ``[0, num_actions)``, the element (vocabulary index) for the
+      focus site. Out-of-range actions (any integer dtype) are clipped to the nearest valid
+      one and flagged in ``info['invalid_action']`` (the Gymnasium adapter rejects them).
     * Fill order: breadth-first over the template's neighbour graph from a uniformly
       drawn start site; the focus advances every step. An episode has one step per site.
     * Reward: 0 until the last site; then the property reward (see crystaljax.rewards),
@@ -38,7 +40,8 @@ class CrystalEnv:
     * Termination after the last site; ``truncated`` is always False (kept separate).
     * Auto-reset: ``step`` returns the next episode's first observation when the episode
       ends; ``info`` holds ``final_observation``, ``final_state``, ``property`` (value,
-      nan while not terminal), ``status`` (Status code, -1 while not terminal).
+      nan while not terminal), ``status`` (Status code, -1 while not terminal),
+      ``invalid_action`` (bool: the action was out of range and was clipped).
     * Substitution mode: episodes start with random elements on every site and each
       step replaces the element of the focus site.
 
@@ -48,7 +51,7 @@ class CrystalEnv:
     def __init__(self, *, templates: Sequence[CrystalTemplate], vocab: Sequence[str],
                  property_name: str, oracle: StepOracle, oracle_name: str, max_sites: int,
                  max_edges: int, num_rbf: int, substitution: bool, host_bridge=None,
-                 config: Any = None):
+                 config: Any = None, oracle_can_fail: bool | None = None):
         self.templates = tuple(templates)
         self.vocab = tuple(vocab)
         self.property_name = property_name
@@ -60,13 +63,38 @@ class CrystalEnv:
         self.substitution = bool(substitution)
         self.host_bridge = host_bridge
         self.config = config
+        self.property = get_property(property_name)
+        self._oracle_can_fail = (host_bridge is not None if oracle_can_fail is None
+                                 else bool(oracle_can_fail))
 
     # ---- sizes and specs ------------------------------------------------------------------
     @property
     def oracle_can_fail(self) -> bool:
-        """False for the in-graph oracle (its status is always OK, so no reward is ever the
-        failure penalty); True for host oracles (DFT runs can fail)."""
-        return self.oracle_name != "analytic"
+        """Whether an evaluation can fail (and an episode end with the penalty): declared by
+        the oracle (False for the in-graph ones; host oracles say so themselves)."""
+        return self._oracle_can_fail
+
+    def reward_range(self, params: EnvParams) -> tuple[float, float]:
+        """(lowest, highest) terminal reward under ``params``: the property's reward bounds,
+        with the failure penalty only when the oracle can fail."""
+        return self.property.reward_bounds(params.reward, self.oracle_can_fail)
+
+    def action_spec(self) -> ArraySpec:
+        """A scalar int32 element index in [0, num_actions)."""
+        return ArraySpec((), np.int32, 0, self.num_actions - 1)
+
+    def oracle_stats(self) -> dict:
+        """Counters of the oracle: ``evaluations`` (crystals scored on the host),
+        ``computed`` (of those, computed rather than read from a cache), ``cache_hits`` and
+        ``by_status`` (evaluations by Status name). All zero for in-graph oracles."""
+        if self.host_bridge is None:
+            return super().oracle_stats()
+        return self.host_bridge.stats()
+
+    def close(self) -> None:
+        """Shut down the host oracle (process pool, Dask client, cache); idempotent."""
+        if self.host_bridge is not None:
+            self.host_bridge.close()
 
     @property
     def num_actions(self) -> int:
@@ -151,7 +179,7 @@ class CrystalEnv:
 
         Stepping an episode that has already finished changes nothing: it stays terminated,
         with reward 0 and no new oracle evaluation (``info['status']`` = NOT_EVALUATED)."""
-        action = jnp.clip(jnp.asarray(action, jnp.int32), 0, self.num_actions - 1)
+        action, invalid_action = self._clip_action(action)
         n = params.templates.num_sites[state.template_id]
         # a finished episode stepped again (no auto-reset) keeps its crystal unchanged
         in_progress = state.step < n
@@ -164,13 +192,29 @@ class CrystalEnv:
         value, status = self.oracle(tokens, state.template_id, finished_now, params)
         value = jnp.where(finished_now, value, jnp.nan).astype(jnp.float32)
         status = jnp.where(finished_now, status, int(Status.NOT_EVALUATED)).astype(jnp.int32)
-        reward = jnp.where(finished_now,
-                           reward_fn(self.property_name, value, status, params.reward), 0.0)
+        reward = jnp.where(finished_now, self.property.reward(value, status, params.reward), 0.0)
         new_state = EnvState(tokens=tokens, order=state.order, step=step,
                              template_id=state.template_id)
-        info = {"property": value, "status": status}
+        info = {"property": value, "status": status, "invalid_action": invalid_action}
         return (self.observe(new_state, params), new_state, reward.astype(jnp.float32),
                 terminated, jnp.zeros((), bool), info)
+
+    def _clip_action(self, action) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(action int32 [] in range, bool [] it was out of range). Host integers of any
+        width are clipped before the cast to int32, so 2**40 does not wrap around."""
+        high = self.num_actions - 1
+        if not isinstance(action, jax.Array) and not isinstance(action, jax.core.Tracer):
+            host = np.asarray(action)
+            if host.dtype.kind in "iub":
+                wide = host.astype(np.int64) if host.dtype != np.uint64 else host
+                invalid = (wide < 0) | (wide > high)
+                clipped = np.clip(wide, 0, high).astype(np.int32)
+                return jnp.asarray(clipped), jnp.asarray(invalid)
+        action = jnp.asarray(action)
+        if not jnp.issubdtype(action.dtype, jnp.integer):
+            action = jnp.floor(action)
+        invalid = (action < 0) | (action > high)
+        return jnp.clip(action, 0, high).astype(jnp.int32), invalid
 
     def step(self, key: jax.Array, state: EnvState, action: jnp.ndarray, params: EnvParams):
         """One step with auto-reset; see the class docstring for ``info``."""
