@@ -4,6 +4,7 @@ from crystaljax.env import (
     GLOBAL_FEATURES,
     ConfigError,
     CrystalEnv,
+    Env,
     EnvConfig,
     EnvParams,
     EnvState,
@@ -12,8 +13,10 @@ from crystaljax.env import (
     make,
 )
 from crystaljax.graphs import to_graphs_tuple
+from crystaljax import properties, rewards, wrappers  # noqa: E402,I001  (after env: wrappers use it)
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "CrystalEnv", "EnvConfig", "EnvParams", "EnvState", "GLOBAL_FEATURES",
-           "Observation", "list_tasks", "make", "to_graphs_tuple", "__version__"]
+__all__ = ["ConfigError", "CrystalEnv", "Env", "EnvConfig", "EnvParams", "EnvState",
+           "GLOBAL_FEATURES", "Observation", "list_tasks", "make", "properties", "rewards", "to_graphs_tuple",
+           "wrappers", "__version__"]

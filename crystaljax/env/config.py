@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
+from crystaljax.config import ConfigError
 from crystaljax.elements import UnknownElementError, get_vocabulary
-from crystaljax.rewards import check_target, property_spec
+from crystaljax.oracles.base import HostOracle
+from crystaljax.properties import get_property
 from crystaljax.templates.core import CrystalTemplate, from_cif, from_mp20_csv
 from crystaljax.templates.graph import GraphConfig
 from crystaljax.templates.prototypes import list_prototypes, prototype
-
-
-class ConfigError(ValueError):
-    """A malformed env configuration (unknown key, wrong type or value)."""
 
 
 #: hard cap on template size unless ``max_sites`` is set explicitly
@@ -33,11 +32,12 @@ class EnvConfig:
         a path to a ``.cif`` file, or ``"mp20:PATH.csv:ROW"``.
       template_weights: sampling weights of the templates (default uniform).
       vocab: 'small' | 'medium' | 'large' or a list of element symbols.
-      property: 'density' | 'bulk_modulus' | 'band_gap'.
+      property: a name of the property registry ('density' | 'bulk_modulus' | 'band_gap').
       target: target value in the property's unit (default: CrystalGym's).
-      oracle: 'analytic' (in-graph; density only), 'qe' (Quantum ESPRESSO), or a
-        HostOracle instance.
-      oracle_options: keyword arguments for the oracle factory (e.g. QE preset).
+      oracle: a name of the oracle registry ('analytic' = in-graph, density only; 'qe' =
+        Quantum ESPRESSO) or a HostOracle instance.
+      oracle_options: the oracle's typed options as a mapping (e.g. ``{"preset": "fast"}``
+        for QE, see QEOptions), checked when the config is built.
       substitution: start from random elements and replace one per step.
       graph: neighbour-graph settings (GraphConfig or dict).
       max_sites, max_edges: static padding (default: the largest template; sites
@@ -74,6 +74,13 @@ class EnvConfig:
             raise ConfigError(f"{where}: unknown config key(s) {unknown}; valid keys: {sorted(valid)}")
         return cls(**values).validated(where)
 
+    def to_dict(self) -> dict:
+        """Plain-data form (for YAML); a HostOracle or template object stays as it is."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["graph"] = dataclasses.asdict(self.graph) if dataclasses.is_dataclass(self.graph) \
+            else self.graph
+        return out
+
     def replace(self, **overrides) -> "EnvConfig":
         valid = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - valid)
@@ -84,10 +91,12 @@ class EnvConfig:
     def validated(self, where: str = "config") -> "EnvConfig":
         """Check every field; returns self with the graph normalised to GraphConfig."""
         try:
-            property_spec(self.property)
+            prop = get_property(self.property)
             if self.target is not None:
-                check_target(self.property, self.target)
-            get_vocabulary(self.vocab)
+                prop.check_target(self.target)
+            _check_vocab(self.vocab)
+            _check_weights(self.template_weights)
+            self._check_oracle()
             graph = self.graph
             if isinstance(graph, dict):
                 unknown = sorted(set(graph) - {f.name for f in dataclasses.fields(GraphConfig)})
@@ -102,14 +111,13 @@ class EnvConfig:
                     raise ConfigError(f"{name} must be a positive integer, got {v!r}")
             if not isinstance(self.num_rbf, int) or self.num_rbf < 1:
                 raise ConfigError(f"num_rbf must be a positive integer, got {self.num_rbf!r}")
-            if not self.rbf_max > 0:
-                raise ConfigError(f"rbf_max must be > 0 Å, got {self.rbf_max!r}")
-            if not self.beta > 0:
-                raise ConfigError(f"beta must be > 0, got {self.beta!r}")
+            _check_number("rbf_max", self.rbf_max, positive=True, unit=" Å")
+            _check_number("beta", self.beta, positive=True)
+            _check_number("floor", self.floor)
+            if self.penalty is not None:
+                _check_number("penalty", self.penalty)
             if not isinstance(self.substitution, bool):
                 raise ConfigError(f"substitution must be true or false, got {self.substitution!r}")
-            if not isinstance(self.oracle_options, dict):
-                raise ConfigError("oracle_options must be a mapping")
         except UnknownElementError:
             raise
         except ConfigError as exc:
@@ -118,15 +126,61 @@ class EnvConfig:
             raise ConfigError(f"{where}: {exc}") from None
         return dataclasses.replace(self, graph=graph) if graph is not self.graph else self
 
+    def _check_oracle(self) -> None:
+        """The oracle exists, computes the property and its options are valid."""
+        if not isinstance(self.oracle_options, dict):
+            raise ConfigError(f"oracle_options must be a mapping, got {self.oracle_options!r}")
+        if isinstance(self.oracle, str):
+            from crystaljax.oracles.registry import get_oracle
+
+            get_oracle(self.oracle, self.property).parse_options(
+                self.oracle_options, "oracle_options")
+        elif not isinstance(self.oracle, HostOracle):
+            raise ConfigError(f"oracle must be an oracle name or a HostOracle, got {self.oracle!r}")
+        elif self.oracle_options:
+            raise ConfigError("oracle_options apply to a named oracle, not a HostOracle object")
+
     @builtins.property
     def resolved_target(self) -> float:
-        spec = property_spec(self.property)
-        return spec.default_target if self.target is None else float(self.target)
+        prop = get_property(self.property)
+        return prop.default_target if self.target is None else float(self.target)
 
     @builtins.property
     def resolved_penalty(self) -> float:
-        spec = property_spec(self.property)
-        return spec.default_penalty if self.penalty is None else float(self.penalty)
+        prop = get_property(self.property)
+        return prop.default_penalty if self.penalty is None else float(self.penalty)
+
+
+def _check_number(name: str, value: Any, positive: bool = False, unit: str = "") -> float:
+    """A finite number (> 0 with ``positive``), else ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if positive and not value > 0:
+        raise ConfigError(f"{name} must be > 0{unit}, got {value!r}")
+    return float(value)
+
+
+def _check_vocab(vocab: Any) -> None:
+    """A vocabulary name or a list of element symbols."""
+    if isinstance(vocab, str):
+        get_vocabulary(vocab)
+        return
+    if not isinstance(vocab, (list, tuple)) or not all(isinstance(v, str) for v in vocab):
+        raise ConfigError(f"vocab must be 'small', 'medium', 'large' or a list of element "
+                          f"symbols, got {vocab!r}")
+    get_vocabulary(vocab)
+
+
+def _check_weights(weights: Any) -> None:
+    """None or finite numbers >= 0 with a positive sum (the count is checked in make)."""
+    if weights is None:
+        return
+    ok = isinstance(weights, (list, tuple)) and len(weights) > 0 and all(
+        not isinstance(w, bool) and isinstance(w, (int, float)) and math.isfinite(w) and w >= 0
+        for w in weights)
+    if not ok or sum(weights) <= 0:
+        raise ConfigError("template_weights must be finite numbers >= 0 with a positive sum, "
+                          f"got {weights!r}")
 
 
 def resolve_template(item: Any) -> CrystalTemplate:

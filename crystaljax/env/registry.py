@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import difflib
-import os
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
+from crystaljax.config import load_yaml
 from crystaljax.elements import atomic_masses, element_features, get_vocabulary
 from crystaljax.env.config import ConfigError, EnvConfig, resolve_templates
 from crystaljax.env.env import CrystalEnv
 from crystaljax.env.table import build_template_table
 from crystaljax.env.types import EnvParams
-from crystaljax.oracles.analytic import IN_GRAPH_ORACLES
-from crystaljax.oracles.base import HostOracle
+from crystaljax.oracles.base import HostOracle, oracle_can_fail
 from crystaljax.oracles.bridge import HostOracleBridge
-from crystaljax.rewards import RewardParams, property_spec
+from crystaljax.oracles.registry import ORACLES, get_oracle
+from crystaljax.properties import PROPERTIES, get_property
+from crystaljax.rewards import RewardParams
 from crystaljax.templates.core import TemplateError
 
 #: task-id template aliases -> template(s)
@@ -28,18 +29,19 @@ TASK_TEMPLATES = {
     "cubic-mini": ["cg-perovskite-4.27", "cg-perovskite-4.54", "perovskite", "rocksalt",
                    "cesium_chloride"],
 }
-_PROPERTY_IDS = {"density": "density", "bulk-modulus": "bulk_modulus", "band-gap": "band_gap"}
 
 
 def _build_tasks() -> dict[str, dict]:
+    """Every property x template alias x vocabulary (x substitution), each with the
+    property's first registered oracle (the in-graph one where there is one)."""
     tasks = {}
-    for pid, prop in _PROPERTY_IDS.items():
-        oracle = "analytic" if prop in IN_GRAPH_ORACLES else "qe"
+    for prop in PROPERTIES.values():
+        oracle = next(o for o in prop.oracles if o in ORACLES)
         for alias, template in TASK_TEMPLATES.items():
             for vocab in ("small", "medium", "large"):
-                base = dict(template=template, vocab=vocab, property=prop, oracle=oracle)
-                tasks[f"{pid}-{alias}-{vocab}-v0"] = base
-                tasks[f"{pid}-{alias}-{vocab}-substitution-v0"] = dict(base, substitution=True)
+                base = dict(template=template, vocab=vocab, property=prop.name, oracle=oracle)
+                tasks[f"{prop.task_name}-{alias}-{vocab}-v0"] = base
+                tasks[f"{prop.task_name}-{alias}-{vocab}-substitution-v0"] = dict(base, substitution=True)
     return tasks
 
 
@@ -53,13 +55,7 @@ def list_tasks() -> list[str]:
 
 
 def _load_yaml(path: str) -> dict:
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    data = load_yaml(path)
     if isinstance(data, dict) and "env" in data:
         data = data["env"]
     if not isinstance(data, dict):
@@ -90,8 +86,6 @@ def resolve_config(task_or_config: Any = None, **overrides) -> EnvConfig:
         if "task" in base:
             base = {**_task_config(base.pop("task")), **base}
     elif isinstance(task_or_config, str) and task_or_config.endswith((".yaml", ".yml")):
-        if not os.path.isfile(task_or_config):
-            raise FileNotFoundError(f"config file not found: {task_or_config}")
         base = _load_yaml(task_or_config)
     elif isinstance(task_or_config, str):
         base = _task_config(task_or_config)
@@ -102,23 +96,16 @@ def resolve_config(task_or_config: Any = None, **overrides) -> EnvConfig:
 
 
 def _make_oracle(config: EnvConfig, templates, vocab):
-    """(step oracle, name, bridge) for the config."""
+    """(step oracle, name, bridge, can_fail) for the config."""
     oracle = config.oracle
-    if isinstance(oracle, str) and oracle == "analytic":
-        if config.property not in IN_GRAPH_ORACLES:
-            raise ConfigError(
-                f"there is no in-graph oracle for {config.property!r} (only "
-                f"{sorted(IN_GRAPH_ORACLES)}); use oracle='qe' or pass a HostOracle")
-        fn = IN_GRAPH_ORACLES[config.property]
-        return (lambda tokens, tid, terminated, params: fn(tokens, tid, params)), "analytic", None
-    if isinstance(oracle, str) and oracle == "qe":
-        try:
-            from crystaljax.oracles.qe import make_qe_oracle
-        except ImportError as exc:
-            raise ConfigError(f"the Quantum ESPRESSO oracle is not available: {exc}") from None
-        oracle = make_qe_oracle(config.property, **config.oracle_options)
-    elif isinstance(oracle, str):
-        raise ConfigError(f"unknown oracle {oracle!r}; use 'analytic', 'qe' or a HostOracle")
+    if isinstance(oracle, str):
+        spec = get_oracle(oracle, config.property)
+        options = spec.parse_options(config.oracle_options)
+        built = spec.build(config.property, options)
+        if spec.in_graph:
+            return ((lambda tokens, tid, terminated, params: built(tokens, tid, params)),
+                    spec.name, None, False)
+        oracle = built
     if not isinstance(oracle, HostOracle):
         raise ConfigError(f"oracle {oracle!r} does not implement HostOracle "
                           "(property_name, unit, evaluate(structures))")
@@ -126,8 +113,9 @@ def _make_oracle(config: EnvConfig, templates, vocab):
         raise ConfigError(f"oracle computes {oracle.property_name!r} but the env's property is "
                           f"{config.property!r}")
     bridge = HostOracleBridge(oracle, vocab, templates)
-    step_oracle = lambda tokens, tid, terminated, params: bridge(tokens, tid, terminated)  # noqa: E731
-    return step_oracle, type(oracle).__name__, bridge
+    step_oracle = lambda tokens, tid, terminated, params: bridge(  # noqa: E731
+        tokens, tid, terminated, params.reward)
+    return step_oracle, type(oracle).__name__, bridge, oracle_can_fail(oracle)
 
 
 def make(task_or_config: Any = "density-perovskite-small-v0", **overrides
@@ -162,12 +150,12 @@ def make(task_or_config: Any = "density-perovskite-small-v0", **overrides
         probs = np.full(len(templates), 1.0 / len(templates))
     else:
         weights = np.asarray(weights, float)
-        if weights.shape != (len(templates),) or (weights < 0).any() or weights.sum() <= 0:
-            raise ConfigError(f"template_weights must be {len(templates)} non-negative numbers "
-                              f"with a positive sum, got {list(weights)}")
+        if weights.shape != (len(templates),):
+            raise ConfigError(f"template_weights must be {len(templates)} numbers (one per "
+                              f"template), got {list(weights)}")
         probs = weights / weights.sum()
-    step_oracle, oracle_name, bridge = _make_oracle(config, templates, vocab)
-    spec = property_spec(config.property)
+    spec = get_property(config.property)
+    step_oracle, oracle_name, bridge, can_fail = _make_oracle(config, templates, vocab)
     params = EnvParams(
         templates=table,
         template_probs=jnp.asarray(probs, jnp.float32),
@@ -183,5 +171,5 @@ def make(task_or_config: Any = "density-perovskite-small-v0", **overrides
     env = CrystalEnv(templates=templates, vocab=vocab, property_name=config.property,
                      oracle=step_oracle, oracle_name=oracle_name, max_sites=S, max_edges=E,
                      num_rbf=config.num_rbf, substitution=config.substitution,
-                     host_bridge=bridge, config=config)
+                     host_bridge=bridge, config=config, oracle_can_fail=can_fail)
     return env, params

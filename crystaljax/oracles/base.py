@@ -64,14 +64,36 @@ class OracleResult:
 class HostOracle(Protocol):
     """A property computed on the host for a batch of finished crystals.
 
-    ``property_name`` is one of the names in :mod:`crystaljax.rewards`
-    (``density``, ``bulk_modulus``, ``band_gap``) and ``unit`` its unit.
-    ``evaluate`` must not raise for a bad crystal: it returns a failed
-    :class:`OracleResult` instead. It receives all finished crystals of one env
+    ``property_name`` is a name of the property registry (:mod:`crystaljax.properties`)
+    and ``unit`` its unit. ``evaluate`` must not raise for a bad crystal: it returns a
+    failed :class:`OracleResult` instead. It receives all finished crystals of one env
     step at once, so it may run them concurrently.
+
+    Optional members, read with :func:`oracle_can_fail`, :func:`oracle_counters` and
+    :func:`close_oracle`: ``can_fail`` (bool, default True: whether a result can be a
+    failure), ``stats() -> dict`` (``computed`` and ``cache_hits`` counters) and
+    ``close()`` (release pools, clients and caches).
     """
 
     property_name: str
     unit: str
 
     def evaluate(self, structures: Sequence[Structure]) -> list[OracleResult]: ...
+
+
+def oracle_can_fail(oracle: object) -> bool:
+    """Whether ``oracle`` may return failures (its ``can_fail``; True when undeclared)."""
+    return bool(getattr(oracle, "can_fail", True))
+
+
+def oracle_counters(oracle: object) -> dict | None:
+    """``oracle.stats()`` when the oracle keeps counters (computed, cache_hits), else None."""
+    stats = getattr(oracle, "stats", None)
+    return dict(stats()) if callable(stats) else None
+
+
+def close_oracle(oracle: object) -> None:
+    """Call ``oracle.close()`` when it has one."""
+    close = getattr(oracle, "close", None)
+    if callable(close):
+        close()
