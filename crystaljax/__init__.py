@@ -1,5 +1,6 @@
 """crystaljax: JAX-native crystal-design RL environments with DFT rewards."""
 
+from crystaljax import properties, rewards, wrappers  # noqa: E402,I001  (after env: wrappers use it)
 from crystaljax.env import (
     GLOBAL_FEATURES,
     ConfigError,
@@ -13,7 +14,6 @@ from crystaljax.env import (
     make,
 )
 from crystaljax.graphs import to_graphs_tuple
-from crystaljax import properties, rewards, wrappers  # noqa: E402,I001  (after env: wrappers use it)
 
 __version__ = "0.1.0"
 

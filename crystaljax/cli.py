@@ -6,21 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import yaml
+from crystaljax.config import ConfigError, parse_overrides
 
 
-def parse_overrides(items: Sequence[str]) -> dict:
-    """``key=value`` strings -> dict, values parsed as YAML (numbers, lists, booleans)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"crystaljax: error: override {item!r} is not of the form key=value")
-        try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            out[key] = value
-    return out
+def _at_least(name: str, value: int, low: int) -> int:
+    if value < low:
+        raise ConfigError(f"{name} must be >= {low}, got {value}")
+    return value
 
 
 def cmd_tasks(args) -> int:
@@ -47,12 +39,20 @@ def cmd_prototypes(args) -> int:
 
 def cmd_rollout(args) -> int:
     """Random-policy episodes through the jitted, vmapped env; prints crystals and rewards."""
+    import crystaljax
+
+    _at_least("--envs", args.envs, 1)
+    _at_least("--episodes", args.episodes, 1)
+    _at_least("--show", args.show, 0)
+    env, params = crystaljax.make(args.task, **parse_overrides(args.overrides))
+    with env:
+        return _rollout(env, params, args)
+
+
+def _rollout(env, params, args) -> int:
     import jax
     import numpy as np
 
-    import crystaljax
-
-    env, params = crystaljax.make(args.task, **parse_overrides(args.overrides))
     print(env)
     v_reset = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))
     v_step = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
@@ -75,7 +75,7 @@ def cmd_rollout(args) -> int:
                                 env.templates[int(info["final_state"].template_id[i])].name))
                 done_count += 1
                 bar.update(1)
-    unit = crystaljax.rewards.property_spec(env.property_name).unit
+    unit = env.property.unit
     print(f"\n{'reward':>8s} {env.property_name + ' (' + unit + ')':>22s} {'status':>6s}  crystal")
     for r, p, st, formula, tpl in sorted(results, key=lambda x: -x[0])[: args.show]:
         print(f"{r:8.4f} {p:22.4f} {st:6d}  {formula} on {tpl}")
@@ -102,14 +102,19 @@ def _print_summary(summary: dict) -> None:
 
 
 def cmd_train(args) -> int:
+    from crystaljax.training.config import load_run_config
     from crystaljax.training.run import resume, train
 
     if args.resume:
+        if args.config or args.overrides:
+            raise ConfigError("give either a config (with overrides) or --resume RUN_DIR, not "
+                              "both: a resumed run keeps the config in its directory")
         summary = resume(args.resume, progress=not args.quiet)
     else:
         if not args.config:
-            raise ValueError("give a config file (configs/*.yaml) or --resume RUN_DIR")
-        summary = train(args.config, parse_overrides(args.overrides), progress=not args.quiet)
+            raise ConfigError("give a config file (configs/*.yaml) or --resume RUN_DIR")
+        config = load_run_config(args.config, args.overrides)  # checked before any file
+        summary = train(config, progress=not args.quiet)
     _print_summary(summary)
     return 0
 
@@ -119,17 +124,16 @@ def cmd_evaluate(args) -> int:
     import os
 
     from crystaljax.training.config import load_run_config
-    from crystaljax.training.run import Trainer
+    from crystaljax.training.run import Trainer, run_config_path
 
-    config = load_run_config(os.path.join(args.run_dir, "config.yaml"))
-    trainer = Trainer(config, args.run_dir, resume=True)
-    try:
+    _at_least("--episodes", args.episodes, 1)
+    config = load_run_config(run_config_path(args.run_dir))
+    with Trainer(config, args.run_dir, resume=True) as trainer:
         if trainer.iteration == 0:
-            raise FileNotFoundError(f"{args.run_dir}: no checkpoint to evaluate")
+            raise FileNotFoundError(f"{args.run_dir}: no checkpoint to evaluate (the run "
+                                    "stopped before its first chunk finished)")
         result = trainer.evaluate(args.episodes)
         trainer.top.export(args.run_dir, trainer.structures)
-    finally:
-        trainer.close()
     result["env_steps"] = trainer.iteration * trainer.agent.config.env_steps_per_iteration
     with open(os.path.join(args.run_dir, "evaluate.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -171,7 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from crystaljax.env.config import ConfigError
     from crystaljax.templates.core import TemplateError
 
     args = build_parser().parse_args(argv)
@@ -182,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (ConfigError, TemplateError, FileNotFoundError, KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"crystaljax: error: {msg}", file=sys.stderr)
+        first = str(msg).strip().splitlines()[0] if str(msg).strip() else type(exc).__name__
+        print(f"crystaljax: error: {first}", file=sys.stderr)
         return 2
 
 

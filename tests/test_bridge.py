@@ -108,3 +108,49 @@ def test_oracle_property_mismatch_is_rejected():
     oracle.property_name = "band_gap"
     with pytest.raises(crystaljax.ConfigError, match="computes 'band_gap'"):
         crystaljax.make("density-perovskite-small-v0", oracle=oracle)
+
+
+class ClosableOracle(PymatgenDensityOracle):
+    """Declares that it cannot fail and counts its cache use, as a real host oracle would."""
+
+    can_fail = False
+
+    def __init__(self):
+        super().__init__()
+        self.closed = 0
+
+    def stats(self):
+        return {"computed": sum(self.calls), "cache_hits": 0}
+
+    def close(self):
+        self.closed += 1
+
+
+def test_records_carry_tokens_template_and_the_steps_reward(key):
+    env, params = crystaljax.make("density-cubic-mini-small-v0", oracle=PymatgenDensityOracle())
+    outs = run_batch(env, params, key, 8, 6, lambda t: jnp.full((8,), 2 + t % 3))
+    stepped = sorted(float(r) for _, _, reward, term, _, _ in outs
+                     for r in np.asarray(reward)[np.asarray(term)])
+    records, seen = env.oracle_records(0)
+    assert seen == len(records) == len(stepped) > 0
+    np.testing.assert_allclose(sorted(rec.reward for rec in records), stepped, rtol=1e-6)
+    for rec in records:
+        template = env.templates[rec.template_id]
+        assert rec.template == template.name and len(rec.tokens) == template.num_sites
+        assert tuple(env.vocab[k] for k in rec.tokens) == rec.symbols
+    assert env.oracle_records(seen) == ([], seen)
+    stats = env.oracle_stats()
+    assert stats["evaluations"] == stats["computed"] == len(records) and stats["cache_hits"] == 0
+
+
+def test_oracle_declares_whether_it_can_fail_and_env_close_closes_it(key):
+    oracle = ClosableOracle()
+    env, params = crystaljax.make("density-perovskite-small-v0", oracle=oracle)
+    with env:
+        assert env.oracle_can_fail is False
+        assert env.reward_range(params) == (0.0, 1.0)  # no penalty in the range
+    assert oracle.closed == 1
+    env.close()
+    assert oracle.closed == 1  # idempotent
+    failing, params = crystaljax.make("density-perovskite-small-v0", oracle=PymatgenDensityOracle())
+    assert failing.oracle_can_fail and failing.reward_range(params) == (-1.0, 1.0)

@@ -190,3 +190,17 @@ def test_graphs_tuple_batching(perovskite_env, key):
     for b in range(3):
         assert (senders[b] // S == b).all()
     assert g.globals.shape == (3, len(crystaljax.GLOBAL_FEATURES))
+
+
+@pytest.mark.parametrize("action, expected, invalid", [
+    (np.int64(2**40), 17, True), (-1, 0, True), (np.int8(-5), 0, True), (np.uint8(200), 17, True),
+    (np.uint64(2**63), 17, True), (3, 3, False), (np.int16(17), 17, False)])
+def test_out_of_range_actions_clip_for_every_integer_dtype_and_are_flagged(action, expected, invalid):
+    env, params = crystaljax.make("density-perovskite-small-v0")
+    _, state = env.reset(jax.random.PRNGKey(0), params)
+    _, new, _, _, _, info = env.step_env(state, action, params)
+    site = int(state.order[0])
+    assert int(new.tokens[site]) == expected
+    assert bool(info["invalid_action"]) is invalid
+    _, _, _, _, _, info = env.step(jax.random.PRNGKey(1), state, action, params)
+    assert bool(info["invalid_action"]) is invalid

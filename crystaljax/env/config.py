@@ -17,7 +17,6 @@ from crystaljax.templates.core import CrystalTemplate, from_cif, from_mp20_csv
 from crystaljax.templates.graph import GraphConfig
 from crystaljax.templates.prototypes import list_prototypes, prototype
 
-
 #: hard cap on template size unless ``max_sites`` is set explicitly
 DEFAULT_MAX_SITES_LIMIT = 64
 

@@ -91,6 +91,14 @@ class CrystalEnv(EnvBase):
             return super().oracle_stats()
         return self.host_bridge.stats()
 
+    def oracle_records(self, since: int = 0) -> tuple[list, int]:
+        """(records evaluated after the first ``since``, new count): the host oracle's
+        :class:`~crystaljax.oracles.bridge.OracleRecord` (tokens, template id, value,
+        status, reason, the step's reward), oldest first; ([], 0) for in-graph oracles."""
+        if self.host_bridge is None:
+            return [], 0
+        return self.host_bridge.records_since(since)
+
     def close(self) -> None:
         """Shut down the host oracle (process pool, Dask client, cache); idempotent."""
         if self.host_bridge is not None:

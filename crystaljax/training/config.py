@@ -1,15 +1,22 @@
-"""Training-run configuration: ``env``, ``agent`` and ``train`` sections, YAML + overrides."""
+"""Training-run configuration: a typed ``RunConfig(env, agent, train)`` from YAML + overrides.
+
+Every value is checked when the config is loaded (before anything is built or written):
+the env section by :class:`~crystaljax.env.config.EnvConfig` (oracle options included),
+the agent section by the agent's config dataclass, the train section by
+:class:`TrainSettings`. Errors are :class:`~crystaljax.config.ConfigError` with one line
+naming the key.
+"""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import yaml
-
-from crystaljax.env.config import ConfigError, EnvConfig
+from crystaljax.config import ConfigError, check, from_mapping, load_yaml, option, parse_overrides
+from crystaljax.env.config import EnvConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,96 +24,94 @@ class TrainSettings:
     """How a run is driven (not the algorithm's hyperparameters).
 
     Attributes:
-      seed: PRNG seed of the run.
-      chunk_iterations: agent iterations per jitted chunk (an iteration is
+      seed: PRNG seed of the run (an integer).
+      chunk_iterations: agent iterations per jitted chunk (>= 1; an iteration is
         ``agent.config.env_steps_per_iteration`` env steps: one vectorised step for
-        DQN/Rainbow/SAC, one rollout for PPO); logging,
-        progress, checkpoints and evaluation happen between chunks.
-      eval_episodes: greedy episodes per evaluation (0 disables).
+        DQN/Rainbow/SAC, one rollout for PPO); logging, progress, checkpoints and
+        evaluation happen between chunks.
+      eval_episodes: greedy episodes per evaluation (>= 1).
       eval_every_chunks: evaluate every this many chunks (and always at the end).
       checkpoint_every_chunks: save a checkpoint every this many chunks (and at the end).
       top_k: how many best crystals to export.
-      time_budget_minutes: wall-clock budget of the training loop (minutes), or None.
+      time_budget_minutes: wall-clock budget of the training loop (minutes > 0), or None.
         Between chunks the run stops early, with a checkpoint and the final evaluation,
         once the next chunk plus that evaluation would end past the budget (estimated
         from the slowest chunk after the first, which includes compilation). A resumed
         run gets a fresh budget.
       runs_dir: parent folder of run directories.
-      name: run name (default: config name + agent + timestamp).
+      name: run directory name inside ``runs_dir`` (default: config name + agent +
+        timestamp); a plain name, no path separators or '..'.
     """
 
     seed: int = 0
-    chunk_iterations: int = 250
-    eval_episodes: int = 64
-    eval_every_chunks: int = 4
-    checkpoint_every_chunks: int = 1
-    top_k: int = 10
-    time_budget_minutes: float | None = None
+    chunk_iterations: int = option(250, ge=1)
+    eval_episodes: int = option(64, ge=1)
+    eval_every_chunks: int = option(4, ge=1)
+    checkpoint_every_chunks: int = option(1, ge=1)
+    top_k: int = option(10, ge=1)
+    time_budget_minutes: float | None = option(None, gt=0)
     runs_dir: str = "runs"
     name: str | None = None
 
-
-@dataclasses.dataclass
-class RunConfig:
-    """A whole training run: env config dict, agent name + overrides, train settings."""
-
-    env: dict
-    agent: dict
-    train: TrainSettings
-    source: str = "<dict>"
-
-    def to_dict(self) -> dict:
-        return {"env": _plain(self.env), "agent": dict(self.agent),
-                "train": dataclasses.asdict(self.train)}
+    def __post_init__(self):
+        check(self, "train")
+        if self.name is not None:
+            bad = (not self.name.strip() or self.name in (".", "..") or "/" in self.name
+                   or os.sep in self.name or (os.altsep and os.altsep in self.name))
+            if bad:
+                raise ConfigError(f"train.name must be a plain directory name (no '/' or '..'), "
+                                  f"got {self.name!r}")
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value
-
-
-_SECTIONS = ("env", "agent", "train")
+SECTIONS = ("env", "agent", "train")
 _ENV_KEYS = {f.name for f in dataclasses.fields(EnvConfig)} | {"task"}
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 
 
-def load_run_config(path_or_dict: str | dict, overrides: dict | None = None) -> RunConfig:
-    """Load a run config and apply ``key=value`` overrides.
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A whole training run, checked.
 
-    Override keys may be dotted (``env.target``, ``agent.lr``, ``train.seed``) or bare:
-    ``agent`` sets the algorithm name; other bare keys go to the section that knows
-    them (env first, then train); unknown bare keys go to the agent, which validates them.
+    Attributes:
+      env: the env config (validated; oracle options included).
+      agent_name: a registered agent (``crystaljax.agents.list_agents()``).
+      agent: that agent's config dataclass.
+      train: :class:`TrainSettings`.
+      sections: the sections as given (after overrides), written to the run's config.yaml
+        so that ``--resume`` rebuilds the same run.
+      source: the YAML path, or '<dict>'.
     """
-    if isinstance(path_or_dict, str):
-        if not os.path.isfile(path_or_dict):
-            raise FileNotFoundError(f"config file not found: {path_or_dict}")
-        try:
-            with open(path_or_dict, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path_or_dict}: not valid YAML ({exc})") from None
-        source = path_or_dict
-    else:
-        data, source = copy.deepcopy(path_or_dict), "<dict>"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping with sections {list(_SECTIONS)}")
-    unknown = sorted(set(data) - set(_SECTIONS))
-    if unknown:
-        raise ConfigError(f"{source}: unknown section(s) {unknown}; valid: {list(_SECTIONS)}")
-    env = dict(data.get("env") or {})
-    agent = dict(data.get("agent") or {})
-    train = dict(data.get("train") or {})
-    for key, value in (overrides or {}).items():
+
+    env: EnvConfig
+    agent_name: str
+    agent: Any
+    train: TrainSettings
+    sections: dict
+    source: str = "<dict>"
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(self.sections)
+
+
+def _route_overrides(env: dict, agent: dict, train: dict, overrides: Mapping[str, Any]) -> None:
+    """Put each override in its section: dotted keys are explicit (``env.target``); ``agent``
+    sets the algorithm; other bare keys go to the section that knows them (env, then train),
+    else to the agent, whose config names the allowed keys when it does not know one."""
+    for key, value in overrides.items():
         section, dot, name = key.partition(".")
         if dot:
-            if section not in _SECTIONS:
-                raise ConfigError(f"override {key!r}: unknown section {section!r}")
-            {"env": env, "agent": agent, "train": train}[section][name] = value
+            if section not in SECTIONS:
+                raise ConfigError(f"override {key!r}: unknown section {section!r}; "
+                                  f"use one of {list(SECTIONS)}")
+            target = {"env": env, "agent": agent, "train": train}[section]
+            if section == "env" and "." in name:  # env.oracle_options.preset=fast
+                outer, _, inner = name.partition(".")
+                sub = target.setdefault(outer, {})
+                if not isinstance(sub, dict):
+                    raise ConfigError(f"override {key!r}: env.{outer} is not a mapping")
+                sub[inner] = value
+            else:
+                target[name] = value
         elif key == "agent":
             agent["name"] = value
         elif key in _ENV_KEYS:
@@ -115,22 +120,48 @@ def load_run_config(path_or_dict: str | dict, overrides: dict | None = None) -> 
             train[key] = value
         else:
             agent[key] = value
-    bad_train = sorted(set(train) - _TRAIN_KEYS)
-    if bad_train:
-        raise ConfigError(f"{source}: unknown train key(s) {bad_train}; valid: {sorted(_TRAIN_KEYS)}")
+
+
+def load_run_config(path_or_dict: str | Mapping, overrides: Sequence[str] | Mapping | None = None
+                    ) -> RunConfig:
+    """Load a run config (YAML path or dict) with ``key=value`` overrides (strings as on the
+    command line, or a dict) and check every value. Raises ConfigError or FileNotFoundError."""
+    if isinstance(path_or_dict, (str, os.PathLike)):
+        data, source = load_yaml(path_or_dict) or {}, os.fspath(path_or_dict)
+    elif isinstance(path_or_dict, Mapping):
+        data, source = copy.deepcopy(dict(path_or_dict)), "<dict>"
+    else:
+        raise ConfigError(f"a run config is a YAML path or a mapping, got {path_or_dict!r}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with sections {list(SECTIONS)}")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {unknown}; valid: {list(SECTIONS)}")
+    sections = {}
+    for name in SECTIONS:
+        value = data.get(name) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: section {name!r} must be a mapping, got {value!r}")
+        sections[name] = copy.deepcopy(value)
+    env, agent, train = sections["env"], sections["agent"], sections["train"]
+    _route_overrides(env, agent, train, parse_overrides(overrides))
     agent.setdefault("name", "dqn")
-    if train.get("time_budget_minutes") is not None:
-        train["time_budget_minutes"] = _positive_minutes(train["time_budget_minutes"], source)
-    return RunConfig(env=env, agent=agent, train=TrainSettings(**train), source=source)
 
+    from crystaljax.agents import AGENTS, list_agents
+    from crystaljax.env.registry import resolve_config
 
-def _positive_minutes(value: Any, source: str) -> float:
-    """A time budget in minutes; YAML reads ``1e-3`` as a string, so strings are parsed."""
+    name = agent["name"]
+    if not isinstance(name, str) or name not in AGENTS:
+        raise ConfigError(f"unknown agent {name!r}; choose one of {list_agents()}")
     try:
-        minutes = float("nan") if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        minutes = float("nan")
-    if not 0 < minutes < float("inf"):
-        raise ConfigError(f"{source}: train.time_budget_minutes must be a positive number of "
-                          f"minutes or null, got {value!r}")
-    return minutes
+        env_config = resolve_config(dict(env))
+    except ConfigError as exc:
+        raise ConfigError(f"env: {exc}".replace("env: config: ", "env: ")) from None
+    agent_config = from_mapping(AGENTS[name][0], {k: v for k, v in agent.items() if k != "name"},
+                                "agent")
+    train_settings = from_mapping(TrainSettings, train, "train")
+    return RunConfig(env=env_config, agent_name=name, agent=agent_config, train=train_settings,
+                     sections=sections, source=source)
+
+
+__all__ = ["RunConfig", "SECTIONS", "TrainSettings", "load_run_config"]

@@ -15,29 +15,37 @@ import yaml
 from tqdm import tqdm
 
 import crystaljax
-from crystaljax.rewards import property_spec
 from crystaljax.training.artifacts import MetricsLogger, TopCrystals, plot_learning_curve
 from crystaljax.training.checkpoints import Checkpointer
 from crystaljax.training.config import RunConfig, TrainSettings, load_run_config
+from crystaljax.training.metrics import reduce_chunk
 
 log = logging.getLogger(__name__)
 
+#: columns of metrics.csv (one row per chunk)
 METRIC_FIELDS = (
     "env_steps", "iteration", "episodes", "mean_terminal_reward", "best_reward", "best_property",
-    "loss", "skipped_updates", "epsilon", "dft_failures", "dft_calls", "cache_hits",
-    "eval_mean_reward", "eval_median_abs_error", "wall_s",
+    "loss", "skipped_updates", "epsilon", "alpha", "entropy", "dft_failures", "invalid_actions",
+    "dft_calls", "cache_hits", "eval_mean_reward", "eval_median_abs_error", "wall_s",
 )
 
 
-def _oracle_counters(env) -> dict:
-    """DFT calls and cache hits of a host oracle (zeros for in-graph oracles)."""
-    bridge = env.host_bridge
-    if bridge is None:
-        return {"dft_calls": 0, "cache_hits": 0}
-    stats = getattr(getattr(bridge.oracle, "cache", None), "stats", None)
-    if stats is None:  # no cache: every evaluation was computed
-        return {"dft_calls": sum(bridge.status_counts.values()), "cache_hits": 0}
-    return {"dft_calls": int(stats.misses), "cache_hits": int(stats.hits)}
+def chunk_row(metrics: dict, iteration: int, oracle_stats: dict, wall_s: float) -> dict:
+    """One metrics.csv row from a chunk's per-iteration agent metrics (reduced by the
+    agents' METRICS schema) and the oracle's counters."""
+    m = reduce_chunk(jax.tree.map(np.asarray, metrics))
+    episodes = int(m["episodes_done"])
+    return {
+        "env_steps": int(m["env_steps"]), "iteration": iteration, "episodes": episodes,
+        "mean_terminal_reward": m["terminal_reward_sum"] / episodes if episodes else math.nan,
+        "best_reward": float(m["best_reward"]), "best_property": float(m["best_property"]),
+        "loss": float(m["loss"]), "skipped_updates": int(m["skipped_updates"]),
+        "epsilon": float(m["epsilon"]), "alpha": float(m["alpha"]),
+        "entropy": float(m["entropy"]), "dft_failures": int(m["oracle_failures"]),
+        "invalid_actions": int(m["invalid_actions"]),
+        "dft_calls": int(oracle_stats["computed"]), "cache_hits": int(oracle_stats["cache_hits"]),
+        "wall_s": round(wall_s, 2),
+    }
 
 
 class Trainer:
@@ -45,6 +53,9 @@ class Trainer:
 
     Files: ``config.yaml``, ``metrics.csv``, ``tb/`` (TensorBoard), ``checkpoints/``,
     ``learning_curve.png``, ``crystals/`` (top CIFs + ``top_crystals.json``), ``eval.json``.
+    The env and agent are built before anything is written, so a config that cannot be
+    built leaves no run directory behind. ``close()`` (or ``with Trainer(...)``) closes
+    the env's oracle (process pool, Dask client, cache), the logger and the checkpointer.
     """
 
     def __init__(self, config: RunConfig, run_dir: str, resume: bool = False):
@@ -52,10 +63,16 @@ class Trainer:
 
         self.config = config
         self.run_dir = run_dir
-        self.env, self.env_params = crystaljax.make(dict(config.env))
-        agent_cfg = {k: v for k, v in config.agent.items() if k != "name"}
-        self.agent = make_agent(config.agent["name"], self.env, self.env_params, agent_cfg)
         self.settings: TrainSettings = config.train
+        self.env, self.env_params = crystaljax.make(config.env)
+        try:
+            self.agent = make_agent(config.agent_name, self.env, self.env_params, config.agent)
+            key = jax.random.PRNGKey(self.settings.seed)
+            self.key, init_key = jax.random.split(key)
+            self.state = self.agent.init(init_key)
+        except BaseException:
+            self.env.close()
+            raise
         os.makedirs(run_dir, exist_ok=True)
         if not resume:
             with open(os.path.join(run_dir, "config.yaml"), "w") as f:
@@ -64,17 +81,21 @@ class Trainer:
         self.logger = MetricsLogger(run_dir, METRIC_FIELDS)
         self.top = TopCrystals(self.settings.top_k)
         self.structures: dict = {}
-        self.unit = property_spec(self.env.property_name).unit
-        key = jax.random.PRNGKey(self.settings.seed)
-        self.key, init_key = jax.random.split(key)
-        self.state = self.agent.init(init_key)
+        self.unit = self.env.property.unit
         self.iteration = 0
+        self.records_seen = 0
         if resume:
             self.iteration = int(self.checkpointer.latest() or 0)
             if self.iteration:
                 self.state = self.checkpointer.restore(self.state)
                 self.key = jax.random.fold_in(self.key, self.iteration)
             self._load_top()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ---- crystals ---------------------------------------------------------------------
     def _offer(self, tokens, template_id, reward, value, status, origin: str) -> None:
@@ -105,23 +126,13 @@ class Trainer:
             self.top.offer(rec["reward"], key, {**{k: v for k, v in rec.items()
                                                    if k not in ("cif", "rank")}, "key": key})
 
-    def _offer_bridge_records(self, seen: int) -> int:
-        bridge = self.env.host_bridge
-        if bridge is None:
-            return seen
-        new = min(bridge.total_records - seen, len(bridge.records))
-        records = list(bridge.records)[len(bridge.records) - new:] if new > 0 else []
-        import jax.numpy as jnp
-
-        from crystaljax.rewards import reward as reward_fn
-
+    def _offer_oracle_records(self) -> None:
+        """Offer the crystals the host oracle scored since the last call (with the reward
+        the step gave them) to the top list."""
+        records, self.records_seen = self.env.oracle_records(self.records_seen)
         for rec in records:
-            r = float(reward_fn(self.env.property_name, jnp.float32(rec.value),
-                                jnp.int32(rec.status), self.env_params.reward))
-            tid = next(i for i, t in enumerate(self.env.templates) if t.name == rec.template)
-            tokens = [self.env.vocab.index(s) for s in rec.symbols]
-            self._offer(tokens, tid, r, rec.value, rec.status, "training (DFT)")
-        return bridge.total_records
+            self._offer(rec.tokens, rec.template_id, rec.reward, rec.value, rec.status,
+                        "training (oracle)")
 
     # ---- evaluation -------------------------------------------------------------------
     def evaluate(self, num_episodes: int) -> dict:
@@ -136,7 +147,7 @@ class Trainer:
                 "eval_episodes": int(len(ev["rewards"]))}
 
     def _offer_best_of_training(self) -> None:
-        best = jax.tree.map(np.asarray, self.state.best)
+        best = jax.tree.map(np.asarray, self.agent.best_crystal(self.state))
         if np.isfinite(best.reward):
             self._offer(best.tokens, best.template_id, best.reward, best.property, 0, "training")
 
@@ -149,38 +160,21 @@ class Trainer:
         chunk = max(1, min(int(self.settings.chunk_iterations), total_iters))
         n_chunks = math.ceil(total_iters / chunk)
         done_chunks = self.iteration // chunk
-        bridge_seen = 0
         t_start = time.perf_counter()
         last_eval: dict = {}
         chunk_seconds: list[float] = []
         stopped_early = None
         with tqdm(total=n_chunks * chunk * per_iter, initial=self.iteration * per_iter,
-                  unit="step", desc=f"{self.config.agent['name']} {self.env.property_name}",
+                  unit="step", desc=f"{self.config.agent_name} {self.env.property_name}",
                   disable=not progress, dynamic_ncols=True) as bar:
             for c in range(done_chunks, n_chunks):
                 t_chunk = time.perf_counter()
                 self.state, metrics = self.agent.train_chunk(self.state, chunk)
-                m = jax.tree.map(np.asarray, metrics)
                 self.iteration += chunk
-                bridge_seen = self._offer_bridge_records(bridge_seen)
+                self._offer_oracle_records()
                 self._offer_best_of_training()
-                episodes = float(m["episodes_done"].sum())
-                row = {
-                    "env_steps": int(m["env_steps"][-1]), "iteration": self.iteration,
-                    "episodes": int(episodes),
-                    "mean_terminal_reward": float(m["terminal_reward_sum"].sum() / episodes)
-                    if episodes else float("nan"),
-                    "best_reward": float(m["best_reward"][-1]),
-                    "best_property": float(m["best_property"][-1]),
-                    "loss": float(np.nanmean(m["loss"]))
-                    if "loss" in m and np.isfinite(m["loss"]).any() else float("nan"),
-                    "skipped_updates": int(m["skipped_updates"].sum())
-                    if "skipped_updates" in m else 0,
-                    "epsilon": float(m["epsilon"][-1]) if "epsilon" in m else float("nan"),
-                    "dft_failures": int(m.get("dft_status_failures", np.zeros(1)).sum()),
-                    "wall_s": round(time.perf_counter() - t_start, 2),
-                    **_oracle_counters(self.env),
-                }
+                row = chunk_row(metrics, self.iteration, self.env.oracle_stats(),
+                                time.perf_counter() - t_start)
                 chunk_seconds.append(time.perf_counter() - t_chunk)
                 s = self.settings
                 last_chunk = c == n_chunks - 1
@@ -190,7 +184,7 @@ class Trainer:
                                      f"after {row['env_steps']} of {cfg.total_env_steps} env "
                                      f"steps ({row['wall_s']:.0f} s)")
                     log.warning("%s", stopped_early)
-                if s.eval_episodes and ((c + 1) % s.eval_every_chunks == 0 or last_chunk):
+                if (c + 1) % s.eval_every_chunks == 0 or last_chunk:
                     last_eval = self.evaluate(s.eval_episodes)
                     row.update({k: v for k, v in last_eval.items() if k.startswith("eval_")})
                 if row["skipped_updates"]:
@@ -207,7 +201,7 @@ class Trainer:
                                 dft=row["dft_calls"], hits=row["cache_hits"], refresh=False)
                 if stopped_early:
                     break
-        plot_learning_curve(self.run_dir, f"{self.config.agent['name']} on "
+        plot_learning_curve(self.run_dir, f"{self.config.agent_name} on "
                             f"{self.env.property_name} ({os.path.basename(self.run_dir)})")
         self.top.export(self.run_dir, self.structures)
         summary = {"run_dir": self.run_dir, "env_steps": self.iteration * per_iter,
@@ -228,18 +222,21 @@ class Trainer:
             return False
         steady = chunk_seconds[1:] or chunk_seconds
         estimate = max(steady)
-        evaluation = estimate if self.settings.eval_episodes else 0.0
-        return elapsed_s + estimate + evaluation > 60.0 * budget
+        return elapsed_s + 2 * estimate > 60.0 * budget  # the chunk, then the evaluation
 
     def close(self) -> None:
-        self.logger.close()
-        self.checkpointer.close()
+        """Close the logger, the checkpointer and the env (its oracle's pool and cache)."""
+        try:
+            self.logger.close()
+            self.checkpointer.close()
+        finally:
+            self.env.close()
 
 
 def new_run_dir(config: RunConfig) -> str:
     name = config.train.name or "{}-{}-{}".format(
         os.path.splitext(os.path.basename(config.source))[0].replace("<dict>", "run"),
-        config.agent["name"], time.strftime("%Y%m%d-%H%M%S"))
+        config.agent_name, time.strftime("%Y%m%d-%H%M%S"))
     path = os.path.join(config.train.runs_dir, name)
     k = 1
     while os.path.exists(path):
@@ -248,24 +245,30 @@ def new_run_dir(config: RunConfig) -> str:
     return path
 
 
-def train(config_path: str | dict, overrides: dict | None = None, progress: bool = True) -> dict:
-    """Train from a run config (YAML path or dict) in a new run directory; returns a summary."""
-    config = load_run_config(config_path, overrides)
-    trainer = Trainer(config, new_run_dir(config))
-    try:
+def train(config_path: str | dict | RunConfig, overrides=None, progress: bool = True) -> dict:
+    """Train from a run config (YAML path, dict or RunConfig; ``overrides`` as ``key=value``
+    strings or a dict) in a new run directory; returns a summary."""
+    config = (config_path if isinstance(config_path, RunConfig)
+              else load_run_config(config_path, overrides))
+    with Trainer(config, new_run_dir(config)) as trainer:
         return trainer.run(progress=progress)
-    finally:
-        trainer.close()
 
 
 def resume(run_dir: str, progress: bool = True) -> dict:
     """Continue a run from its latest checkpoint to its configured number of env steps."""
-    config = load_run_config(os.path.join(run_dir, "config.yaml"))
-    trainer = Trainer(config, run_dir, resume=True)
-    try:
+    with Trainer(load_run_config(run_config_path(run_dir)), run_dir, resume=True) as trainer:
         return trainer.run(progress=progress)
-    finally:
-        trainer.close()
 
 
-__all__ = ["Trainer", "resume", "train"]
+def run_config_path(run_dir: str) -> str:
+    """``RUN_DIR/config.yaml``; FileNotFoundError naming the run directory when it is not
+    one (a missing folder, or one left by a start that failed before writing its config)."""
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"no such run directory: {run_dir}")
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    return path
+
+
+__all__ = ["METRIC_FIELDS", "Trainer", "chunk_row", "resume", "run_config_path", "train"]

@@ -1,0 +1,113 @@
+"""Configuration is parsed once and checked when loaded: every bad value is one clear
+line (a ConfigError or exit status 2), never a traceback or a silently wrong run."""
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+import crystaljax
+from crystaljax.cli import main
+from crystaljax.config import ConfigError, from_mapping, option, parse_overrides, parse_value
+from crystaljax.training.config import TrainSettings, load_run_config
+
+TASK = {"env": {"task": "density-perovskite-small-v0"}}
+
+
+def test_parse_overrides_reads_yaml_values_and_rejects_malformed_items():
+    assert parse_overrides(["seed=3", "target=5.0", "vocab=[Na, Cl]", "x=true", "lr=1e-3",
+                            "name=abc", "y=null"]) == {
+        "seed": 3, "target": 5.0, "vocab": ["Na", "Cl"], "x": True, "lr": 1e-3,
+        "name": "abc", "y": None}
+    assert parse_value("nan") == "nan"  # stays text: a NaN is never made up from a typo
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        parse_overrides(["seed"])
+
+
+def test_typed_fields_check_types_bounds_and_keys():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Opts:
+        rate: float = option(1e-3, gt=0)
+        count: int = option(1, ge=1)
+        flag: bool = False
+        sizes: tuple[int, ...] = (4,)
+
+    assert from_mapping(Opts, {"rate": "2e-4", "count": 3.0, "sizes": [8, 8]}) == Opts(2e-4, 3,
+                                                                                        False, (8, 8))
+    for values, message in [({"rate": -1}, "rate must be > 0"), ({"rate": math.nan}, "finite"),
+                            ({"count": 1.5}, "count must be an integer"),
+                            ({"count": "abc"}, "count must be an integer"),
+                            ({"flag": "yes"}, "true or false"), ({"sizes": 5}, "must be a list"),
+                            ({"colour": 1}, r"unknown key\(s\) \['colour'\]; allowed: \['count'")]:
+        with pytest.raises(ConfigError, match=message):
+            from_mapping(Opts, values)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=abc", "train.seed must be an integer, got 'abc'"),
+    ("seed=1.5", "train.seed must be an integer, got 1.5"),
+    ("top_k=abc", "train.top_k must be an integer"),
+    ("eval_episodes=-1", "train.eval_episodes must be >= 1"),
+    ("chunk_iterations=0", "train.chunk_iterations must be >= 1"),
+    ("vocab=5", "vocab must be 'small', 'medium', 'large' or a list of element symbols"),
+    ("template_weights=[.nan, 1]", "template_weights must be finite numbers >= 0"),
+    ("penalty=.nan", "penalty must be a finite number"),
+    ("floor=.nan", "floor must be a finite number"),
+    ("agent.learning_rate=-1", "learning_rate must be > 0"),
+    ("train.name=../escape", "train.name must be a plain directory name"),
+    ("env.oracle_options={colour: x}", "oracle 'analytic' takes no options"),
+])
+def test_bad_values_fail_at_load_time(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_run_config(TASK, [override])
+
+
+def test_qe_oracle_options_are_typed_and_checked_without_starting_anything():
+    for options, message in [({"colour": "x"}, r"unknown key\(s\) \['colour'\]; allowed: "),
+                             ({"time_limit": math.nan}, "time_limit must be a finite number")]:
+        with pytest.raises(ConfigError, match=message):
+            crystaljax.make("band-gap-perovskite-small-v0", oracle_options=options)
+
+
+def test_template_weights_with_nan_no_longer_pick_template_zero():
+    with pytest.raises(ConfigError, match="template_weights"):
+        crystaljax.make("density-cubic-mini-small-v0", template_weights=[np.nan, 1, 1, 1, 1])
+    env, params = crystaljax.make("density-cubic-mini-small-v0", template_weights=[0, 1, 1, 1, 1])
+    assert float(params.template_probs[0]) == 0.0
+
+
+def test_train_settings_direct_construction_is_checked_too():
+    with pytest.raises(ConfigError, match="chunk_iterations must be >= 1"):
+        TrainSettings(chunk_iterations=0)
+
+
+def _run_cli(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "{cfg}", "seed=abc"],
+    ["train", "{cfg}", "agent.learning_rate=-1"],
+    ["train", "{cfg}", "train.name=../x"],
+    ["train", "{cfg}", "--resume", "{runs}/some-run"],
+    ["rollout", "--envs", "0"],
+    ["rollout", "density-perovskite-small-v0", "vocab=5"],
+    ["evaluate", "{runs}", "--episodes", "0"],
+    ["evaluate", "{runs}"],
+])
+def test_cli_prints_one_line_exits_2_and_leaves_no_run_directory(tmp_path, capsys, argv):
+    runs = tmp_path / "runs"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**TASK, "train": {"runs_dir": str(runs)}}))
+    runs.mkdir()
+    argv = [a.format(cfg=cfg, runs=runs) for a in argv]
+    code, err = _run_cli(capsys, *argv)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("crystaljax: error: "), err
+    assert list(runs.iterdir()) == []
+    assert not (tmp_path / "x").exists()
