@@ -108,6 +108,13 @@ class HostOracleBridge:
                 "cache_hits": int(counters.get("cache_hits", 0)),
                 "by_status": dict(self.status_counts)}
 
+    def records_since(self, seen: int) -> tuple[list[OracleRecord], int]:
+        """(records after the first ``seen`` ever made, total made so far); the bounded
+        deque may have dropped the oldest of them."""
+        new = min(self.total_records - seen, len(self.records))
+        records = list(self.records)[len(self.records) - new:] if new > 0 else []
+        return records, self.total_records
+
     def close(self) -> None:
         """Close the oracle (its pool, client and cache); idempotent."""
         if not self.closed:
