@@ -16,10 +16,11 @@ def _at_least(name: str, value: int, low: int) -> int:
 
 
 def cmd_tasks(args) -> int:
-    from crystaljax.env.registry import TASKS
+    from crystaljax.env.registry import tasks
 
-    for task_id in sorted(TASKS):
-        cfg = TASKS[task_id]
+    registered = tasks()
+    for task_id in sorted(registered):
+        cfg = registered[task_id]
         tpl = cfg["template"] if isinstance(cfg["template"], str) else "+".join(cfg["template"])
         print(f"{task_id:48s} {cfg['property']:13s} oracle={cfg['oracle']:9s} template={tpl}")
     return 0

@@ -45,6 +45,7 @@ class Property:
       max_reward: the highest reward (reached at p = p̂).
       oracles: names of the oracles that compute it ('analytic' = in-graph).
       description: one line for listings.
+      allow_negative_target: whether targets below 0 are meaningful (energies are).
     """
 
     name: str
@@ -57,6 +58,7 @@ class Property:
     max_reward: float
     oracles: tuple[str, ...]
     description: str = ""
+    allow_negative_target: bool = False
 
     @property
     def task_name(self) -> str:
@@ -70,6 +72,8 @@ class Property:
             raise ValueError(f"target for {self.name} must be a number, got {target!r}") from None
         if isinstance(target, bool) or not math.isfinite(value):
             raise ValueError(f"target for {self.name} must be a finite number, got {target!r}")
+        if self.allow_negative_target:
+            return value
         if value < 0 or (value == 0 and not self.allow_zero_target):
             bound = ">= 0" if self.allow_zero_target else "> 0"
             raise ValueError(f"target for {self.name} must be {bound} {self.unit}, got {value:g}")

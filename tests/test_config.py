@@ -111,3 +111,41 @@ def test_cli_prints_one_line_exits_2_and_leaves_no_run_directory(tmp_path, capsy
     assert len(err) == 1 and err[0].startswith("crystaljax: error: "), err
     assert list(runs.iterdir()) == []
     assert not (tmp_path / "x").exists()
+
+
+def test_a_new_property_and_oracle_are_one_registry_entry_each():
+    """Registering a property and an in-graph oracle is all it takes: tasks, config checks,
+    rewards, reward range and the step pick them up."""
+    import jax
+    import jax.numpy as jnp
+
+    from crystaljax import properties
+    from crystaljax.env.registry import tasks
+    from crystaljax.oracles import registry
+
+    def mass_per_site(tokens, template_id, params):
+        masses = jnp.concatenate([params.element_masses, jnp.zeros((1,), jnp.float32)])
+        n = params.templates.num_sites[template_id]
+        return masses[tokens].sum() / n, jnp.zeros((), jnp.int32)
+
+    prop = properties.Property("mass_per_site", "amu", 40.0, -1.0, 100.0, False,
+                               lambda v, t, beta, xp: xp.exp(-((t - v) / t) ** 2 / beta), 1.0,
+                               ("test-mass",))
+    properties.register(prop)
+    registry.register(registry.OracleSpec("test-mass", True, None, lambda p, o: mass_per_site))
+    try:
+        assert "mass-per-site-perovskite-small-v0" in tasks()
+        env, params = crystaljax.make("mass-per-site-perovskite-small-v0", target=30.0)
+        assert env.reward_range(params) == (0.0, 1.0) and not env.oracle_can_fail
+        _, state = env.reset(jax.random.PRNGKey(0), params)
+        for _ in range(env.max_sites):
+            _, state, reward, done, _, info = env.step_env(state, 0, params)  # all Li
+        li = float(params.element_masses[0])
+        assert float(info["property"]) == pytest.approx(li, rel=1e-5)
+        assert float(reward) == pytest.approx(np.exp(-((30.0 - li) / 30.0) ** 2), rel=1e-5)
+        with pytest.raises(ConfigError, match="no in-graph oracle for 'mass_per_site'"):
+            crystaljax.make("mass-per-site-perovskite-small-v0", oracle="analytic")
+    finally:
+        properties.PROPERTIES.pop("mass_per_site")
+        registry.ORACLES.pop("test-mass")
+    assert "mass-per-site-perovskite-small-v0" not in tasks()

@@ -31,12 +31,16 @@ TASK_TEMPLATES = {
 }
 
 
-def _build_tasks() -> dict[str, dict]:
-    """Every property x template alias x vocabulary (x substitution), each with the
-    property's first registered oracle (the in-graph one where there is one)."""
+def tasks() -> dict[str, dict]:
+    """Registered task id -> EnvConfig fields: every property x template alias x vocabulary
+    (x substitution), each with the property's first registered oracle (the in-graph one
+    where there is one). Read from the registries at each call, so a property or oracle
+    registered later has its tasks too."""
     tasks = {}
     for prop in PROPERTIES.values():
-        oracle = next(o for o in prop.oracles if o in ORACLES)
+        oracle = next((o for o in prop.oracles if o in ORACLES), None)
+        if oracle is None:
+            continue
         for alias, template in TASK_TEMPLATES.items():
             for vocab in ("small", "medium", "large"):
                 base = dict(template=template, vocab=vocab, property=prop.name, oracle=oracle)
@@ -45,13 +49,13 @@ def _build_tasks() -> dict[str, dict]:
     return tasks
 
 
-#: registered task id -> EnvConfig fields
-TASKS: dict[str, dict] = _build_tasks()
+#: the task ids registered at import (see :func:`tasks` for the current ones)
+TASKS: dict[str, dict] = tasks()
 
 
 def list_tasks() -> list[str]:
     """All registered task ids, e.g. ``density-perovskite-small-v0``."""
-    return sorted(TASKS)
+    return sorted(tasks())
 
 
 def _load_yaml(path: str) -> dict:
@@ -68,11 +72,12 @@ def _load_yaml(path: str) -> dict:
 
 
 def _task_config(task_id: str) -> dict:
-    if task_id not in TASKS:
-        close = difflib.get_close_matches(task_id, TASKS, n=3)
+    known = tasks()
+    if not isinstance(task_id, str) or task_id not in known:
+        close = difflib.get_close_matches(str(task_id), known, n=3)
         hint = f"; did you mean {close}?" if close else "; see crystaljax.list_tasks()"
         raise ConfigError(f"unknown task id {task_id!r}{hint}")
-    return dict(TASKS[task_id])
+    return dict(known[task_id])
 
 
 def resolve_config(task_or_config: Any = None, **overrides) -> EnvConfig:
