@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import shutil
 from pathlib import Path
 
@@ -40,3 +41,36 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+class InlineExecutor:
+    """An executor that runs each job in this process when it is submitted (for tests of
+    the oracle's bookkeeping: no process start-up)."""
+
+    max_workers = 1
+
+    def __init__(self) -> None:
+        self.submitted = 0
+        self.shut_down = 0
+
+    def submit(self, fn, *args, **kwargs):
+        self.submitted += 1
+        future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self) -> None:
+        self.shut_down += 1
+
+
+class BrokenExecutor(InlineExecutor):
+    """Every job fails in the executor (a worker died)."""
+
+    def submit(self, fn, *args, **kwargs):
+        self.submitted += 1
+        future = concurrent.futures.Future()
+        future.set_exception(RuntimeError("worker died"))
+        return future

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import textwrap
 from pymatgen.core import Lattice, Structure
 
 from crystaljax.oracles.base import OracleResult, Status
-from crystaljax.oracles.cache import ResultCache, class_key, settings_hash
+from crystaljax.oracles.cache import _SCHEMA, ResultCache, class_key, is_cacheable, settings_hash
 
 PEROVSKITE_SITES = [(0, 0, 0), (0.5, 0.5, 0.5), (0, 0.5, 0.5), (0.5, 0, 0.5), (0.5, 0.5, 0)]
 
@@ -95,3 +96,55 @@ def test_results_survive_a_killed_writer_and_a_new_process(tmp_path):
         assert got is not None and got.value == float(i)
     assert cache.totals()["entries"] == 5
     assert os.path.exists(path)
+
+
+def test_timeout_answers_only_limits_not_larger_than_its_own(tmp_path):
+    cache = ResultCache(tmp_path / "c.sqlite")
+    key = cache.structure_key(perovskite(["Sr", "Ti", "O", "O", "O"]))
+    timeout = OracleResult.failure(Status.TIMEOUT, "pw.x killed after the time limit (0 s)")
+    assert cache.put(key, "h", "density", timeout, time_limit=0.5)
+    assert cache.get(key, "h", time_limit=300.0) is None  # a longer run may finish
+    assert cache.get(key, "h") is None  # limit unknown: not reused
+    for limit in (0.5, 0.4):
+        assert cache.get(key, "h", time_limit=limit).status == Status.TIMEOUT
+    assert cache.stats.hits == 2 and cache.stats.misses == 2
+    # the longer run's outcome replaces the entry and answers every limit
+    cache.put(key, "h", "density", OracleResult(2.1, Status.OK), time_limit=300.0)
+    assert cache.get(key, "h", time_limit=1000.0).value == 2.1
+
+
+def test_failures_of_the_machine_are_not_stored(tmp_path):
+    cache = ResultCache(tmp_path / "c.sqlite")
+    key = cache.structure_key(perovskite(["Sr", "Ti", "O", "O", "O"]))
+    machine = [
+        OracleResult.failure(Status.ORACLE_ERROR, "KeyError: 'x'"),
+        OracleResult.failure(Status.CRASH, "cannot start 'pw.x': no such file", not_started=True),
+        OracleResult.failure(Status.TIMEOUT, "job exceeded its deadline", executor_deadline=True),
+    ]
+    for result in machine:
+        assert not is_cacheable(result)
+        assert cache.put(key, "h", "density", result, time_limit=10.0) is False
+        assert cache.get(key, "h", time_limit=10.0) is None
+    assert cache.totals()["entries"] == 0 and cache.stats.failures == {}
+    crystal = OracleResult.failure(Status.CRASH, "pw.x error in cdiaghg: S matrix")
+    assert is_cacheable(crystal) and cache.put(key, "h", "density", crystal)
+    assert cache.get(key, "h").status == Status.CRASH
+    cache.close()
+    cache.close()  # idempotent
+
+
+def test_a_file_from_before_the_time_limit_column_is_upgraded(tmp_path):
+    path = tmp_path / "old.sqlite"
+    old_schema = _SCHEMA.replace("    time_limit REAL,\n", "")
+    conn = sqlite3.connect(path)
+    conn.executescript(old_schema)
+    conn.execute("INSERT INTO results VALUES ('h', 'k1', 'density', 2.0, 0, '', 1.0, '{}', "
+                 "'NaCl', 0.0)")
+    conn.execute("INSERT INTO results VALUES ('h', 'k2', 'density', NULL, 4, 'slow', 1.0, "
+                 "'{}', 'NaCl', 0.0)")
+    conn.commit()
+    conn.close()
+    cache = ResultCache(path)
+    assert cache.get("k1", "h").value == 2.0
+    assert cache.get("k2", "h", time_limit=1.0) is None  # limit unknown: computed again
+    assert ResultCache(path).totals()["entries"] == 2  # a second open does not migrate twice

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from qe_helpers import rocksalt
 
+from crystaljax.oracles.qe.family import MissingPseudopotential, write_gth_family
 from crystaljax.oracles.qe.inputs import (
     PwSettings,
     kpoint_grid,
@@ -13,7 +14,6 @@ from crystaljax.oracles.qe.inputs import (
     write_pw_input,
 )
 from crystaljax.oracles.qe.presets import GTH_VARIANTS
-from crystaljax.oracles.qe.pseudopotentials import MissingPseudopotential, write_gth_family
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from crystaljax.elements import LARGE
 from crystaljax.oracles.qe.presets import (
     DEFAULT_ECUTWFC,
     FAST_GTH_FALLBACK,
     GTH_VARIANTS,
-    LARGE_VOCABULARY,
     LD1_INPUTS,
     PRESETS,
     get_preset,
@@ -32,7 +32,7 @@ def _script(name: str):
 
 def test_every_preset_covers_the_large_vocabulary():
     for preset in PRESETS.values():
-        assert set(preset.cutoffs) == set(LARGE_VOCABULARY)
+        assert set(preset.cutoffs) == set(LARGE)
         assert all(rho >= 4 * wfc for wfc, rho in preset.cutoffs.values())
     with pytest.raises(KeyError, match="unknown QE preset"):
         get_preset("nope")
@@ -43,7 +43,7 @@ def test_default_cutoffs_follow_the_recorded_convergence_data():
     converge = _script("converge_cutoffs")
     data = json.loads(DATA.read_text())
     tol_mev, tol_gpa = data["method"]["tol_mev_per_atom"], data["method"]["tol_gpa"]
-    assert set(data["elements"]) == set(LARGE_VOCABULARY)
+    assert set(data["elements"]) == set(LARGE)
     for element, entry in data["elements"].items():
         assert entry["variant"] == pseudo_variant(element)
         cutoff, _rule = converge.recommend_cutoff(entry["rows"], tol_mev, tol_gpa)

@@ -9,30 +9,21 @@ from pathlib import Path
 import pytest
 from qe_helpers import requires_pw, rocksalt
 
+from crystaljax.elements import LARGE
 from crystaljax.oracles.base import Status
-from crystaljax.oracles.qe.oracle import QEOracle
-from crystaljax.oracles.qe.presets import (
-    GTH_VARIANTS,
-    LARGE_VOCABULARY,
-    LD1_INPUTS,
-    get_preset,
-    pseudo_variant,
-)
-from crystaljax.oracles.qe.pseudopotentials import (
-    CP2K_GTH_FILES,
-    MissingPseudopotential,
-    format_pspcod10,
+from crystaljax.oracles.qe.family import MissingPseudopotential, load_upf_family, write_gth_family
+from crystaljax.oracles.qe.gth import CP2K_GTH_FILES, format_pspcod10, parse_cp2k_gth
+from crystaljax.oracles.qe.ld1 import (
     generate_ld1_pseudo,
     ld1_input_path,
     ld1_transferability,
-    load_upf_family,
     normalize_ld1_upf,
-    parse_cp2k_gth,
-    upf_valence,
-    write_gth_family,
 )
+from crystaljax.oracles.qe.oracle import QEOracle
+from crystaljax.oracles.qe.presets import GTH_VARIANTS, LD1_INPUTS, get_preset, pseudo_variant
 from crystaljax.oracles.qe.recipes import band_gap
 from crystaljax.oracles.qe.runner import RunnerConfig
+from crystaljax.oracles.qe.upf import upf_valence
 
 pytestmark = pytest.mark.skipif(
     not Path(CP2K_GTH_FILES[0]).is_file(), reason="cp2k-data not installed"
@@ -42,8 +33,8 @@ requires_ld1 = pytest.mark.skipif(shutil.which("ld1.x") is None, reason="ld1.x n
 
 def test_every_large_vocabulary_element_has_its_variant():
     entries = parse_cp2k_gth()
-    assert set(GTH_VARIANTS) == set(LARGE_VOCABULARY)  # every element has a GTH fall-back
-    assert set(LD1_INPUTS) <= set(LARGE_VOCABULARY)
+    assert set(GTH_VARIANTS) == set(LARGE)  # every element has a GTH fall-back
+    assert set(LD1_INPUTS) <= set(LARGE)
     for element, name in GTH_VARIANTS.items():
         entry = entries[element][name]
         assert entry.z_valence == int(name.rsplit("q", 1)[1])

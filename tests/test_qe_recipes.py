@@ -11,8 +11,8 @@ from pymatgen.core import Lattice, Structure
 from qe_helpers import diamond, requires_pw, rocksalt
 
 from crystaljax.oracles.base import Status
+from crystaljax.oracles.qe.family import write_gth_family
 from crystaljax.oracles.qe.presets import GTH_VARIANTS, get_preset
-from crystaljax.oracles.qe.pseudopotentials import write_gth_family
 from crystaljax.oracles.qe.recipes import (
     band_edges,
     band_gap,

@@ -12,8 +12,13 @@ shift or a site permutation maps onto each other). It is built in two stages:
    tolerances) decides which stored representative the crystal equals; a
    crystal matching none becomes a new representative.
 
-Every result, failures included, is committed before :meth:`ResultCache.put`
-returns, so a killed process loses nothing it computed. Counters (hits,
+Only outcomes of the crystal under the oracle's settings are stored
+(:func:`is_cacheable`): a program that could not start, a job that overran the
+executor's deadline or an error of crystaljax's own code belongs to the machine, not
+the crystal, and is computed again next time. A TIMEOUT is stored with the time
+limit it ran under and answers only lookups whose limit is not larger. Every stored
+result, failures included, is committed before :meth:`ResultCache.put` returns, so a
+killed process loses nothing it computed. Counters (hits,
 misses, DFT seconds, failures by class) are kept per process in
 :class:`CacheStats`, and :meth:`ResultCache.totals` reads totals from the file.
 """
@@ -55,9 +60,33 @@ CREATE TABLE IF NOT EXISTS results (
     extra TEXT NOT NULL,
     formula TEXT NOT NULL,
     created REAL NOT NULL,
+    time_limit REAL,
     PRIMARY KEY (settings_hash, structure_key)
 );
 """
+
+#: ``extra`` flags of a result that belongs to the machine, not the crystal (never cached):
+#: the program could not be started; the job overran the executor's deadline.
+MACHINE_FAILURE_FLAGS = ("not_started", "executor_deadline")
+
+
+def is_cacheable(result: OracleResult) -> bool:
+    """Whether ``result`` is an outcome of the crystal under its settings (may be cached).
+
+    Not cacheable: ORACLE_ERROR (an error of crystaljax's own code or of the executor)
+    and results flagged with one of :data:`MACHINE_FAILURE_FLAGS`. A TIMEOUT is
+    cacheable, but :meth:`ResultCache.get` reuses it only under a time limit that is
+    not larger than the one it ran under.
+    """
+    if Status(result.status) == Status.ORACLE_ERROR:
+        return False
+    return not any(result.extra.get(flag) for flag in MACHINE_FAILURE_FLAGS)
+
+
+def timeout_applies(stored_limit: float | None, time_limit: float | None) -> bool:
+    """A TIMEOUT stored under ``stored_limit`` (s) answers a run limited to ``time_limit``
+    only when both are known and ``time_limit <= stored_limit``."""
+    return stored_limit is not None and time_limit is not None and time_limit <= stored_limit
 
 
 def settings_hash(settings: Any) -> str:
@@ -163,11 +192,28 @@ class ResultCache:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
         self._conn.commit()
+        self._migrate()
         self.stats = CacheStats()
+        self._closed = False
+
+    def _migrate(self) -> None:
+        """Add the ``time_limit`` column to a file written before it existed."""
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(results)")}
+        if "time_limit" in columns:
+            return
+        try:
+            with self._conn:
+                self._conn.execute("ALTER TABLE results ADD COLUMN time_limit REAL")
+        except sqlite3.OperationalError as exc:  # another process added it first
+            if "duplicate column" not in str(exc):
+                raise
 
     def close(self) -> None:
+        """Close the database (safe to call more than once)."""
         with self._lock:
-            self._conn.close()
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
 
     def structure_key(self, structure: Structure) -> str:
         """Canonical key: ``<class key>#<representative index>`` (registers new ones)."""
@@ -195,39 +241,59 @@ class ResultCache:
             return f"{ckey}#{idx}"
         return self.structure_key(structure)
 
-    def get(self, key: str, settings: str) -> OracleResult | None:
-        """The stored result for (structure key, settings hash), counting a hit or miss."""
+    def get(self, key: str, settings: str, time_limit: float | None = None) -> OracleResult | None:
+        """The stored result for (structure key, settings hash), counting a hit or miss.
+
+        ``time_limit``: the caller's limit per program run (s); a stored TIMEOUT is
+        returned only when it ran under a limit at least as large (:func:`timeout_applies`),
+        else the lookup is a miss.
+        """
         with self._lock:
             row = self._conn.execute(
-                "SELECT value, status, reason, extra FROM results "
+                "SELECT value, status, reason, extra, time_limit FROM results "
                 "WHERE settings_hash = ? AND structure_key = ?",
                 (settings, key),
             ).fetchone()
+        if row is not None and Status(row[1]) == Status.TIMEOUT and \
+                not timeout_applies(row[4], time_limit):
+            row = None
         if row is None:
             self.stats.misses += 1
             return None
         self.stats.hits += 1
-        value, status, reason, extra = row
+        value, status, reason, extra, _ = row
         value = float("nan") if value is None else float(value)
         return OracleResult(value, Status(status), reason, 0.0, {**json.loads(extra), "cached": True})
 
     def put(
-        self, key: str, settings: str, property_name: str, result: OracleResult, formula: str = ""
-    ) -> None:
-        """Store ``result`` and commit before returning (overwrites an older entry)."""
+        self, key: str, settings: str, property_name: str, result: OracleResult, formula: str = "",
+        time_limit: float | None = None,
+    ) -> bool:
+        """Store ``result`` and commit before returning (overwrites an older entry).
+
+        ``time_limit``: the limit per program run (s) the result was computed under
+        (needed for a TIMEOUT to be reused). Returns False, storing nothing, for a result
+        that is not :func:`is_cacheable`.
+        """
+        if not is_cacheable(result):
+            return False
         value = result.value if math.isfinite(result.value) else None
+        limit = float(time_limit) if time_limit is not None else None
         with self._lock, self._conn:
             self._conn.execute(
-                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO results (settings_hash, structure_key, property, value, "
+                "status, reason, seconds, extra, formula, created, time_limit) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     settings, key, property_name, value, int(result.status), result.reason,
                     float(result.seconds), json.dumps(_round_floats(result.extra)), formula,
-                    time.time(),
+                    time.time(), limit,
                 ),
             )
         self.stats.dft_seconds += float(result.seconds)
         if result.status != Status.OK:
             self.stats.failures[Status(result.status).name] += 1
+        return True
 
     def totals(self) -> dict:
         """Totals over the whole file: entries, DFT seconds, entries by status name."""

@@ -109,7 +109,15 @@ class LocalPoolExecutor:
         if pool is not None:
             _terminate_pool(pool)
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the pool's current workers ([] before the first job or after shutdown)."""
+        with self._lock:
+            pool = self._pool
+        return sorted(getattr(pool, "_processes", None) or {}) if pool is not None else []
+
     def shutdown(self) -> None:
+        """Stop the pool, waiting for its workers to exit (safe to call more than once; a
+        later submit starts a new pool)."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
@@ -205,6 +213,7 @@ class DaskExecutor:
         from distributed import Client, LocalCluster
 
         self._cluster = None
+        self._closed = False
         if address is None:
             n_workers = n_workers or plan_local_workers()
             self._cluster = LocalCluster(
@@ -223,7 +232,16 @@ class DaskExecutor:
         """Run ``fn(*args, **kwargs)`` on a worker (never deduplicated: ``pure=False``)."""
         return self.client.submit(fn, *args, pure=False, **kwargs)
 
+    @property
+    def cluster(self) -> Any:
+        """The ``LocalCluster`` this executor started (``None`` when given an address)."""
+        return self._cluster
+
     def shutdown(self) -> None:
+        """Close the client and the local cluster this executor started (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         self.client.close()
         if self._cluster is not None:
             self._cluster.close()

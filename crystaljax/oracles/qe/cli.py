@@ -17,9 +17,14 @@ import time
 import warnings
 from pathlib import Path
 
-from crystaljax.oracles.qe.recipes import RECIPES
+from crystaljax.properties import PROPERTIES
 
 EXIT_OK, EXIT_DFT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def qe_properties() -> list[str]:
+    """Properties of the registry (:mod:`crystaljax.properties`) that the QE oracle computes."""
+    return sorted(name for name, prop in PROPERTIES.items() if "qe" in prop.oracles)
 
 
 def add_dft_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,7 +34,7 @@ def add_dft_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
         description="Compute one crystal's property with Quantum ESPRESSO (pw.x).",
     )
     parser.add_argument("file", help="crystal structure file (CIF, POSCAR, ...)")
-    parser.add_argument("--property", required=True, choices=sorted(RECIPES),
+    parser.add_argument("--property", required=True, choices=qe_properties(),
                         dest="property_name")
     parser.add_argument("--preset", default="default", help="QE preset (default, fast, test)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -16,7 +16,8 @@ from typing import Literal
 from pymatgen.core import Element, Structure
 from pymatgen.io.vasp.inputs import Kpoints
 
-from crystaljax.oracles.qe.pseudopotentials import PseudoFamily
+from crystaljax.config import check, option
+from crystaljax.oracles.qe.family import PseudoFamily
 
 Calculation = Literal["scf", "vc-relax", "relax"]
 
@@ -45,22 +46,36 @@ class PwSettings:
     """
 
     calculation: Calculation = "scf"
-    ecutwfc: float | None = None
-    ecutrho: float | None = None
-    kppa: float = 1000.0
+    ecutwfc: float | None = option(None, gt=0)
+    ecutrho: float | None = option(None, gt=0)
+    kppa: float = option(1000.0, gt=0)
     occupations: Literal["fixed", "smearing"] = "fixed"
     smearing: str = "gaussian"
-    degauss: float = 0.001
-    conv_thr_per_atom: float = 1e-9
-    mixing_beta: float = 0.7
-    electron_maxstep: int = 300
-    nstep: int = 1
-    press_conv_thr: float = 0.5
-    extra_bands: int = 4
-    kgrid: tuple[int, int, int] | None = None
+    degauss: float = option(0.001, gt=0)
+    conv_thr_per_atom: float = option(1e-9, gt=0)
+    mixing_beta: float = option(0.7, gt=0, le=1)
+    electron_maxstep: int = option(300, ge=1)
+    nstep: int = option(1, ge=1)
+    press_conv_thr: float = option(0.5, gt=0)
+    extra_bands: int = option(4, ge=0)
+    kgrid: tuple[int, int, int] | None = option(None, ge=1)
+
+    def __post_init__(self) -> None:
+        check(self, "settings")
 
     def replace(self, **changes) -> "PwSettings":
         return dataclasses.replace(self, **changes)
+
+
+#: PwSettings fields that every recipe sets itself (an override would have no effect),
+#: with the option to use instead.
+RECIPE_OWNED_SETTINGS = {
+    "calculation": "set by the property's recipe",
+    "occupations": "set by the property's recipe",
+    "smearing": "use recipe.metal_smearing",
+    "degauss": "use recipe.metal_degauss or recipe.density_degauss",
+    "nstep": "use recipe.nstep",
+}
 
 
 def kpoint_grid(structure: Structure, kppa: float) -> tuple[int, int, int]:

@@ -4,16 +4,20 @@
 checks the input (pseudopotentials, ordered sites, no overlapping atoms),
 looks it up in the cache (symmetry-equivalent crystals share an entry),
 submits the misses to the executor (identical crystals of one batch run once),
-waits for all with a deadline, stores every result (failures included) in the
-cache, and returns one :class:`OracleResult` per crystal. It never raises.
+waits for all with a deadline, stores the outcomes of the crystals in the cache
+(not the failures of the machine: see :func:`crystaljax.oracles.cache.is_cacheable`),
+and returns one :class:`OracleResult` per crystal. It never raises.
+
+Build one with :meth:`QEOracle.from_options` (options: :class:`QEOptions`) or
+:func:`make_qe_oracle`; ``close()`` (or ``with``) stops what it started.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import math
-import os
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -23,79 +27,26 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Structure
 
+from crystaljax.config import replace
 from crystaljax.oracles.base import OracleResult, Status
 from crystaljax.oracles.cache import ResultCache, settings_hash
 from crystaljax.oracles.executors import (
+    DaskExecutor,
     Executor,
     LocalPoolExecutor,
-    make_executor,
     plan_local_workers,
 )
+from crystaljax.oracles.qe.family import FamilySource, PseudoFamily
 from crystaljax.oracles.qe.inputs import PwSettings
+from crystaljax.oracles.qe.options import QEOptions, check_recipe, check_settings, default_cache_dir
 from crystaljax.oracles.qe.presets import GTH_VARIANTS, Preset, get_preset
-from crystaljax.oracles.qe.pseudopotentials import (
-    PseudoFamily,
-    load_upf_family,
-    write_gth_family,
-)
-from crystaljax.oracles.qe.recipes import RECIPES, RecipeOptions
+from crystaljax.oracles.qe.recipes import RecipeOptions, get_recipe
 from crystaljax.oracles.qe.runner import RunnerConfig
 
 #: Bumped when a change in crystaljax's own code changes results (part of the cache key).
 ORACLE_VERSION = "qe-1"
 #: Atoms closer than this (Å) make a crystal invalid input.
 MIN_DISTANCE = 0.5
-
-
-def default_cache_dir() -> Path:
-    """``$CRYSTALJAX_CACHE_DIR`` or ``~/.cache/crystaljax``."""
-    env = os.environ.get("CRYSTALJAX_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "crystaljax"
-
-
-@dataclasses.dataclass(frozen=True)
-class FamilySource:
-    """How a worker obtains the pseudopotential family (picklable, re-creatable anywhere).
-
-    Attributes:
-      kind: ``gth`` (generated from cp2k-data) or ``upf`` (a user mapping file).
-      directory: where GTH files are written (``gth``).
-      cutoffs: element -> (ecutwfc, ecutrho) in Ry (``gth``).
-      variants: element -> CP2K entry name (``gth``).
-      generated: element -> ld1.x input generated on the worker (``gth``; see
-        :func:`~crystaljax.oracles.qe.pseudopotentials.generate_ld1_pseudo`).
-      mapping_file: JSON mapping file (``upf``).
-    """
-
-    kind: str
-    directory: str = ""
-    cutoffs: tuple[tuple[str, tuple[float, float]], ...] = ()
-    variants: tuple[tuple[str, str], ...] = ()
-    mapping_file: str = ""
-    generated: tuple[tuple[str, str], ...] = ()
-
-    def load(self) -> PseudoFamily:
-        """Create (GTH) or read (UPF) the family."""
-        return _load_family(self)
-
-
-_FAMILIES: dict[FamilySource, PseudoFamily] = {}
-
-
-def _load_family(source: FamilySource) -> PseudoFamily:
-    family = _FAMILIES.get(source)
-    if family is None:
-        if source.kind == "gth":
-            family = write_gth_family(
-                source.directory, dict(source.cutoffs), dict(source.variants),
-                generated=dict(source.generated),
-            )
-        elif source.kind == "upf":
-            family = load_upf_family(source.mapping_file)
-        else:
-            raise ValueError(f"unknown pseudopotential family kind {source.kind!r}")
-        _FAMILIES[source] = family
-    return family
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,18 +65,14 @@ def run_job(job: QEJob) -> OracleResult:
     """Compute one property in a worker. Never raises: errors become ORACLE_ERROR."""
     start = time.monotonic()
     try:
-        recipe, _unit = RECIPES[job.property_name]
         structure = Structure.from_dict(job.structure)
-        return recipe(structure, job.family.load(), job.settings, job.runner, job.recipe)
+        return get_recipe(job.property_name)(
+            structure, job.family.load(), job.settings, job.runner, job.recipe)
     except Exception as exc:
         return OracleResult(
             float("nan"), Status.ORACLE_ERROR, f"{type(exc).__name__}: {exc}",
             time.monotonic() - start, {"traceback": traceback.format_exc(limit=5)},
         )
-
-
-#: pw.x runs per property (bounds a job's wall time: runs x time limit).
-RUNS_PER_PROPERTY = {"band_gap": 2, "density": 1}
 
 
 class QEOracle:
@@ -134,15 +81,25 @@ class QEOracle:
     Args:
       property_name: ``band_gap`` (eV), ``density`` (g/cm3) or ``bulk_modulus`` (GPa).
       preset: preset name or :class:`Preset` (cutoffs, numerics, time limit).
-      executor: where jobs run (default: a local process pool sized so that
-        workers x mpi_ranks x threads fits the cores).
+      executor: where jobs run (default: a local process pool of ``workers``, or as many
+        as fit the cores with the runner's MPI ranks x threads each).
       cache: a :class:`ResultCache`, a path to its file, or ``None`` for no cache.
       runner: pw.x launch settings (default: ranks/threads 1, preset's time limit).
       upf_mapping: JSON mapping file of a UPF family to use instead of GTH.
       pseudo_dir: where GTH (and ld1.x) files are generated (default: cache dir / pseudos).
       settings: overrides of the preset's :class:`PwSettings` fields.
       recipe: overrides of the preset's :class:`RecipeOptions` fields.
+      owns_executor: whether :meth:`close` shuts the executor down (default: only when
+        the oracle created it, i.e. ``executor`` is ``None``).
+      workers: size of the default local pool.
+
+    Host-oracle interface: ``property_name``, ``unit``, ``can_fail``, ``evaluate``,
+    ``stats()``, ``close()`` (idempotent), context manager.
     """
+
+    #: a crystal can fail (non-converged SCF, time limit, ...): the env's reward range
+    #: includes the failure penalty
+    can_fail = True
 
     def __init__(
         self,
@@ -155,16 +112,16 @@ class QEOracle:
         pseudo_dir: str | Path | None = None,
         settings: Mapping[str, Any] | None = None,
         recipe: Mapping[str, Any] | None = None,
+        *,
+        owns_executor: bool | None = None,
+        workers: int | None = None,
     ) -> None:
-        if property_name not in RECIPES:
-            raise ValueError(
-                f"unknown property {property_name!r}; expected one of {sorted(RECIPES)}"
-            )
+        self._recipe = get_recipe(property_name)
         self.property_name = property_name
-        self.unit = RECIPES[property_name][1]
+        self.unit = self._recipe.unit
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
-        self.settings = self.preset.settings.replace(**dict(settings or {}))
-        self.recipe = dataclasses.replace(self.preset.recipe, **dict(recipe or {}))
+        self.settings = replace(self.preset.settings, check_settings(settings), "settings")
+        self.recipe = replace(self.preset.recipe, check_recipe(recipe), "recipe")
         self.runner = runner or RunnerConfig(time_limit=self.preset.time_limit)
         if upf_mapping is not None:
             self.family_source = FamilySource("upf", mapping_file=str(Path(upf_mapping).resolve()))
@@ -176,41 +133,115 @@ class QEOracle:
                 variants=tuple(sorted(GTH_VARIANTS.items())),
                 generated=tuple(sorted(self.preset.generated.items())),
             )
-        self.family = self.family_source.load()
-        self._own_executor = executor is None
-        self.executor = executor or LocalPoolExecutor(
-            plan_local_workers(mpi_ranks=self.runner.mpi_ranks, threads=self.runner.threads)
-        )
-        if isinstance(cache, (str, Path)):
-            cache = ResultCache(cache)
-        self.cache = cache
+        self.family: PseudoFamily = self.family_source.load()
         self.settings_hash = settings_hash({
             "version": ORACLE_VERSION, "property": property_name,
             "family": self.family.fingerprint(), "settings": dataclasses.asdict(self.settings),
             "recipe": dataclasses.asdict(self.recipe),
         })
+        self.owns_executor = executor is None if owns_executor is None else bool(owns_executor)
+        self.executor: Executor = executor or LocalPoolExecutor(
+            workers or plan_local_workers(mpi_ranks=self.runner.mpi_ranks,
+                                          threads=self.runner.threads)
+        )
+        self.cache = ResultCache(cache) if isinstance(cache, (str, Path)) else cache
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._failures: collections.Counter[str] = collections.Counter()
+        self._dft_seconds = 0.0
+        self._closed = False
+
+    @classmethod
+    def from_options(
+        cls,
+        property_name: str,
+        options: QEOptions | Mapping[str, Any] | None = None,
+        executor: Executor | None = None,
+    ) -> "QEOracle":
+        """Build the oracle from :class:`QEOptions` (or a mapping of them).
+
+        The preset, the runner and the number of workers are resolved once here. The
+        oracle owns (and :meth:`close` shuts down) the executor it creates from
+        ``options.executor``; an ``executor`` object passed in is not shut down.
+
+        Raises:
+          ConfigError: bad options (unknown key, wrong type, out-of-range value).
+          ValueError: unknown property.
+        """
+        opts = QEOptions.coerce(options)
+        get_recipe(property_name)  # fail before starting anything
+        preset = opts.preset_obj()
+        runner = opts.runner_config(preset)
+        owns = executor is None
+        if executor is None:
+            workers = opts.planned_workers()
+            executor = (LocalPoolExecutor(workers) if opts.executor == "local" else
+                        DaskExecutor(address=opts.dask_address, n_workers=workers,
+                                     processes=opts.dask_processes))
+        try:
+            return cls(
+                property_name, preset=preset, executor=executor, cache=opts.cache_file(),
+                runner=runner, upf_mapping=opts.upf_mapping, pseudo_dir=opts.pseudo_dir,
+                settings=opts.settings, recipe=opts.recipe, owns_executor=owns,
+            )
+        except BaseException:
+            if owns:
+                executor.shutdown()
+            raise
 
     # -- public -------------------------------------------------------------------------------
 
     def evaluate(self, structures: Sequence[Structure]) -> list[OracleResult]:
         """One result per crystal (value in :attr:`unit`); never raises."""
+        structures = list(structures)
+        if self._closed:
+            return [OracleResult.failure(Status.ORACLE_ERROR, "the QE oracle is closed")
+                    for _ in structures]
         try:
-            return self._evaluate(list(structures))
+            return self._evaluate(structures)
         except Exception as exc:  # last line of defence: training must go on
             reason = f"{type(exc).__name__}: {exc}"
             return [OracleResult.failure(Status.ORACLE_ERROR, reason) for _ in structures]
 
     def job_time_limit(self) -> float:
         """Longest wall time one crystal may take (s): pw.x runs x time limit + margin."""
-        runs = RUNS_PER_PROPERTY.get(self.property_name, len(self.recipe.volume_scales))
-        return runs * self.runner.time_limit + 60.0
+        return self._recipe.runs(self.recipe) * self.runner.time_limit + 60.0
+
+    def stats(self) -> dict:
+        """Counters of this process.
+
+        Keys: ``evaluated`` (crystals asked for), ``computed`` (crystals whose job ran
+        and returned a result), ``cache_hits``, ``batch_duplicates`` (answered by an
+        identical crystal of the same batch), ``invalid_input`` (rejected before any
+        run), ``executor_errors``, ``not_cached`` (results kept out of the cache: machine
+        failures), ``dft_seconds`` (wall time of the computed jobs), ``failures`` (status
+        name -> count over computed jobs and executor errors), and ``cache`` (the cache's
+        own counters, when there is a cache).
+        """
+        out: dict[str, Any] = {key: self._counts[key] for key in (
+            "evaluated", "computed", "cache_hits", "batch_duplicates", "invalid_input",
+            "executor_errors", "not_cached")}
+        out["dft_seconds"] = self._dft_seconds
+        out["failures"] = dict(self._failures)
+        if self.cache is not None:
+            out["cache"] = self.cache.stats.as_dict()
+        return out
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
-        """Shut down an executor this oracle created and close the cache."""
-        if self._own_executor:
-            self.executor.shutdown()
-        if self.cache is not None:
-            self.cache.close()
+        """Shut down the executor this oracle owns (process pool, or Dask client and
+        LocalCluster) and close the cache. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.owns_executor:
+                self.executor.shutdown()
+        finally:
+            if self.cache is not None:
+                self.cache.close()
 
     def __enter__(self) -> "QEOracle":
         return self
@@ -256,18 +287,23 @@ class QEOracle:
         results: list[OracleResult | None] = [None] * len(structures)
         groups: dict[str, list[int]] = {}
         futures: dict[str, Any] = {}
+        limit = self.runner.time_limit
+        self._counts["evaluated"] += len(structures)
         for i, structure in enumerate(structures):
             try:
                 invalid = self.check(structure)
                 if invalid is not None:
+                    self._counts["invalid_input"] += 1
                     results[i] = invalid
                     continue
                 key = self.cache.structure_key(structure) if self.cache else f"batch-{i}"
                 if key in groups:
+                    self._counts["batch_duplicates"] += 1
                     groups[key].append(i)
                     continue
-                cached = self.cache.get(key, self.settings_hash) if self.cache else None
+                cached = self.cache.get(key, self.settings_hash, limit) if self.cache else None
                 if cached is not None:
+                    self._counts["cache_hits"] += 1
                     results[i] = cached
                     continue
                 groups[key] = [i]
@@ -280,24 +316,9 @@ class QEOracle:
         deadline = time.monotonic() + waves * self.job_time_limit()
         overran = False
         for key, future in futures.items():
-            try:
-                result = future.result(timeout=max(1.0, deadline - time.monotonic()))
-            except (concurrent.futures.TimeoutError, TimeoutError):
+            result = self._wait(future, deadline)
+            if result.extra.get("executor_deadline"):
                 overran = True
-                cancel = getattr(future, "cancel", None)
-                if cancel is not None:  # frees a queued local job or a Dask task
-                    cancel()
-                result = OracleResult.failure(
-                    Status.TIMEOUT, "job exceeded its deadline in the executor"
-                )
-            except Exception as exc:  # a worker died, the cluster went away, ...
-                result = OracleResult.failure(
-                    Status.ORACLE_ERROR, f"executor error: {type(exc).__name__}: {exc}"
-                )
-            if not isinstance(result, OracleResult):
-                result = OracleResult.failure(
-                    Status.ORACLE_ERROR, f"job returned {type(result).__name__}"
-                )
             if self.cache is not None:
                 self._store(key, structures[groups[key][0]], result)
             for i in groups[key]:
@@ -307,67 +328,66 @@ class QEOracle:
         return [r if r is not None else OracleResult.failure(Status.ORACLE_ERROR, "no result")
                 for r in results]
 
+    def _wait(self, future: Any, deadline: float) -> OracleResult:
+        """The job's result by ``deadline``; executor trouble becomes a failed result."""
+        try:
+            result = future.result(timeout=max(1.0, deadline - time.monotonic()))
+        except (concurrent.futures.TimeoutError, TimeoutError):
+            cancel = getattr(future, "cancel", None)
+            if cancel is not None:  # frees a queued local job or a Dask task
+                cancel()
+            result = OracleResult.failure(
+                Status.TIMEOUT, "job exceeded its deadline in the executor",
+                executor_deadline=True,
+            )
+        except Exception as exc:  # a worker died, the cluster went away, ...
+            result = OracleResult.failure(
+                Status.ORACLE_ERROR, f"executor error: {type(exc).__name__}: {exc}"
+            )
+        if not isinstance(result, OracleResult):
+            result = OracleResult.failure(
+                Status.ORACLE_ERROR, f"job returned {type(result).__name__}"
+            )
+        if result.extra.get("executor_deadline") or result.reason.startswith("executor error"):
+            self._counts["executor_errors"] += 1
+        else:
+            self._counts["computed"] += 1
+            self._dft_seconds += float(result.seconds)
+        if result.status != Status.OK:
+            self._failures[Status(result.status).name] += 1
+        return result
+
     def _store(self, key: str, structure: Structure, result: OracleResult) -> None:
         try:
-            self.cache.put(key, self.settings_hash, self.property_name, result,
-                           structure.composition.formula)
+            stored = self.cache.put(key, self.settings_hash, self.property_name, result,
+                                    structure.composition.formula, self.runner.time_limit)
         except Exception as exc:  # a full disk must not stop training; say so in the result
             result.extra["cache_error"] = f"{type(exc).__name__}: {exc}"
+            return
+        if not stored:
+            self._counts["not_cached"] += 1
 
 
-def make_qe_oracle(
-    property_name: str,
-    preset: str = "default",
-    executor: str | Executor = "local",
-    cache_path: str | Path | None = "default",
-    workers: int | None = None,
-    mpi_ranks: int = 1,
-    threads: int = 1,
-    time_limit: float | None = None,
-    dask_address: str | None = None,
-    upf_mapping: str | Path | None = None,
-    scratch_root: str | None = None,
-    **overrides: Any,
-) -> QEOracle:
-    """Build a :class:`QEOracle` with sensible defaults.
+def make_qe_oracle(property_name: str, **options: Any) -> QEOracle:
+    """Build a :class:`QEOracle`: ``QEOracle.from_options(property_name, options)``.
 
-    Args:
-      property_name: ``band_gap``, ``density`` or ``bulk_modulus``.
-      preset: ``default`` (measured cutoffs) or ``test`` (fast, unconverged).
-      executor: ``local`` (process pool), ``dask`` (LocalCluster on 127.0.0.1,
-        or ``dask_address``'s scheduler) or an executor object.
-      cache_path: SQLite file; ``"default"`` = cache dir / ``qe-cache.sqlite``;
-        ``None`` disables the cache.
-      workers: pool workers / local Dask workers (default: cores // (ranks x threads)).
-      mpi_ranks: MPI ranks per pw.x run.
-      threads: OpenMP threads per rank.
-      time_limit: wall-clock limit per pw.x run (s); default from the preset.
-      dask_address: scheduler address for ``executor="dask"``.
-      upf_mapping: JSON mapping file of a UPF family (instead of generated GTH).
-      scratch_root: parent directory of the per-run scratch directories.
-      **overrides: ``settings={...}`` / ``recipe={...}`` field overrides.
+    ``options`` are the keys of :class:`QEOptions` (``preset``, ``executor``,
+    ``cache_path``, ``workers``, ``mpi_ranks``, ``threads``, ``time_limit``, ...; see
+    docs/DFT.md). ``executor`` may also be an executor object, which the oracle uses
+    but does not shut down.
+
+    Raises:
+      ConfigError: an unknown key (the message lists the allowed ones), a wrong type or
+        an out-of-range value.
+      ValueError: unknown property.
     """
-    preset_obj = get_preset(preset)
-    runner = RunnerConfig(
-        mpi_ranks=mpi_ranks, threads=threads,
-        time_limit=float(time_limit if time_limit is not None else preset_obj.time_limit),
-        scratch_root=scratch_root,
-    )
-    workers = workers or plan_local_workers(mpi_ranks=mpi_ranks, threads=threads)
-    if isinstance(executor, str):
-        if executor == "local":
-            executor_obj: Executor = make_executor("local", max_workers=workers)
-        elif executor == "dask":
-            executor_obj = make_executor("dask", address=dask_address, n_workers=workers)
-        else:
-            raise ValueError(f"unknown executor {executor!r} (expected 'local' or 'dask')")
-    else:
-        executor_obj = executor
-    if cache_path == "default":
-        cache_path = default_cache_dir() / "qe-cache.sqlite"
-    oracle = QEOracle(
-        property_name, preset=preset_obj, executor=executor_obj, cache=cache_path,
-        runner=runner, upf_mapping=upf_mapping, **overrides,
-    )
-    oracle._own_executor = isinstance(executor, str)
-    return oracle
+    executor = options.get("executor")
+    if executor is not None and not isinstance(executor, str):
+        options = {k: v for k, v in options.items() if k != "executor"}
+        return QEOracle.from_options(property_name, QEOptions.from_mapping(options, "make_qe_oracle"),
+                                     executor=executor)
+    return QEOracle.from_options(property_name, QEOptions.from_mapping(options, "make_qe_oracle"))
+
+
+__all__ = ["MIN_DISTANCE", "ORACLE_VERSION", "QEJob", "QEOptions", "QEOracle", "default_cache_dir",
+           "make_qe_oracle", "run_job"]

@@ -8,6 +8,8 @@ by measured convergence (``scripts/converge_cutoffs.py``; data and criteria in
 ``docs/PSEUDOPOTENTIALS.md``). ``fast`` caps the cutoffs and keeps the cheap
 valence-only GTH Na (:data:`FAST_GTH_FALLBACK`). ``test`` is for fast tests: a
 low uniform cutoff and a coarse k-grid; its numbers are not converged physics.
+
+Every preset covers the large vocabulary (:data:`crystaljax.elements.LARGE`).
 """
 
 from __future__ import annotations
@@ -15,13 +17,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from crystaljax.elements import LARGE
 from crystaljax.oracles.qe.inputs import PwSettings
 from crystaljax.oracles.qe.recipes import RecipeOptions
-
-LARGE_VOCABULARY = (
-    "Li Na K Rb Be Ca Mg Sr H C N O P S Se F Cl Br B Si Ge Fe Cu Co Ni Mn Al Zn Sn Cr "
-    "In Sb V Mo Ga Ag Ti Ba Y Te I Pd Rh As Pt Cs Au Bi Zr La"
-).split()
 
 #: CP2K GTH-PBE entry used for each element where a preset does not generate it with
 #: ld1.x (:attr:`Preset.generated`; the default preset generates Na). The valence-only
@@ -46,7 +44,7 @@ GTH_VARIANTS: dict[str, str] = {
 
 
 #: Elements whose pseudopotential is generated at run time by QE's ``ld1.x`` from an input
-#: in crystaljax/oracles/qe/ld1/ (``pseudopotentials.generate_ld1_pseudo``) instead of
+#: in crystaljax/oracles/qe/ld1/ (:func:`crystaljax.oracles.qe.ld1.generate_ld1_pseudo`) instead of
 #: converted from cp2k-data. Na: PAW with the 2s2p semicore shell in valence (9 electrons).
 #: The valence-only GTH-PBE-q1 made rock-salt NaCl 4.5 % too dense; the semicore GTH q9
 #: is not converged at 200 Ry (docs/PSEUDOPOTENTIALS.md, docs/VALIDATION.md).
@@ -116,7 +114,7 @@ class Preset:
 
 
 def _uniform(ecutwfc: float) -> dict[str, tuple[float, float]]:
-    return {e: (ecutwfc, 4.0 * ecutwfc) for e in LARGE_VOCABULARY}
+    return {e: (ecutwfc, 4.0 * ecutwfc) for e in LARGE}
 
 
 def _fast_cutoffs() -> dict[str, tuple[float, float]]:

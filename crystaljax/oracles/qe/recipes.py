@@ -29,15 +29,17 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from ase.eos import EquationOfState
+from ase.eos import EquationOfState, eos_names
 from ase.units import GPa
 from pymatgen.core import Lattice, Structure
 
+from crystaljax.config import ConfigError, check, option
 from crystaljax.oracles.base import OracleResult, Status
+from crystaljax.oracles.qe.family import PseudoFamily
 from crystaljax.oracles.qe.inputs import PwSettings, valence_electrons, write_pw_input
 from crystaljax.oracles.qe.parse import PwOutput, classify, output_tail, parse_output
-from crystaljax.oracles.qe.pseudopotentials import PseudoFamily
 from crystaljax.oracles.qe.runner import RunnerConfig, run_pw
+from crystaljax.properties import get_property
 
 AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
 
@@ -57,13 +59,19 @@ class RecipeOptions:
       density_degauss: Gaussian smearing width of the density vc-relax (Ry).
     """
 
-    nstep: int = 1
-    volume_scales: tuple[float, ...] = (0.98, 0.99, 1.0, 1.01, 1.02)
-    eos: str = "birchmurnaghan"
-    eos_trust: float = 0.2
+    nstep: int = option(1, ge=1)
+    volume_scales: tuple[float, ...] = option((0.98, 0.99, 1.0, 1.01, 1.02), gt=0)
+    eos: str = option("birchmurnaghan", choices=eos_names)
+    eos_trust: float = option(0.2, gt=0)
     metal_smearing: str = "mv"
-    metal_degauss: float = 0.01
-    density_degauss: float = 0.001
+    metal_degauss: float = option(0.01, gt=0)
+    density_degauss: float = option(0.001, gt=0)
+
+    def __post_init__(self) -> None:
+        check(self, "recipe")
+        if len(set(self.volume_scales)) < 3:
+            raise ConfigError("recipe.volume_scales needs at least 3 different volume factors, "
+                              f"got {list(self.volume_scales)}")
 
 
 @dataclasses.dataclass
@@ -79,17 +87,27 @@ def _attempt(
     structure: Structure, settings: PwSettings, family: PseudoFamily, runner: RunnerConfig,
     label: str,
 ) -> _Attempt:
-    """One pw.x run; the run directory is removed on success, kept (and named) on failure."""
+    """One pw.x run; the run directory is removed on success, kept (and named) on failure
+    (the newest ``runner.keep_failed_runs`` of the scratch root). ``details["not_started"]``
+    marks a program that could not be started (a machine failure, never cached)."""
     run = run_pw(write_pw_input(structure, settings, family), runner, label=label)
     parsed = parse_output(run.output)
     status, reason = classify(run, parsed)
     details: dict = {}
-    if status == Status.OK and not runner.keep_on_success:
-        run.cleanup()
+    if status == Status.OK:
+        if runner.keep_on_success:
+            details["scratch"] = str(run.workdir)
+        else:
+            run.cleanup()
     else:
-        details["scratch"] = str(run.workdir)
-    if status != Status.OK:
+        kept = run.keep_failed(runner.keep_failed_runs)
+        if kept is not None:
+            details["scratch"] = str(kept)
         details["output_tail"] = output_tail(run.output)
+        if run.launch_error:
+            details["not_started"] = True
+        if status == Status.TIMEOUT:
+            details["time_limit"] = runner.time_limit
     return _Attempt(status, reason, parsed, run.seconds, details)
 
 
@@ -157,7 +175,7 @@ def band_gap(
                 "metal": False,
             })
         extra["fixed_occupations"] = "bands overlap"
-    elif attempt.status == Status.TIMEOUT or "cannot start" in attempt.reason:
+    elif attempt.status == Status.TIMEOUT or attempt.details.get("not_started"):
         return _failure(attempt, seconds)
     else:
         extra["fixed_occupations"] = f"{attempt.status.name}: {attempt.reason}"
@@ -309,11 +327,62 @@ def bulk_modulus_from_scan(
     return b_gpa, details
 
 
-Recipe = Callable[[Structure, PseudoFamily, PwSettings, RunnerConfig, RecipeOptions], OracleResult]
+RecipeFn = Callable[[Structure, PseudoFamily, PwSettings, RunnerConfig, RecipeOptions],
+                    OracleResult]
 
-#: property name -> (recipe, unit)
-RECIPES: dict[str, tuple[Recipe, str]] = {
-    "band_gap": (band_gap, "eV"),
-    "density": (density, "g/cm3"),
-    "bulk_modulus": (bulk_modulus, "GPa"),
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How one property is computed.
+
+    Attributes:
+      name: the property's registry name (:mod:`crystaljax.properties`).
+      compute: ``(structure, family, settings, runner, options) -> OracleResult``.
+      runs: the most pw.x runs one crystal takes under the given options (bounds a
+        job's wall time: runs x time limit).
+    """
+
+    name: str
+    compute: RecipeFn
+    runs: Callable[[RecipeOptions], int]
+
+    @property
+    def unit(self) -> str:
+        """Unit of the value (the property registry's)."""
+        return get_property(self.name).unit
+
+    def __call__(self, structure: Structure, family: PseudoFamily, settings: PwSettings,
+                 runner: RunnerConfig, options: RecipeOptions = RecipeOptions()) -> OracleResult:
+        return self.compute(structure, family, settings, runner, options)
+
+
+def _two_runs(options: RecipeOptions) -> int:  # fixed occupations, then the smearing fallback
+    return 2
+
+
+def _one_run(options: RecipeOptions) -> int:
+    return 1
+
+
+def _scan_runs(options: RecipeOptions) -> int:
+    return len(options.volume_scales)
+
+
+#: property name -> recipe
+RECIPES: dict[str, Recipe] = {
+    r.name: r for r in (
+        Recipe("band_gap", band_gap, _two_runs),
+        Recipe("density", density, _one_run),
+        Recipe("bulk_modulus", bulk_modulus, _scan_runs),
+    )
 }
+
+
+def get_recipe(property_name: str) -> Recipe:
+    """The recipe of ``property_name`` (ValueError listing the known ones otherwise)."""
+    try:
+        return RECIPES[property_name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown property {property_name!r}; expected one of {sorted(RECIPES)}"
+        ) from None

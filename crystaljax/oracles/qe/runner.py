@@ -1,9 +1,11 @@
 """Running pw.x: argument list (no shell), per-job scratch directory, time limit.
 
 Each run gets a fresh directory under a scratch root. The directory is removed
-when the caller reports success (:meth:`PwRun.cleanup`) and kept otherwise, so
-the input and output of a failed run can be inspected; its path travels in the
-result. The time limit kills the whole process group (mpirun and every rank).
+when the caller reports success (:meth:`PwRun.cleanup`) and kept otherwise
+(:meth:`PwRun.keep_failed`), so the input and output of a failed run can be
+inspected; its path travels in the result. Only the last ``keep_failed_runs``
+failed directories of a scratch root are kept, the oldest removed first. The time
+limit kills the whole process group (mpirun and every rank).
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from crystaljax.config import check, option
+
+#: file that marks a kept failed run directory (its mtime orders the pruning)
+FAILED_MARKER = "FAILED"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,15 +38,21 @@ class RunnerConfig:
       scratch_root: parent of the per-run directories (default: the system
         temp dir + ``/crystaljax-qe``).
       keep_on_success: keep the run directory even when the run succeeded.
+      keep_failed_runs: failed run directories kept per scratch root (the newest;
+        0 keeps none).
     """
 
     pw_command: str = "pw.x"
-    mpi_ranks: int = 1
-    threads: int = 1
+    mpi_ranks: int = option(1, ge=1)
+    threads: int = option(1, ge=1)
     mpirun: str = "mpirun"
-    time_limit: float = 1800.0
+    time_limit: float = option(1800.0, gt=0)
     scratch_root: str | None = None
     keep_on_success: bool = False
+    keep_failed_runs: int = option(20, ge=0)
+
+    def __post_init__(self) -> None:
+        check(self, "runner")
 
     def replace(self, **changes) -> "RunnerConfig":
         return dataclasses.replace(self, **changes)
@@ -68,6 +81,39 @@ class PwRun:
     def cleanup(self) -> None:
         """Remove the run directory (call on success)."""
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def keep_failed(self, limit: int) -> Path | None:
+        """Keep the directory of this failed run, and only the ``limit`` newest failed
+        ones of its scratch root (:func:`prune_failed_runs`). Returns the directory, or
+        ``None`` when it was removed (``limit`` 0)."""
+        if limit <= 0:
+            self.cleanup()
+            return None
+        (self.workdir / FAILED_MARKER).write_text(f"{time.time_ns()}\n")
+        prune_failed_runs(self.workdir.parent, limit)
+        return self.workdir if self.workdir.is_dir() else None
+
+
+def prune_failed_runs(root: str | Path, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` newest failed run directories under ``root``.
+
+    Only directories marked as kept failures (:data:`FAILED_MARKER`, which holds the time
+    they were kept, in ns) are touched, so runs still in progress in other workers are
+    safe. Returns the removed directories.
+    """
+    marked = []
+    for marker in Path(root).glob(f"*/{FAILED_MARKER}"):
+        try:
+            text = marker.read_text().strip()
+            stamp = int(text) if text.isdigit() else marker.stat().st_mtime_ns
+        except FileNotFoundError:  # pruned by another worker meanwhile
+            continue
+        marked.append((stamp, marker.parent.name, marker.parent))
+    marked.sort()
+    removed = [path for _, _, path in marked[: max(0, len(marked) - keep)]]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def command_line(config: RunnerConfig, input_name: str = "pw.in") -> list[str]:

@@ -1,0 +1,209 @@
+"""Pseudopotentials generated at run time by Quantum ESPRESSO's atomic code ``ld1.x``.
+
+Elements whose cp2k-data GTH entries are not good enough (Na: the valence-only GTH
+makes NaCl 4.5 % too dense, the semicore one needs > 200 Ry) are generated with
+``ld1.x`` from an input shipped with crystaljax (``crystaljax/oracles/qe/ld1/<El>.in``),
+into the family's directory, under a file name keyed by a hash of the input
+(:func:`generate_ld1_pseudo`). :func:`ld1_transferability` runs ld1.x's own test of a
+generated set in other atomic configurations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+#: ld1.x inputs shipped with crystaljax, ``<name>`` -> ``LD1_INPUT_DIR / <name>``.
+LD1_INPUT_DIR = Path(__file__).resolve().parent / "ld1"
+
+
+class PseudoGenerationError(RuntimeError):
+    """``ld1.x`` could not generate a pseudopotential (missing, failed or no file written)."""
+
+
+_FILE_PSEUDOPW = re.compile(r"file_pseudopw\s*=\s*['\"]([^'\"]+)['\"]", re.IGNORECASE)
+_NUMBERS_ONLY = re.compile(r"^[\s0-9.EeDd+-]+$")
+
+
+def ld1_input_path(name: str | Path) -> Path:
+    """The ld1.x input ``name``: a path, or a file name in :data:`LD1_INPUT_DIR`."""
+    path = Path(name)
+    return path if path.is_absolute() or path.parent != Path(".") else LD1_INPUT_DIR / path
+
+
+def normalize_ld1_upf(text: str, width: int = 4) -> str:
+    """Make a UPF file written by ld1.x reproducible and readable by pw.x 6.7.
+
+    * The generation date (``Generation date:`` and ``date="..."``) is blanked,
+      so the file, and hence its hash in the oracle's cache key, depends only on
+      the input and the ld1.x build.
+    * ld1.x 6.7 writes some arrays (``PP_DIJ``, ``PP_Q``, ``PP_MULTIPOLES`` of a
+      PAW set) as a single line of more than 1024 characters, which the XML
+      reader of pw.x 6.7 rejects ("xmlr_opentag: severe error, line too long").
+      Lines made only of numbers and longer than 100 characters are re-wrapped
+      ``width`` numbers per line; values are copied as text, unchanged.
+    """
+    text = re.sub(r"Generation date:[^\n]*", "Generation date: (not recorded)", text)
+    text = re.sub(r'(<PP_HEADER[^>]*?\sdate=)"[^"]*"', r'\1""', text, flags=re.DOTALL)
+    lines = []
+    for line in text.split("\n"):
+        tokens = line.split()
+        if len(line) > 100 and tokens and _NUMBERS_ONLY.match(line):
+            lines.extend("  " + "  ".join(tokens[i : i + width]) for i in range(0, len(tokens), width))
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _run_ld1(text: str, workdir: Path, ld1_command: str, time_limit: float) -> str:
+    """Run ld1.x on input ``text`` in ``workdir``; its output (raises on failure)."""
+    if shutil.which(ld1_command) is None:
+        raise PseudoGenerationError(
+            f"{ld1_command} not found (it is in Debian's quantum-espresso package, like pw.x)"
+        )
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    try:
+        proc = subprocess.run(
+            [ld1_command], input=text, cwd=workdir, capture_output=True, text=True,
+            timeout=time_limit, env=env,
+        )
+    except subprocess.TimeoutExpired:
+        raise PseudoGenerationError(f"{ld1_command} ran past {time_limit:.0f} s") from None
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0 or "Error in routine" in output:
+        tail = " | ".join(line.strip() for line in output.splitlines()[-12:] if line.strip())
+        raise PseudoGenerationError(f"{ld1_command} failed (exit {proc.returncode}): {tail}")
+    return output
+
+
+def generate_ld1_pseudo(
+    element: str,
+    input_file: str | Path,
+    directory: Path | str,
+    ld1_command: str = "ld1.x",
+    time_limit: float = 300.0,
+) -> Path:
+    """Generate ``element``'s pseudopotential with ld1.x, or reuse the one generated before.
+
+    The file is ``<directory>/<El>.ld1-<hash>.UPF``, where ``hash`` is the
+    SHA-256 of the input text: a changed input gives a new file (and a new
+    cache key), an unchanged one is generated once. ld1.x runs in a temporary
+    directory; the UPF file (normalised by :func:`normalize_ld1_upf`) and
+    ld1.x's output (``.out``, with its own test of the pseudopotential) are
+    moved in atomically, so concurrent workers never read a partial file.
+
+    Raises:
+      PseudoGenerationError: ld1.x is missing, fails, or writes no file.
+    """
+    source = ld1_input_path(input_file)
+    try:
+        text = source.read_text()
+    except OSError as exc:
+        raise PseudoGenerationError(f"cannot read ld1.x input {source}: {exc}") from None
+    match = _FILE_PSEUDOPW.search(text)
+    if match is None:
+        raise PseudoGenerationError(f"ld1.x input {source} sets no file_pseudopw")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"{element}.ld1-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    target = directory / f"{stem}.UPF"
+    if target.is_file():
+        return target
+    with tempfile.TemporaryDirectory(dir=directory, prefix=f".{stem}.") as tmp:
+        output = _run_ld1(text, Path(tmp), ld1_command, time_limit)
+        produced = Path(tmp) / match.group(1)
+        if not produced.is_file():
+            raise PseudoGenerationError(f"{ld1_command} wrote no {match.group(1)} for {element}")
+        (Path(tmp) / "upf").write_text(normalize_ld1_upf(produced.read_text()))
+        (Path(tmp) / "log").write_text(output)
+        os.replace(Path(tmp) / "log", directory / f"{stem}.out")
+        os.replace(Path(tmp) / "upf", target)
+    return target
+
+
+@dataclasses.dataclass(frozen=True)
+class Ld1Test:
+    """ld1.x's own test of a generated pseudopotential in one atomic configuration.
+
+    Attributes:
+      config: the configuration, e.g. ``"2s2 2p6 3s0 3p0"`` (the Na+ ion).
+      etot_ae: all-electron total energy (Ry).
+      etot_ps: pseudo-atom total energy (Ry).
+      eigenvalues: state label (e.g. ``"3S"``) -> (AE, PS) eigenvalue (Ry).
+    """
+
+    config: str
+    etot_ae: float
+    etot_ps: float
+    eigenvalues: Mapping[str, tuple[float, float]]
+
+
+def ld1_transferability(
+    input_file: str | Path,
+    configs: Sequence[str],
+    ld1_command: str = "ld1.x",
+    time_limit: float = 120.0,
+) -> list[Ld1Test]:
+    """Test an ld1.x pseudopotential in other atomic configurations (ionised, excited).
+
+    ld1.x 6.7 accepts one test configuration per generation run (and its
+    separate test mode, ``iswitch = 2``, does not converge for PAW sets read
+    back from a file), so the input is run once per configuration with a
+    ``&test`` namelist appended; the pseudopotential generated is the same each
+    time. Transferability: the all-electron and pseudo-atom total energy
+    differences between configurations (``etot_ae`` and ``etot_ps`` relative
+    to the first) must agree, and so must the eigenvalues; a ghost state or a
+    poor core description shows up as a mismatch.
+
+    Raises:
+      PseudoGenerationError: ld1.x is missing or fails, or prints no test.
+    """
+    base = ld1_input_path(input_file).read_text()
+    results = []
+    for config in configs:
+        text = base.rstrip() + f"\n &test\n    nconf=1,\n    configts(1)='{config}',\n /\n"
+        with tempfile.TemporaryDirectory(prefix="crystaljax-ld1-") as tmp:
+            output = _run_ld1(text, Path(tmp), ld1_command, time_limit)
+        results.append(_parse_ld1_test(config, output))
+    return results
+
+
+_LD1_EIG = re.compile(
+    r"^\s*\d+\s+\d+\s+(\w+)\s+\d\(\s*[0-9.]+\)\s+(-?[0-9.]+)\s+(-?[0-9.]+)\s+(-?[0-9.]+)\s*$"
+)
+
+
+def _parse_ld1_test(config: str, output: str) -> Ld1Test:
+    """The last test block of ld1.x's ``output`` (after "Testing the pseudopotential")."""
+    block = output.rsplit("Testing the pseudopotential", 1)
+    if len(block) != 2:
+        raise PseudoGenerationError(f"ld1.x printed no pseudopotential test for {config!r}")
+    test = block[1]
+    etot = re.search(r"Etot =\s*(-?[0-9.]+) Ry", test)
+    etotps = re.search(r"Etotps =\s*(-?[0-9.]+) Ry", test)
+    if etot is None or etotps is None:
+        raise PseudoGenerationError(f"no test energies in ld1.x's output for {config!r}")
+    eigenvalues = {}
+    for line in test.split("De AE-PS", 1)[-1].splitlines()[1:]:
+        m = _LD1_EIG.match(line)
+        if m is None:
+            if eigenvalues:
+                break
+            continue
+        eigenvalues[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+    return Ld1Test(config, float(etot.group(1)), float(etotps.group(1)), eigenvalues)
+
+
+__all__ = ["LD1_INPUT_DIR", "Ld1Test", "PseudoGenerationError", "generate_ld1_pseudo",
+           "ld1_input_path", "ld1_transferability", "normalize_ld1_upf"]

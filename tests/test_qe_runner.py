@@ -1,0 +1,38 @@
+"""Running pw.x: kept directories of failed runs are bounded (the newest N stay)."""
+
+from __future__ import annotations
+
+import pytest
+from qe_helpers import fake_pw
+
+from crystaljax.config import ConfigError
+from crystaljax.oracles.qe.runner import FAILED_MARKER, RunnerConfig, prune_failed_runs, run_pw
+
+
+def test_only_the_newest_failed_run_directories_are_kept(tmp_path):
+    scratch = tmp_path / "scratch"
+    config = RunnerConfig(pw_command=fake_pw(tmp_path, "crash"), time_limit=30.0,
+                          scratch_root=str(scratch), keep_failed_runs=3)
+    running = scratch / "in-progress"  # another worker's run: never pruned
+    running.mkdir(parents=True)
+    kept = []
+    for i in range(5):
+        run = run_pw(f"! run {i}\n", config, label=f"fail{i}")
+        assert run.returncode == 1
+        kept.append(run.keep_failed(config.keep_failed_runs))
+    assert all(path is not None for path in kept)
+    left = sorted(p.name for p in scratch.iterdir() if (p / FAILED_MARKER).is_file())
+    assert left == sorted(p.name for p in kept[-3:])  # oldest removed first
+    assert all((p / "pw.in").is_file() for p in kept[-3:])
+    assert running.is_dir()
+    assert prune_failed_runs(scratch, 1) == sorted(kept[-3:-1], key=lambda p: kept.index(p))
+    none_kept = run_pw("", config.replace(keep_failed_runs=0), label="gone")
+    assert none_kept.keep_failed(0) is None and not none_kept.workdir.exists()
+
+
+def test_runner_options_are_checked():
+    assert RunnerConfig().keep_failed_runs == 20
+    with pytest.raises(ConfigError, match="keep_failed_runs must be >= 0"):
+        RunnerConfig(keep_failed_runs=-1)
+    with pytest.raises(ConfigError, match="time_limit must be > 0"):
+        RunnerConfig(time_limit=0)
