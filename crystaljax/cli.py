@@ -86,6 +86,7 @@ def _rollout(env, params, args) -> int:
 
 
 def _print_summary(summary: dict) -> None:
+    from crystaljax.properties import PROPERTIES
     print(f"\nrun directory: {summary['run_dir']}")
     if summary.get("stopped_early"):
         print(f"stopped early: {summary['stopped_early']}; "
@@ -95,7 +96,7 @@ def _print_summary(summary: dict) -> None:
               f"{summary['eval_median_abs_error']:.4g} over {summary['eval_episodes']} episodes")
     print("best crystals found:")
     for rec in summary["best_crystals"]:
-        prop = next(k for k in ("density", "bulk_modulus", "band_gap") if k in rec)
+        prop = rec.get("property") or next(k for k in PROPERTIES if k in rec)
         print(f"  reward {rec['reward']:8.4f}  {prop} {rec[prop]:10.4f} {rec['unit']:6s} "
               f"{rec['formula']:14s} on {rec['template']} ({rec['found_by']})")
     print(f"files: config.yaml, metrics.csv, tb/, checkpoints/, learning_curve.png, "

@@ -98,6 +98,14 @@ def nest_dotted(values: Mapping[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def add_entry(table: dict[str, C], entry: C, kind: str) -> C:
+    """Add ``entry`` (anything with a ``name``) to a registry ``table``; its name must be new."""
+    if entry.name in table:
+        raise ValueError(f"{kind} {entry.name!r} is already registered")
+    table[entry.name] = entry
+    return entry
+
+
 # ---- typed fields ---------------------------------------------------------------------------
 def option(default: Any = dataclasses.MISSING, *, gt: float | None = None,
            ge: float | None = None, le: float | None = None, lt: float | None = None,
@@ -303,5 +311,5 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["ConfigError", "check", "field_names", "from_mapping", "load_yaml", "nest_dotted",
+__all__ = ["ConfigError", "add_entry", "check", "field_names", "from_mapping", "load_yaml", "nest_dotted",
            "option", "parse_overrides", "parse_value", "replace", "to_dict"]

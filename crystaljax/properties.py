@@ -26,6 +26,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from crystaljax.config import add_entry
+
 #: reward of a computed value before the floor: (value, target, beta, xp) -> reward
 RewardShape = Callable[[Any, Any, Any, Any], Any]
 
@@ -113,10 +115,7 @@ PROPERTIES: dict[str, Property] = {}
 
 def register(prop: Property) -> Property:
     """Add a property to the registry (its name must be new)."""
-    if prop.name in PROPERTIES:
-        raise ValueError(f"property {prop.name!r} is already registered")
-    PROPERTIES[prop.name] = prop
-    return prop
+    return add_entry(PROPERTIES, prop, "property")
 
 
 register(Property("density", "g/cm3", 3.0, -1.0, 10.0, False, _gaussian_density, 1.0,

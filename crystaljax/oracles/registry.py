@@ -14,7 +14,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from crystaljax.config import ConfigError, from_mapping
+from crystaljax.config import ConfigError, add_entry, from_mapping
 from crystaljax.properties import get_property, list_properties
 
 
@@ -65,10 +65,8 @@ ORACLES: dict[str, OracleSpec] = {}
 
 
 def register(spec: OracleSpec) -> OracleSpec:
-    if spec.name in ORACLES:
-        raise ValueError(f"oracle {spec.name!r} is already registered")
-    ORACLES[spec.name] = spec
-    return spec
+    """Add an oracle to the registry (its name must be new)."""
+    return add_entry(ORACLES, spec, "oracle")
 
 
 def get_oracle(name: str, property_name: str | None = None) -> OracleSpec:

@@ -108,8 +108,8 @@ class Trainer:
         s = self.structures[key]
         self.top.offer(float(reward), key, {
             "key": key, "formula": s.composition.reduced_formula, "template": template.name,
-            "symbols": symbols, "reward": float(reward), self.env.property_name: float(value),
-            "unit": self.unit, "status": int(status), "found_by": origin,
+            "symbols": symbols, "reward": float(reward), "property": self.env.property_name,
+            self.env.property_name: float(value), "unit": self.unit, "status": int(status), "found_by": origin,
         })
 
     def _load_top(self) -> None:
