@@ -38,6 +38,7 @@ def test_local_pool_runs_in_other_processes():
         results = [pool.submit(worker_pid, i).result(timeout=60) for i in range(4)]
         assert [r[0] for r in results] == [0, 1, 4, 9]
         assert all(pid != os.getpid() for _, pid in results)
+        assert {pid for _, pid in results} <= set(pool.worker_pids())
         pool.reset()  # a fresh pool after a reset still works
         assert pool.submit(worker_pid, 3).result(timeout=60)[0] == 9
 
@@ -48,6 +49,9 @@ def test_dask_local_cluster():
         futures = [ex.submit(worker_pid, i) for i in range(3)]
         assert [f.result(timeout=60)[0] for f in futures] == [0, 1, 4]
         assert ex.client.scheduler.address.startswith("tcp://127.0.0.1")
+        cluster = ex.cluster
+    assert cluster.status.name == "closed" and ex.client.status == "closed"
+    ex.shutdown()  # a second shutdown is harmless
 
 
 def test_unknown_executor():

@@ -382,11 +382,12 @@ def make_qe_oracle(property_name: str, **options: Any) -> QEOracle:
       ValueError: unknown property.
     """
     executor = options.get("executor")
-    if executor is not None and not isinstance(executor, str):
+    if not isinstance(executor, str):  # an executor object, or None for the default
         options = {k: v for k, v in options.items() if k != "executor"}
-        return QEOracle.from_options(property_name, QEOptions.from_mapping(options, "make_qe_oracle"),
-                                     executor=executor)
-    return QEOracle.from_options(property_name, QEOptions.from_mapping(options, "make_qe_oracle"))
+    else:
+        executor = None
+    return QEOracle.from_options(property_name, QEOptions.from_mapping(options, "make_qe_oracle"),
+                                 executor=executor)
 
 
 __all__ = ["MIN_DISTANCE", "ORACLE_VERSION", "QEJob", "QEOptions", "QEOracle", "default_cache_dir",
