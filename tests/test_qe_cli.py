@@ -55,3 +55,14 @@ def test_failed_dft_exits_1_with_reason(tmp_path, capsys, monkeypatch):
     assert run_dft(_parse(["dft", str(cif), "--property", "density", "--preset", "test"])) == 1
     out = capsys.readouterr().out
     assert "INVALID_INPUT" in out and "Xe" in out
+
+
+@pytest.mark.parametrize("flag, message", [(["--time-limit", "-1"], "time_limit must be > 0"),
+                                           (["--mpi-ranks", "0"], "mpi_ranks must be >= 1"),
+                                           (["--preset", "turbo"], "preset must be one of")])
+def test_bad_options_are_one_line_and_exit_2(tmp_path, capsys, flag, message):
+    cif = tmp_path / "nacl.cif"
+    rocksalt(5.69, "Na", "Cl").to(filename=str(cif))
+    assert run_dft(_parse(["dft", str(cif), "--property", "density", *flag])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("crystaljax dft: error:") and message in err and err.count("\n") == 1
