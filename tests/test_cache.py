@@ -142,9 +142,15 @@ def test_a_file_from_before_the_time_limit_column_is_upgraded(tmp_path):
                  "'NaCl', 0.0)")
     conn.execute("INSERT INTO results VALUES ('h', 'k2', 'density', NULL, 4, 'slow', 1.0, "
                  "'{}', 'NaCl', 0.0)")
+    # machine failures that older versions stored: computed again, not returned
+    conn.execute("INSERT INTO results VALUES ('h', 'k3', 'density', NULL, 3, "
+                 "'cannot start ''pw.x'': [Errno 2]', 0.0, '{}', 'NaCl', 0.0)")
+    conn.execute("INSERT INTO results VALUES ('h', 'k4', 'density', NULL, 7, 'KeyError', 0.0, "
+                 "'{}', 'NaCl', 0.0)")
     conn.commit()
     conn.close()
     cache = ResultCache(path)
     assert cache.get("k1", "h").value == 2.0
     assert cache.get("k2", "h", time_limit=1.0) is None  # limit unknown: computed again
-    assert ResultCache(path).totals()["entries"] == 2  # a second open does not migrate twice
+    assert cache.get("k3", "h") is None and cache.get("k4", "h") is None
+    assert ResultCache(path).totals()["entries"] == 4  # a second open does not migrate twice

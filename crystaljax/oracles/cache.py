@@ -83,6 +83,18 @@ def is_cacheable(result: OracleResult) -> bool:
     return not any(result.extra.get(flag) for flag in MACHINE_FAILURE_FLAGS)
 
 
+#: reason of a program that could not be started, as written before ``not_started`` existed
+_LEGACY_NOT_STARTED = "cannot start "
+
+
+def _reusable(result: OracleResult, stored_limit: float | None, time_limit: float | None) -> bool:
+    """Whether a stored result may answer a lookup (entries that older versions stored for
+    machine failures are skipped too)."""
+    if not is_cacheable(result) or result.reason.startswith(_LEGACY_NOT_STARTED):
+        return False
+    return result.status != Status.TIMEOUT or timeout_applies(stored_limit, time_limit)
+
+
 def timeout_applies(stored_limit: float | None, time_limit: float | None) -> bool:
     """A TIMEOUT stored under ``stored_limit`` (s) answers a run limited to ``time_limit``
     only when both are known and ``time_limit <= stored_limit``."""
@@ -254,16 +266,19 @@ class ResultCache:
                 "WHERE settings_hash = ? AND structure_key = ?",
                 (settings, key),
             ).fetchone()
-        if row is not None and Status(row[1]) == Status.TIMEOUT and \
-                not timeout_applies(row[4], time_limit):
-            row = None
-        if row is None:
+        result = None
+        if row is not None:
+            value, status, reason, extra, stored_limit = row
+            value = float("nan") if value is None else float(value)
+            result = OracleResult(value, Status(status), reason, 0.0,
+                                  {**json.loads(extra), "cached": True})
+            if not _reusable(result, stored_limit, time_limit):
+                result = None
+        if result is None:
             self.stats.misses += 1
             return None
         self.stats.hits += 1
-        value, status, reason, extra, _ = row
-        value = float("nan") if value is None else float(value)
-        return OracleResult(value, Status(status), reason, 0.0, {**json.loads(extra), "cached": True})
+        return result
 
     def put(
         self, key: str, settings: str, property_name: str, result: OracleResult, formula: str = "",
