@@ -2,8 +2,8 @@
 
 The vocabulary order matters: an action index is the position of the element in
 its vocabulary. The three built-in vocabularies are CrystalGym's, in its order; this
-module is their one definition (the QE presets cover :data:`LARGE`, and the tests and
-scripts import it from here). Token ``len(vocab)`` means "empty site" in observations.
+module is their one definition (the QE presets cover :data:`LARGE`; presets and tests
+import it from here). Token ``len(vocab)`` means "empty site" in observations.
 """
 
 from __future__ import annotations
