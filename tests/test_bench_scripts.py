@@ -1,5 +1,6 @@
-"""The benchmark scripts run end to end at tiny budgets, and their merge modes combine
-per-process results files (how GPU and CPU runs are put together)."""
+"""The benchmark scripts run end to end at tiny budgets, write the one results format, and
+their merge modes combine results files of either script (how GPU and CPU runs are put
+together)."""
 
 import json
 import os
@@ -12,12 +13,12 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from crystaljax.benchmarks import agents, table  # noqa: E402
 from scripts import bench_agents, benchmark_table  # noqa: E402
 
-TINY_NET = {"node_embed_dim": 4, "focus_embed_dim": 2, "encoder_hidden": [8, 8], "num_blocks": 1,
-            "block_hidden": [8, 8], "conv_hidden": [8, 8], "head_hidden": [8],
-            "set2set_iterations": 1, "element_features": True, "action_head": "pairwise",
-            "composition_readout": True}
+TINY_NET = {"node_embed_dim": 4, "focus_embed_dim": 2, "encoder_hidden": [8], "num_blocks": 1,
+            "block_hidden": [8], "conv_hidden": [8], "head_hidden": [8],
+            "set2set_iterations": 1}
 
 
 @pytest.fixture
@@ -31,65 +32,60 @@ def tiny_settings(tmp_path):
     return str(path)
 
 
-def test_bench_agents_runs_and_merges_per_agent_files(tmp_path, tiny_settings):
-    parts = []
-    for agent in ("dqn", "ppo"):
-        out = str(tmp_path / f"agents_{agent}")
-        result = bench_agents.main(["--agents", agent, "--targets", "3.0", "--seeds", "2",
-                                    "--eval-every", "40", "--eval-episodes", "8",
-                                    "--settings", tiny_settings, "--out", out, "--no-markdown"])
-        res = result["targets"]["3.0"]["agents"][agent]
-        assert [c["env_steps"] for c in res["curve"]] == [0, 40, 80]
-        assert len(res["seeds"]) == 2 and res["env_steps"] == 80
-        assert all(0.0 <= r <= 1.0 for c in res["curve"] for r in c["mean_reward"])
-        parts.append(out + ".json")
-    merged = bench_agents.main(["--merge", *parts, "--out", str(tmp_path / "all"),
-                                "--no-markdown"])
-    assert set(merged["targets"]["3.0"]["agents"]) == {"dqn", "ppo"}
-    assert (tmp_path / "all.png").stat().st_size > 0
-    table = bench_agents.markdown(merged)
-    assert "| 3.0 | dqn | 80 |" in table and "| 3.0 | ppo | 80 |" in table
-    assert "uniform random" in table
+def test_scripts_run_and_merge_each_others_files(tmp_path, tiny_settings):
+    tiny = ["--seeds", "2", "--eval-every", "40", "--eval-episodes", "8", "--settings",
+            tiny_settings, "--no-progress"]
+    first = bench_agents.main(["--agents", "dqn", "--targets", "3.0", "--out",
+                               str(tmp_path / "agents_dqn"), "--no-markdown", *tiny])
+    (run,) = first.runs
+    assert run.agent == "dqn" and run.eval_steps == [0, 40, 80] and run.env_steps == 80
+    assert np.asarray(run.eval_mean_reward).shape == (2, 3)
+    assert all(0.0 <= r <= 1.0 for seed in run.eval_mean_reward for r in seed)
+    assert json.load(open(tmp_path / "agents_dqn.json"))["format"] == "crystaljax-sweeps/1"
 
-
-def test_benchmark_table_density_rows_and_merge(tmp_path, tiny_settings):
-    out = str(tmp_path / "table_a")
-    first = benchmark_table.main(["--properties", "density", "--cells", "perovskite",
-                                  "--agents", "ppo", "--seeds", "2", "--eval-every", "40",
-                                  "--eval-episodes", "8", "--settings", tiny_settings,
-                                  "--out", out])
-    (row,) = first["rows"]
+    second = benchmark_table.main(["--properties", "density", "--cells", "perovskite",
+                                   "--agents", "ppo", "--out", str(tmp_path / "table_ppo"), *tiny])
+    (row,) = table.rows(second)
     assert row["agent"] == "ppo" and row["steps"] == [0, 40, 80]
     assert np.asarray(row["curve"]).shape == (2, 3)
     assert "| density (target 3 g/cm3) | perovskite | in-graph | ppo | 80 |" in open(
-        out + ".md").read()
-    second = benchmark_table.main(["--properties", "density", "--cells", "bcc4", "--agents",
-                                   "dqn", "--seeds", "2", "--eval-every", "40",
-                                   "--eval-episodes", "8", "--settings", tiny_settings,
-                                   "--out", str(tmp_path / "table_b")])
-    assert second["rows"][0]["cell"] == "bcc4"
-    merged = benchmark_table.main(["--merge", out + ".json", str(tmp_path / "table_b.json"),
-                                   "--out", str(tmp_path / "table")])
-    assert {(r["agent"], r["cell"]) for r in merged["rows"]} == {("ppo", "perovskite"),
-                                                                 ("dqn", "bcc4")}
-    assert set(merged["random"]) == {"density/perovskite", "density/bcc4"}
-    assert json.load(open(tmp_path / "table.json"))["rows"] == merged["rows"]
+        tmp_path / "table_ppo.md").read()
+
+    parts = [str(tmp_path / "agents_dqn.json"), str(tmp_path / "table_ppo.json")]
+    merged = bench_agents.main(["--merge", *parts, "--out", str(tmp_path / "all"),
+                                "--settings", tiny_settings, "--no-markdown"])
+    assert [r.agent for r in merged.runs] == ["dqn", "ppo"]
+    assert (tmp_path / "all.png").stat().st_size > 0
+    text = agents.markdown(merged)
+    assert "| 3.0 | dqn | 80 |" in text and "| 3.0 | ppo | 80 |" in text
+    assert "uniform random" in text and "Agent settings (" in text
+
+    merged = benchmark_table.main(["--merge", *parts, "--out", str(tmp_path / "table")])
+    assert {(r["agent"], r["cell"]) for r in table.rows(merged)} == {("dqn", "perovskite"),
+                                                                     ("ppo", "perovskite")}
     assert (tmp_path / "table.png").exists()
-    missing = benchmark_table.missing_rows(merged)
-    assert "density on perovskite: dqn, rainbow, sac" in missing
-    assert "density on bcc4: ppo, rainbow, sac" in missing
+    missing = table.missing_rows(table.rows(merged))
+    assert "density on perovskite: rainbow, sac" in missing
     assert "band_gap on bcc4: dqn, ppo, rainbow, sac" in missing and len(missing) == 9
-    assert "Not run" in open(tmp_path / "table.md").read()
-    (density,) = benchmark_table.paper_comparison(merged)  # density rows only: one sentence
-    worst = min(min(r["final_mean_reward"]) for r in merged["rows"])
+    md = open(tmp_path / "table.md").read()
+    assert "Not run" in md and "## Against the paper" in md
+    (density,) = table.paper_comparison(table.rows(merged))  # density rows only: one sentence
+    worst = min(min(r["final_mean_reward"]) for r in table.rows(merged))
     assert density.startswith("Density (paper:") and f"{worst:.3f}" in density
-    assert "## Against the paper" in open(tmp_path / "table.md").read()
 
 
 def test_paper_comparison_counts_dft_rows():
     row = {"property": "band_gap", "agent": "dqn", "cell": "bcc4", "env_steps": 8,
            "final_mean_reward": [0.3, 0.3], "best_property": [0.0, 1.4], "dft_calls": 3,
            "cache_hits": 1, "dft_status_counts": {"OK": 3, "TIMEOUT": 1}}
-    (text,) = benchmark_table.paper_comparison({"rows": [row]})
+    (text,) = table.paper_comparison([row])
     assert "1 QE rows at 8 env steps per seed, 4 crystals evaluated, 1 DFT failure(s)" in text
     assert "In 1 of 2 seeds the best crystal found was a metal" in text
+
+
+def test_qe_overrides_fit_the_dft_budget():
+    own = {"num_envs": 8, "num_steps": 25, "num_minibatches": 4, "buffer_size": 1}
+    assert table.qe_overrides("ppo", own, 10, 2) == {"num_envs": 2, "num_steps": 5,
+                                                     "num_minibatches": 1}
+    assert table.qe_overrides("dqn", {"buffer_size": 100}, 10, 2) == {
+        "buffer_size": 100, "num_envs": 2, "learning_starts": 0}

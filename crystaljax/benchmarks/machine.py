@@ -1,0 +1,52 @@
+"""Machine labels of benchmark results and the BENCHMARKS.md sections the scripts rewrite."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+
+
+def machine_description() -> str:
+    """'N cores, CPU model, M GiB RAM[, GPU: device kind]' of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        mem = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
+    except (ValueError, OSError):
+        mem = ""
+    return f"{os.cpu_count()} cores, {cpu}{mem}{accelerator_description()}"
+
+
+def accelerator_description() -> str:
+    """', GPU: <device kind>' when JAX's default backend is an accelerator, else ''."""
+    try:
+        import jax
+
+        device = jax.devices()[0]
+    except Exception:  # noqa: BLE001 (no JAX, or no usable backend: describe the host only)
+        return ""
+    return "" if device.platform == "cpu" else f", {device.platform.upper()}: {device.device_kind}"
+
+
+def replace_section(path: str, section: str, body: str) -> None:
+    """Replace the text between ``<!-- section:start -->`` and ``<!-- section:end -->`` in
+    ``path`` (appending the section when the markers are absent; creating the file)."""
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    block = f"{start}\n{body}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+__all__ = ["accelerator_description", "machine_description", "replace_section"]
