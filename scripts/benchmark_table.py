@@ -39,22 +39,20 @@ def parse_args(argv=None):
     parser.add_argument("--qe-workers", type=int, default=2)
     parser.add_argument("--qe-time-limit", type=float, default=300.0)
     parser.add_argument("--settings", default=SETTINGS)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="train nothing: merge results files of earlier runs (of this script "
                              "or scripts/bench_agents.py) into --out")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"),
                         help="path prefix of the .json, .md and .png outputs")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    if args.merge:
-        return table.merge(args.merge, args.out)
-    options = vars(args)
-    out, progress = options.pop("out"), not options.pop("no_progress")
-    options.pop("merge")
+    options = vars(parse_args(argv))
+    out, merge, progress = options.pop("out"), options.pop("merge"), not options.pop("no_progress")
+    if merge:
+        return table.merge(merge, out)
     return table.run_table(table.TableOptions(**options, progress=progress), out)
 
 

@@ -1,0 +1,197 @@
+"""Plane-wave cutoff convergence of the pseudopotentials (scripts/converge_cutoffs.py) and its
+summary (scripts/cutoff_table.py).
+
+For every element, a one-atom fcc cell (nearest-neighbour distance ``max(2 r_atomic, 2.2 Å)``;
+the pseudopotential's hardness, not the crystal, sets the convergence) is computed with pw.x
+at a ladder of ``ecutwfc`` values (``ecutrho = 4 ecutwfc``, norm-conserving), a Gamma-centred
+6x6x6 k-grid and Marzari-Vanderbilt smearing 0.02 Ry. Recorded per cutoff: total energy per
+atom, pressure and wall time. The chosen cutoff is the lowest ladder value whose energy and
+pressure (and those of every ladder value above it) are within both tolerances of a run at a
+cutoff at least 1.5 times higher; an element's scan stops once that is established.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from crystaljax.benchmarks.dft import fcc_lattice
+
+LARGE_VOCABULARY = (
+    "Li Na K Rb Be Ca Mg Sr H C N O P S Se F Cl Br B Si Ge Fe Cu Co Ni Mn Al Zn Sn Cr "
+    "In Sb V Mo Ga Ag Ti Ba Y Te I Pd Rh As Pt Cs Au Bi Zr La"
+).split()
+LADDER = (30, 40, 50, 60, 80, 100, 120, 160, 200, 250, 300)
+
+
+def fcc_cell(element: str):
+    """One-atom fcc primitive cell with nn distance max(2 r_atomic, 2.2 Å)."""
+    from pymatgen.core import Element, Structure
+
+    radius = Element(element).atomic_radius or 1.5
+    return Structure(fcc_lattice(max(2.0 * float(radius), 2.2) * 2**0.5), [element], [[0, 0, 0]])
+
+
+def scan_element(element: str, ladder, family_dir: Path, runner, tol_mev: float, tol_gpa: float,
+                 generated: dict[str, str] | None = None) -> dict:
+    """Energy, pressure and time of ``element``'s fcc cell up the cutoff ladder.
+
+    The pseudopotential is the default preset's (ld1.x for the elements of ``generated``,
+    default ``LD1_INPUTS``; else the ``GTH_VARIANTS`` entry). The scan stops as soon as a
+    cutoff is confirmed by a run at >= 1.5 times that cutoff (:func:`choose_cutoff`).
+    """
+    from crystaljax.oracles.qe.inputs import PwSettings, write_pw_input
+    from crystaljax.oracles.qe.parse import classify, parse_output
+    from crystaljax.oracles.qe.presets import GTH_VARIANTS, LD1_INPUTS, pseudo_variant
+    from crystaljax.oracles.qe.pseudopotentials import write_gth_family
+    from crystaljax.oracles.qe.runner import run_pw
+
+    generated = LD1_INPUTS if generated is None else generated
+    family = write_gth_family(family_dir, {element: (max(ladder), 4 * max(ladder))},
+                              variants=GTH_VARIANTS, generated=generated)
+    structure = fcc_cell(element)
+    rows: list[dict] = []
+    for ecut in ladder:
+        settings = PwSettings(ecutwfc=float(ecut), ecutrho=4.0 * ecut, occupations="smearing",
+                              smearing="mv", degauss=0.02, kgrid=(6, 6, 6),
+                              conv_thr_per_atom=1e-8)
+        run = run_pw(write_pw_input(structure, settings, family), runner,
+                     label=f"conv-{element}-{ecut}")
+        parsed = parse_output(run.output)
+        status, reason = classify(run, parsed)
+        rows.append({"ecutwfc": ecut, "status": status.name, "reason": reason,
+                     "energy_ev_per_atom": parsed.energy_per_atom,
+                     "pressure_gpa": parsed.pressure, "seconds": round(run.seconds, 2)})
+        if status.name == "OK":
+            run.cleanup()
+        if choose_cutoff(rows, tol_mev, tol_gpa) is not None:
+            break
+    return {"element": element, "variant": pseudo_variant(element, generated),
+            "z_valence": family.spec(element).z_valence,
+            "fcc_a": round(structure.lattice.a * 2**0.5, 4), "rows": rows}
+
+
+def _deviations(row: dict, ref: dict) -> tuple[float, float]:
+    """|dE| (meV/atom) and |dP| (GPa) of ``row`` against ``ref``."""
+    return (abs(row["energy_ev_per_atom"] - ref["energy_ev_per_atom"]) * 1000.0,
+            abs(row["pressure_gpa"] - ref["pressure_gpa"]))
+
+
+def choose_cutoff(rows: list[dict], tol_mev: float, tol_gpa: float) -> int | None:
+    """Lowest cutoff c whose energy and pressure, and those of every cutoff between c and the
+    last one, are within the tolerances of the last (highest) run, provided the last cutoff
+    is >= 1.5 c. ``None`` if no cutoff qualifies."""
+    if not rows or rows[-1]["status"] != "OK":
+        return None
+    ref = rows[-1]
+    chosen = None
+    for r in reversed(rows[:-1]):
+        if r["status"] != "OK":
+            break
+        de, dp = _deviations(r, ref)
+        if de > tol_mev or dp > tol_gpa:
+            break
+        if ref["ecutwfc"] >= 1.5 * r["ecutwfc"]:
+            chosen = r["ecutwfc"]
+    return chosen
+
+
+def recommend_cutoff(rows: list[dict], tol_mev: float, tol_gpa: float,
+                     relaxed: tuple[float, float] = (25.0, 2.0)) -> tuple[int, str]:
+    """The cutoff for the preset and the rule that gave it. ``strict``: :func:`choose_cutoff`;
+    ``relaxed``: where no value is confirmed by a run 1.5 times higher, the lowest value within
+    the relaxed tolerances (meV/atom, GPa) of the top run; ``top``: the top of the ladder."""
+    chosen = choose_cutoff(rows, tol_mev, tol_gpa)
+    if chosen is not None:
+        return chosen, "strict"
+    ok = [r for r in rows if r["status"] == "OK"]
+    ref = ok[-1]
+    best = ref["ecutwfc"]
+    for r in reversed(ok[:-1]):
+        de, dp = _deviations(r, ref)
+        if de > relaxed[0] or dp > relaxed[1]:
+            break
+        best = r["ecutwfc"]
+    return best, ("relaxed" if best != ref["ecutwfc"] else "top")
+
+
+def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=LADDER,
+             family_dir: str = "/tmp/crystaljax-conv-pseudos", tol_mev: float = 5.0,
+             tol_gpa: float = 0.5, time_limit: float = 600.0, pw_command: str = "pw.x",
+             gth: bool = False, redo: bool = False) -> dict:
+    """Scan ``elements`` into ``out`` (rewritten after each; elements already there are
+    skipped unless ``redo``). ``gth``: scan the GTH entries of the ld1.x elements instead
+    (stored under ``gth_alternatives``)."""
+    from crystaljax.oracles.qe.runner import RunnerConfig
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.exists() else {"elements": {}}
+    data["method"] = {
+        "cell": "1-atom fcc primitive, nn distance max(2 r_atomic, 2.2 A)", "kgrid": "6x6x6 Gamma",
+        "smearing": "mv 0.02 Ry", "ecutrho": "4 x ecutwfc", "ladder_ry": list(ladder),
+        "tol_mev_per_atom": tol_mev, "tol_gpa": tol_gpa,
+        "criterion": "within tolerances of a run at >= 1.5x the cutoff",
+    }
+    runner = RunnerConfig(pw_command=pw_command, time_limit=time_limit)
+    section = data.setdefault("gth_alternatives", {}) if gth else data["elements"]
+    for element in elements:
+        if element in section and not redo:
+            continue
+        t0 = time.time()
+        result = scan_element(element, ladder, Path(family_dir), runner, tol_mev, tol_gpa,
+                              generated={} if gth else None)
+        result["chosen_ecutwfc"] = choose_cutoff(result["rows"], tol_mev, tol_gpa)
+        result["preset_ecutwfc"], result["rule"] = recommend_cutoff(result["rows"], tol_mev,
+                                                                    tol_gpa)
+        section[element] = result
+        path.write_text(json.dumps(data, indent=1))
+        print(f"{element}: chosen {result['chosen_ecutwfc']} Ry ({time.time() - t0:.0f} s)",
+              flush=True)
+    return data
+
+
+def _table(elements: dict, tol_mev: float, tol_gpa: float) -> tuple[list[str], dict]:
+    """One Markdown row per element, and element -> recommended cutoff."""
+    lines, chosen = [], {}
+    for el, v in elements.items():
+        rows = v["rows"]
+        cut, rule = recommend_cutoff(rows, tol_mev, tol_gpa)
+        chosen[el] = cut
+        ref, row = rows[-1], next(r for r in rows if r["ecutwfc"] == cut)
+        de = 1000 * (row["energy_ev_per_atom"] - ref["energy_ev_per_atom"])
+        dp = row["pressure_gpa"] - ref["pressure_gpa"]
+        lines.append(f"| {el} | {v['variant']} | {cut} | {rule} | {de:+.1f} | {dp:+.2f} | "
+                     f"{ref['ecutwfc']} | {row['seconds']} |")
+    return lines, chosen
+
+
+def summary(paths: Sequence[str]) -> str:
+    """The Markdown table of cutoff-convergence files and the preset's cutoff dicts."""
+    elements: dict = {}
+    alternatives: dict = {}
+    method: dict = {}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        method = data.get("method", method)
+        elements.update(data["elements"])
+        alternatives.update(data.get("gth_alternatives", {}))
+    tol = method.get("tol_mev_per_atom", 5.0), method.get("tol_gpa", 0.5)
+    rows, chosen = _table(elements, *tol)
+    lines = ["| element | pseudopotential | ecutwfc (Ry) | rule | dE at chosen (meV/atom) |"
+             " dP at chosen (GPa) | vs top (Ry) | s per run at chosen |",
+             "|---|---|---|---|---|---|---|---|", *rows]
+    fallback: dict = {}
+    if alternatives:
+        rows, fallback = _table(alternatives, *tol)
+        lines += ["", "GTH fall-backs of ld1.x elements (fast preset):", "", *rows]
+    lines += ["", f"DEFAULT_ECUTWFC = {json.dumps(chosen)}"]
+    if fallback:
+        lines.append(f"FAST_GTH_FALLBACK = {json.dumps(fallback)}")
+    return "\n".join(lines)
+
+
+__all__ = ["LADDER", "LARGE_VOCABULARY", "choose_cutoff", "converge", "fcc_cell",
+           "recommend_cutoff", "scan_element", "summary"]
