@@ -168,30 +168,10 @@ def _plain(value: Any) -> Any:
 
 
 # ---- the sweep ---------------------------------------------------------------------------
-def _metric_schema() -> dict[str, str] | None:
-    try:
-        from crystaljax.agents.base import METRICS
-    except ImportError:  # the agents' schema module is not there yet: the keys used here
-        return {"env_steps": "last", "episodes_done": "sum", "terminal_reward_sum": "sum",
-                "best_reward": "last", "best_property": "last", "oracle_failures": "sum",
-                "dft_status_failures": "sum", "updates": "last", "skipped_updates": "sum",
-                "loss": "mean", "epsilon": "last"}
-    return dict(METRICS)
-
-
-def _best_crystal(agent, states):
-    """The best crystal of every seed (``agent.best_crystal``; ``state.best`` before it)."""
-    if hasattr(agent, "best_crystal"):
-        return jax.vmap(agent.best_crystal)(states)
-    return states.best
-
-
 def random_baseline(env, env_params, num_episodes: int = 4096, seed: int = RANDOM_KEY) -> dict:
     """Mean reward and median |error| of the uniform random policy."""
-    try:
-        from crystaljax.agents.base import evaluate_policy, uniform_random_policy
-    except ImportError:
-        from crystaljax.agents.evaluation import evaluate_policy, uniform_random_policy
+    from crystaljax.agents.evaluation import evaluate_policy, uniform_random_policy
+
     result = jax.jit(lambda k: evaluate_policy(env, env_params, uniform_random_policy, k,
                                                num_episodes))(jax.random.PRNGKey(seed))
     return {"mean_reward": float(result["mean_reward"]),
@@ -256,7 +236,6 @@ def run_sweep(agent_name: str, task: Any = "density-perovskite-small-v0",
                 curve["median_abs_error"].append(np.asarray(result["median_abs_error"], float))
 
         record(states, 0)
-        schema = _metric_schema()
         train_s, chunk_steps, reduced = 0.0, [], []
         with tqdm(total=num_chunks, desc=f"{agent_name} {env_config.property}", unit="chunk",
                   disable=not progress, dynamic_ncols=True) as bar:
@@ -265,14 +244,14 @@ def run_sweep(agent_name: str, task: Any = "density-perovskite-small-v0",
                 states, metrics = chunk(states, jnp.int32(i * chunk_iterations))
                 jax.block_until_ready(states)
                 train_s += time.perf_counter() - t0
-                reduced.append(reduce_chunk(jax.tree.map(np.asarray, metrics), schema))
+                reduced.append(reduce_chunk(jax.tree.map(np.asarray, metrics)))
                 chunk_steps.append((i + 1) * chunk_iterations * per_iteration)
                 record(states, chunk_steps[-1])
                 shown = curve["mean_reward"][-1] if eval_episodes else _train_reward(reduced[-1])
                 bar.set_postfix(reward=np.array2string(np.asarray(shown), precision=3),
                                 refresh=False)
                 bar.update()
-        best = jax.tree.map(np.asarray, _best_crystal(agent, states))
+        best = jax.tree.map(np.asarray, agent.best_crystal(states))  # leaves [seeds, ...]
         per_seed = {name: np.stack([np.broadcast_to(r[name], (seeds,)) for r in reduced], 1)
                     for name in reduced[0]}
         skipped = per_seed.get("skipped_updates")
