@@ -18,11 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crystaljax.benchmarks.dft import fcc_lattice
+from crystaljax.elements import LARGE
 
-LARGE_VOCABULARY = (
-    "Li Na K Rb Be Ca Mg Sr H C N O P S Se F Cl Br B Si Ge Fe Cu Co Ni Mn Al Zn Sn Cr "
-    "In Sb V Mo Ga Ag Ti Ba Y Te I Pd Rh As Pt Cs Au Bi Zr La"
-).split()
+#: the elements whose cutoffs are converged: the large vocabulary
+LARGE_VOCABULARY = list(LARGE)
 LADDER = (30, 40, 50, 60, 80, 100, 120, 160, 200, 250, 300)
 
 
@@ -45,7 +44,7 @@ def scan_element(element: str, ladder, family_dir: Path, runner, tol_mev: float,
     from crystaljax.oracles.qe.inputs import PwSettings, write_pw_input
     from crystaljax.oracles.qe.parse import classify, parse_output
     from crystaljax.oracles.qe.presets import GTH_VARIANTS, LD1_INPUTS, pseudo_variant
-    from crystaljax.oracles.qe.pseudopotentials import write_gth_family
+    from crystaljax.oracles.qe.family import write_gth_family
     from crystaljax.oracles.qe.runner import run_pw
 
     generated = LD1_INPUTS if generated is None else generated
