@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -42,4 +43,13 @@ def reduce_chunk(metrics: Mapping[str, np.ndarray], schema: Mapping[str, str] | 
     return out
 
 
-__all__ = ["reduce_chunk"]
+def mean_terminal_reward(reduced: Mapping[str, Any]) -> np.ndarray | float:
+    """Mean terminal reward of a reduced chunk's training episodes (NaN where none ended);
+    a float for one run, an array [seeds] for a sweep."""
+    episodes = np.asarray(reduced["episodes_done"], float)
+    total = np.asarray(reduced["terminal_reward_sum"], float)
+    value = np.where(episodes > 0, total / np.maximum(episodes, 1), np.nan)
+    return value.item() if value.ndim == 0 else value
+
+
+__all__ = ["mean_terminal_reward", "reduce_chunk"]

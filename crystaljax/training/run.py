@@ -18,7 +18,7 @@ import crystaljax
 from crystaljax.training.artifacts import MetricsLogger, TopCrystals, plot_learning_curve
 from crystaljax.training.checkpoints import Checkpointer
 from crystaljax.training.config import RunConfig, TrainSettings, load_run_config
-from crystaljax.training.metrics import reduce_chunk
+from crystaljax.training.metrics import mean_terminal_reward, reduce_chunk
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,9 @@ def chunk_row(metrics: dict, iteration: int, oracle_stats: dict, wall_s: float) 
     """One metrics.csv row from a chunk's per-iteration agent metrics (reduced by the
     agents' METRICS schema) and the oracle's counters."""
     m = reduce_chunk(jax.tree.map(np.asarray, metrics))
-    episodes = int(m["episodes_done"])
     return {
-        "env_steps": int(m["env_steps"]), "iteration": iteration, "episodes": episodes,
-        "mean_terminal_reward": m["terminal_reward_sum"] / episodes if episodes else math.nan,
+        "env_steps": int(m["env_steps"]), "iteration": iteration,
+        "episodes": int(m["episodes_done"]), "mean_terminal_reward": mean_terminal_reward(m),
         "best_reward": float(m["best_reward"]), "best_property": float(m["best_property"]),
         "loss": float(m["loss"]), "skipped_updates": int(m["skipped_updates"]),
         "epsilon": float(m["epsilon"]), "alpha": float(m["alpha"]),
@@ -109,7 +108,8 @@ class Trainer:
         self.top.offer(float(reward), key, {
             "key": key, "formula": s.composition.reduced_formula, "template": template.name,
             "symbols": symbols, "reward": float(reward), "property": self.env.property_name,
-            self.env.property_name: float(value), "unit": self.unit, "status": int(status), "found_by": origin,
+            self.env.property_name: float(value), "unit": self.unit, "status": int(status),
+            "found_by": origin,
         })
 
     def _load_top(self) -> None:

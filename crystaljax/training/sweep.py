@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 import crystaljax
 from crystaljax.benchmarks.machine import machine_description
-from crystaljax.training.metrics import reduce_chunk
+from crystaljax.training.metrics import mean_terminal_reward, reduce_chunk
 
 #: The density criterion of the agent benchmarks: a greedy policy whose mean terminal reward
 #: is at least CRITERION_REWARD with a median |density - target| of at most CRITERION_ERROR.
@@ -200,12 +200,11 @@ def run_sweep(agent_name: str, task: Any = "density-perovskite-small-v0",
     on a host oracle it would cost DFT). The env is closed at the end.
     """
     from crystaljax.agents import make_agent
-    from crystaljax.env.registry import resolve_config
 
     env_kwargs = dict(env_kwargs or {})
     overrides = dict(agent_overrides or {})
-    env_config = resolve_config(task, **env_kwargs)
     env, env_params = crystaljax.make(task, **env_kwargs)
+    env_config = env.config
     with env:
         config = dict(overrides, total_env_steps=env_steps) if env_steps else overrides
         agent = make_agent(agent_name, env, env_params, config)
@@ -247,7 +246,8 @@ def run_sweep(agent_name: str, task: Any = "density-perovskite-small-v0",
                 reduced.append(reduce_chunk(jax.tree.map(np.asarray, metrics)))
                 chunk_steps.append((i + 1) * chunk_iterations * per_iteration)
                 record(states, chunk_steps[-1])
-                shown = curve["mean_reward"][-1] if eval_episodes else _train_reward(reduced[-1])
+                shown = (curve["mean_reward"][-1] if eval_episodes
+                         else mean_terminal_reward(reduced[-1]))
                 bar.set_postfix(reward=np.array2string(np.asarray(shown), precision=3),
                                 refresh=False)
                 bar.update()
@@ -266,7 +266,7 @@ def run_sweep(agent_name: str, task: Any = "density-perovskite-small-v0",
             eval_mean_reward=_per_seed(curve["mean_reward"], seeds),
             eval_median_abs_error=_per_seed(curve["median_abs_error"], seeds),
             chunk_steps=chunk_steps,
-            train_mean_reward=_per_seed([_train_reward(r) for r in reduced], seeds),
+            train_mean_reward=_per_seed([mean_terminal_reward(r) for r in reduced], seeds),
             chunk_metrics={k: v.tolist() for k, v in per_seed.items()},
             best_reward=np.asarray(best.reward, float).tolist(),
             best_property=np.asarray(best.property, float).tolist(),
@@ -275,13 +275,6 @@ def run_sweep(agent_name: str, task: Any = "density-perovskite-small-v0",
             skipped_updates=None if skipped is None else skipped.sum(1).astype(int).tolist(),
             random=baseline,
             oracle_stats=None if env.host_bridge is None else _plain(env.oracle_stats()))
-
-
-def _train_reward(reduced: Mapping[str, Any]) -> np.ndarray:
-    """Mean terminal reward of a chunk's training episodes (NaN where none ended)."""
-    episodes = np.asarray(reduced["episodes_done"], float)
-    total = np.asarray(reduced["terminal_reward_sum"], float)
-    return np.where(episodes > 0, total / np.maximum(episodes, 1), np.nan)
 
 
 def _per_seed(points: list, seeds: int) -> list:
