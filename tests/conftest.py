@@ -16,3 +16,19 @@ def perovskite_env():
 @pytest.fixture
 def key():
     return jax.random.PRNGKey(42)
+
+
+@pytest.fixture(scope="session")
+def probe_run():
+    """``probe_run(name) -> ProbeRun``: agent ``name`` trained on the probe env with its
+    PROBE_CONFIGS entry (two seeds vmapped), once per session and shared by every test."""
+    from crystaljax.testing.agents import train_probe
+
+    runs = {}
+
+    def get(name):
+        if name not in runs:
+            runs[name] = train_probe(name)
+        return runs[name]
+
+    return get

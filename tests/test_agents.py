@@ -1,10 +1,9 @@
 """Value-based agents: probes with known values, replay/n-step bookkeeping, jit traces,
 vmap over seeds, checkpoints, config overrides, evaluation on the crystal env.
 
-Networks are tiny; each agent is compiled once per test to keep the suite fast.
+The probe runs are trained once per session (``probe_run`` fixture in conftest.py) and
+shared with the other agent tests; networks are tiny.
 """
-
-import types
 
 import chex
 import jax
@@ -14,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 import rlax
 
-from crystaljax.agents import default_config, make_agent, make_train
+from crystaljax.agents import default_config, make_agent
 from crystaljax.agents.buffer import (
     Transition,
     buffer_add,
@@ -24,69 +23,59 @@ from crystaljax.agents.buffer import (
     update_priorities,
 )
 from crystaljax.agents.losses import categorical_losses
-from crystaljax.agents.probes import OPTIMAL_RETURN, ProbeEnv
-from crystaljax.agents.q_learning import reward_range
-
-TINY_NET = {"node_embed_dim": 8, "focus_embed_dim": 4, "encoder_hidden": (16, 16),
-            "num_blocks": 1, "block_hidden": (16, 16), "conv_hidden": (16, 16),
-            "head_hidden": (16,), "set2set_iterations": 1}
-PROBE_CONFIG = {"total_env_steps": 2000, "num_envs": 8, "learning_starts": 64,
-                "train_frequency": 2, "buffer_size": 512, "batch_size": 32,
-                "learning_rate": 3e-3, "target_update_interval": 64, "gamma": 0.9,
-                "exploration_fraction": 0.5, "network": TINY_NET}
+from crystaljax.config import ConfigError
+from crystaljax.testing import OPTIMAL_RETURN, ProbeEnv
+from crystaljax.testing.agents import GAMMA, PROBE_CONFIGS, TINY_NET
 
 
 @pytest.mark.parametrize("name", ["dqn", "rainbow"])
-def test_solves_probes_with_known_values_vmapped_over_seeds(name):
-    env = ProbeEnv()
-    agent = make_agent(name, env, None, PROBE_CONFIG)
-    keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    state, metrics = jax.jit(jax.vmap(make_train(name, env, None, PROBE_CONFIG)))(keys)
-    num_iterations = PROBE_CONFIG["total_env_steps"] // PROBE_CONFIG["num_envs"]
+def test_solves_probes_with_known_values_vmapped_over_seeds(name, probe_run):
+    env, agent, state, metrics = probe_run(name)
+    num_iterations = PROBE_CONFIGS[name]["total_env_steps"] // PROBE_CONFIGS[name]["num_envs"]
     assert metrics["env_steps"].shape == (2, num_iterations)
     assert int(state.updates[0]) == int(state.updates[1]) > 500  # a few hundred updates
     leaf = lambda s: jax.tree.leaves(s.params)[0]  # noqa: E731
     assert not np.allclose(leaf(jax.tree.map(lambda x: x[0], state)),
                            leaf(jax.tree.map(lambda x: x[1], state)))
 
-    gamma = PROBE_CONFIG["gamma"]
     obs, probe_state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(5), 64))
     kinds = np.asarray(probe_state.template_id)
     cue = np.asarray(probe_state.cue)
+    q_all = np.asarray(jax.jit(jax.vmap(lambda p: agent.q_output(p, obs).q_values))(state.params))
     for seed in range(2):
-        params = jax.tree.map(lambda x: x[seed], state.params)
+        params = jax.tree.map(lambda x, seed=seed: x[seed], state.params)
         result = agent.evaluate(params, jax.random.PRNGKey(1), 96)
         rewards, tids = np.asarray(result["rewards"]), np.asarray(result["template_ids"])
         for kind, optimal in OPTIMAL_RETURN.items():
             got = rewards[tids == env.kind_id(kind)]
             assert got.size > 0 and np.allclose(got, optimal), (name, seed, kind, got)
-        q = np.asarray(agent.q_output(params, obs).q_values)
+        q = q_all[seed]
         best = q.max(axis=1)
         one = kinds == env.kind_id("one_step")
         np.testing.assert_allclose(best[one], 1.0, atol=0.1)
         np.testing.assert_array_equal(q[one].argmax(1), cue[one])
-        np.testing.assert_allclose(best[kinds == env.kind_id("two_step")], gamma, atol=0.1)
+        np.testing.assert_allclose(best[kinds == env.kind_id("two_step")], GAMMA, atol=0.1)
         # bootstrapping must ignore the masked action (else gamma * 1.0 = 0.9)
-        np.testing.assert_allclose(best[kinds == env.kind_id("masked")], gamma * 0.5, atol=0.1)
+        np.testing.assert_allclose(best[kinds == env.kind_id("masked")], GAMMA * 0.5, atol=0.1)
 
 
-def test_update_with_non_finite_loss_is_skipped_not_applied():
+def test_update_with_non_finite_loss_is_skipped_not_applied(probe_run):
     """A batch with NaN rewards leaves parameters, optimiser state and priorities as they
-    were and is counted; a finite batch then updates as usual."""
-    env = ProbeEnv()
-    agent = make_agent("rainbow", env, None, {**PROBE_CONFIG, "learning_starts": 10_000})
-    state, _ = jax.jit(lambda s: agent.run_iterations(s, 20))(agent.init(jax.random.PRNGKey(0)))
-    update = jax.jit(agent._update)
+    were and is counted; a finite batch then updates as usual (the replay buffer and
+    parameters are those at the end of the rainbow probe run)."""
+    run = probe_run("rainbow")
+    agent, state = run.agent, run.seed(0)
+    update = jax.jit(agent.update)
     data = state.buffer.data
     poisoned = state.replace(buffer=state.buffer.replace(
         data=data.replace(reward=jnp.full_like(data.reward, jnp.nan))))
-    new, (loss, skipped) = update(poisoned, jax.random.PRNGKey(1), jnp.float32(0.4))
-    assert bool(skipped) and not np.isfinite(float(loss))
+    new, metrics = update(poisoned, jax.random.PRNGKey(1), jnp.int32(400))
+    assert bool(metrics["skipped"]) and not np.isfinite(float(metrics["loss"]))
     chex.assert_trees_all_equal(new.params, state.params)
     chex.assert_trees_all_equal(new.opt_state, state.opt_state)
     np.testing.assert_array_equal(new.buffer.priorities, state.buffer.priorities)
-    new, (loss, skipped) = update(state, jax.random.PRNGKey(1), jnp.float32(0.4))
-    assert not bool(skipped) and np.isfinite(float(loss))
+    new, metrics = update(state, jax.random.PRNGKey(1), jnp.int32(400))
+    assert not bool(metrics["skipped"]) and np.isfinite(float(metrics["loss"]))
     assert not np.allclose(jax.tree.leaves(new.params)[0], jax.tree.leaves(state.params)[0])
 
 
@@ -179,9 +168,11 @@ def test_train_chunk_traces_once_metrics_and_checkpoint_roundtrip(perovskite_env
     assert int(state.updates) == 2 * (12 - 1)  # updates from env step 8 (iteration 2) on
     rewards = np.concatenate([m1["terminal_reward_sum"], m2["terminal_reward_sum"]])
     assert (rewards[episodes == 0] == 0).all() and (rewards[episodes > 0] > 0).all()
-    assert float(m2["best_reward"][-1]) == float(state.best.reward) <= 1.0
+    best = agent.best_crystal(state)
+    assert float(m2["best_reward"][-1]) == float(best.reward) <= 1.0
+    assert (np.asarray(best.tokens) < env.num_actions).all()  # a finished crystal
     assert np.isfinite(m2["loss"]).all() and (m2["epsilon"] < 1.0).all()
-    assert (m2["dft_status_failures"] == 0).all()
+    assert (m2["oracle_failures"] == 0).all() and (m2["invalid_actions"] == 0).all()
 
     path = tmp_path / "ckpt"
     with ocp.StandardCheckpointer() as ckpt:
@@ -211,27 +202,33 @@ def test_config_overrides_and_errors(perovskite_env):
     assert cfg.num_envs == 4 and cfg.network.head_hidden == (8,) and cfg.network.num_blocks == 2
     assert (cfg.num_atoms, cfg.n_step, cfg.dueling, cfg.noisy, cfg.prioritised) == (51, 3, True,
                                                                                       True, True)
-    assert agent.network.v_min == 0.0 and agent.network.v_max == 1.0  # in-graph: no failures
     dqn = default_config("dqn")
     assert (dqn.learning_rate, dqn.buffer_size, dqn.batch_size, dqn.gamma) == (2.5e-4, 2000, 64,
                                                                                0.99)
-    with pytest.raises(ValueError, match="valid keys: .*learning_rate"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['learning_rat'\]; allowed: .*learning_rate"):
         make_agent("dqn", env, params, {"learning_rat": 1e-3})
-    with pytest.raises(ValueError, match="unknown key.*'widths'.*valid keys"):
+    with pytest.raises(ConfigError, match=r"network: unknown key\(s\) \['widths'\]; allowed"):
         make_agent("dqn", env, params, {"network": {"widths": 3}})
-    with pytest.raises(ValueError, match="unknown agent 'ppo2'"):
+    with pytest.raises(ConfigError, match="unknown agent 'ppo2'"):
         make_agent("ppo2", env, params)
-    with pytest.raises(ValueError, match="divide"):
+    with pytest.raises(ConfigError, match="divide"):
         make_agent("dqn", env, params, {"num_envs": 6, "train_frequency": 4})
 
 
-def test_c51_support_is_the_range_of_rewards_the_task_can_give(perovskite_env):
-    """The failure penalty widens the support only when the oracle can fail."""
+class _WideRewardProbe(ProbeEnv):
+    def reward_range(self, params=None):
+        return -2.0, 3.0
+
+
+def test_c51_support_is_the_reward_range_the_env_declares(perovskite_env):
+    """The support comes from ``env.reward_range(params)`` for every env (CrystalEnv leaves
+    the failure penalty out when the oracle cannot fail), unless v_min/v_max are given."""
     env, params = perovskite_env
-    assert not env.oracle_can_fail
-    assert reward_range(env, params) == (0.0, 1.0)
-    params = params.replace(reward=params.reward.replace(penalty=jnp.float32(-2.0)))
-    assert reward_range(types.SimpleNamespace(property_name="density", oracle_can_fail=True),
-                        params) == (-2.0, 1.0)
-    assert reward_range(types.SimpleNamespace(property_name="bulk_modulus"),
-                        params) == (-5.0, 0.0)  # floor -5 is below the penalty
+    assert not env.oracle_can_fail and env.reward_range(params) == (0.0, 1.0)
+    for env_, params_, support in [(env, params, (0.0, 1.0)), (ProbeEnv(), None, (-1.0, 1.0)),
+                                   (_WideRewardProbe(), None, (-2.0, 3.0))]:
+        agent = make_agent("rainbow", env_, params_, {"network": TINY_NET})
+        assert (agent.network.v_min, agent.network.v_max) == support
+        np.testing.assert_allclose(np.asarray(agent.network.atoms)[[0, -1]], support)
+    agent = make_agent("rainbow", env, params, {"v_min": -0.5, "v_max": 2.0})
+    assert (agent.network.v_min, agent.network.v_max) == (-0.5, 2.0)

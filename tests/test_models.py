@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import crystaljax
+from crystaljax.config import ConfigError
 from crystaljax.models import (
     MASKED_LOGIT,
     MEGNet,
@@ -239,6 +240,12 @@ def test_config_validation(perovskite_env):
     assert cfg.head_hidden == (8,) and cfg.readout_dim() == 160
     with pytest.raises(ValueError, match="composition_readout needs element_features"):
         MEGNetConfig(composition_readout=True)
+    for bad, key in [({"num_blocks": 0}, "num_blocks"), ({"activation": "gelu"}, "activation"),
+                     ({"head_hidden": [16, 0]}, "head_hidden"), ({"node_embed_dim": 2.5},
+                                                                  "node_embed_dim"),
+                     ({"set2set_iterations": 0}, "set2set_iterations")]:
+        with pytest.raises(ConfigError, match=key):
+            MEGNetConfig(**bad)
 
 
 def test_composition_readout_is_the_site_mean_of_element_features(perovskite_env, key):

@@ -1,7 +1,9 @@
 """PPO and discrete SAC: probes with known values (vmapped over seeds), PPO's GAE and
-minibatch alignment, SAC's temperature, and both agents through the trainer and CLI.
+minibatch alignment, SAC's temperature, the non-finite guards, and both agents through the
+trainer and CLI.
 
-Networks are tiny; each agent is compiled once per test to keep the suite fast.
+The probe runs are trained once per session (``probe_run`` fixture in conftest.py);
+the other tests reuse their agents, states and replay buffers. Networks are tiny.
 """
 
 import json
@@ -13,41 +15,24 @@ import numpy as np
 import pytest
 import yaml
 
-from crystaljax.agents import make_agent, make_train
+from crystaljax.agents import make_agent
 from crystaljax.agents.ppo import PPOSamples, gae_advantages, shuffle_minibatches
-from crystaljax.agents.probes import OPTIMAL_RETURN, ProbeEnv
 from crystaljax.agents.sac import masked_policy, target_entropy, temperature_loss
 from crystaljax.cli import main
+from crystaljax.testing import OPTIMAL_RETURN
+from crystaljax.testing.agents import GAMMA, PROBE_CONFIGS, TINY_NET
 from crystaljax.training.config import load_run_config
 from crystaljax.training.run import Trainer
 
-TINY_NET = {"node_embed_dim": 8, "focus_embed_dim": 4, "encoder_hidden": (16, 16),
-            "num_blocks": 1, "block_hidden": (16, 16), "conv_hidden": (16, 16),
-            "head_hidden": (16,), "set2set_iterations": 1}
-GAMMA = 0.9
-PPO_PROBE = {"total_env_steps": 16 * 8 * 40, "num_envs": 16, "num_steps": 8,
-             "num_minibatches": 4, "learning_rate": 3e-3, "gamma": GAMMA, "network": TINY_NET,
-             # the benchmark's entropy weight: with near-uniform initial policy heads and the
-             # default 0.01, one seed's actor collapses onto a cue-blind action
-             "ent_coef": 0.03}
-SAC_PROBE = {"total_env_steps": 1200, "num_envs": 8, "learning_starts": 64, "train_frequency": 2,
-             "buffer_size": 512, "batch_size": 32, "q_learning_rate": 3e-3,
-             "policy_learning_rate": 3e-3, "alpha_learning_rate": 3e-3, "gamma": GAMMA,
-             "tau": 0.05, "target_update_interval": 8, "network": TINY_NET}
 
-
-def _train_two_seeds(name, config):
-    env = ProbeEnv()
-    agent = make_agent(name, env, None, config)
-    keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    state, metrics = jax.jit(jax.vmap(make_train(name, env, None, config)))(keys)
+def _check_two_seeds(run):
+    agent, state, metrics = run.agent, run.state, run.metrics
     assert metrics["env_steps"].shape == (2, agent.config.num_iterations)
     assert int(metrics["env_steps"][0, -1]) == (agent.config.num_iterations
                                                 * agent.config.env_steps_per_iteration)
     leaf = lambda s: jax.tree.leaves(s)[0]  # noqa: E731
     assert not np.allclose(leaf(jax.tree.map(lambda x: x[0], state.params)),
                            leaf(jax.tree.map(lambda x: x[1], state.params)))
-    return env, agent, state, metrics
 
 
 def _assert_greedy_optimal(env, agent, params, label):
@@ -63,16 +48,20 @@ def _probe_first_states(env):
     return obs, np.asarray(probe_state.template_id), np.asarray(probe_state.cue)
 
 
-def test_ppo_solves_probes_vmapped_over_seeds():
-    env, agent, state, metrics = _train_two_seeds("ppo", PPO_PROBE)
+def test_ppo_solves_probes_vmapped_over_seeds(probe_run):
+    run = probe_run("ppo")
+    _check_two_seeds(run)
+    env, agent, state, metrics = run
     assert int(state.updates[0]) == agent.config.num_iterations * 4 * 4
     assert np.isfinite(metrics["loss"]).all()
     obs, kinds, cue = _probe_first_states(env)
     one = kinds == env.kind_id("one_step")
+    logits_all, values_all = map(np.asarray, jax.jit(jax.vmap(
+        lambda p: agent.policy_value(p, obs)))(state.params))
     for seed in range(2):
-        params = jax.tree.map(lambda x: x[seed], state.params)
-        _assert_greedy_optimal(env, agent, params, ("ppo", seed))
-        logits, values = map(np.asarray, agent.policy_value(params, obs))
+        _assert_greedy_optimal(env, agent, jax.tree.map(lambda x, s=seed: x[s], state.params),
+                               ("ppo", seed))
+        logits, values = logits_all[seed], values_all[seed]
         probs = np.asarray(jax.nn.softmax(logits))
         assert (probs[one, cue[one]] > 0.9).all()
         # V*(s0) = 1 for one_step, gamma for two_step, gamma * 0.5 for masked
@@ -84,24 +73,38 @@ def test_ppo_solves_probes_vmapped_over_seeds():
         assert probs[~np.asarray(obs.action_mask)].max() == 0.0
 
 
-def test_sac_solves_probes_vmapped_over_seeds():
-    env, agent, state, metrics = _train_two_seeds("sac", SAC_PROBE)
+def test_sac_solves_probes_vmapped_over_seeds(probe_run):
+    run = probe_run("sac")
+    _check_two_seeds(run)
+    env, agent, state, metrics = run
     assert int(state.updates[0]) > 500
     learned = np.isfinite(metrics["loss"][0])
     assert learned.any() and np.isfinite(metrics["entropy"][0][learned]).all()
     obs, kinds, cue = _probe_first_states(env)
     one = kinds == env.kind_id("one_step")
+    q_all, logits_all = map(np.asarray, jax.jit(jax.vmap(
+        lambda p: (agent.q_values(p, obs), agent.logits(p, obs))))(state.params))
     for seed in range(2):
-        params = jax.tree.map(lambda x: x[seed], state.params)
-        _assert_greedy_optimal(env, agent, params, ("sac", seed))
-        q = np.asarray(agent.q_values(params, obs))
+        _assert_greedy_optimal(env, agent, jax.tree.map(lambda x, s=seed: x[s], state.params),
+                               ("sac", seed))
+        q = q_all[seed]
         # one_step ends at once, so its soft Q is the reward itself: +1 / -1
         np.testing.assert_allclose(q[one, cue[one]], 1.0, atol=0.15)
         # the wrong action is rarely sampled once the policy has learnt: a looser fit
         np.testing.assert_allclose(q[one, 1 - cue[one]], -1.0, atol=0.3)
         np.testing.assert_array_equal(q[one].argmax(1), cue[one])
-        probs = np.asarray(jax.nn.softmax(agent.logits(params, obs)))
+        probs = np.asarray(jax.nn.softmax(logits_all[seed]))
         assert probs[~np.asarray(obs.action_mask)].max() == 0.0
+
+
+@pytest.fixture(scope="module")
+def ppo_rollout(probe_run):
+    """(agent, state of seed 0, a real rollout [T, N] of it on the probe env)."""
+    run = probe_run("ppo")
+    state = run.seed(0)
+    _, rollout, _ = jax.jit(run.agent._rollout)(state.params, state.env_state, state.obs,
+                                                jax.random.PRNGKey(3))
+    return run.agent, state, rollout
 
 
 def test_gae_bootstraps_truncation_but_not_termination():
@@ -122,7 +125,7 @@ def test_gae_bootstraps_truncation_but_not_termination():
     np.testing.assert_allclose(ret, adv + value, rtol=1e-6)
 
 
-def test_ppo_minibatches_keep_every_field_of_a_transition_together(perovskite_env):
+def test_ppo_minibatches_keep_every_field_of_a_transition_together(ppo_rollout):
     # by construction: every field encodes the index of its transition
     B = 24
     index = jnp.arange(B)
@@ -146,25 +149,25 @@ def test_ppo_minibatches_keep_every_field_of_a_transition_together(perovskite_en
     # on a real rollout: with the rollout's own parameters every minibatch row must give
     # back its stored log-prob and value (ratio 1, zero KL), which fails if observations
     # and actions/log-probs/advantages are shuffled apart
-    env, params = perovskite_env
-    agent = make_agent("ppo", env, params, {"num_envs": 6, "num_steps": 7, "num_minibatches": 3,
-                                            "network": TINY_NET})
-    state = agent.init(jax.random.PRNGKey(2))
-    _, rollout, _ = agent._rollout(state.params, state.env_state, state.obs, state.best,
-                                   jax.random.PRNGKey(3))
+    agent, state, rollout = ppo_rollout
     samples = agent.samples_from_rollout(rollout)
     np.testing.assert_allclose(samples.target - samples.value, samples.advantage, atol=1e-5)
     assert float(jnp.abs(samples.advantage).max()) > 0  # episodes ended: real advantages
-    mbs = shuffle_minibatches(samples, jax.random.PRNGKey(4), 3)
-    for i in range(3):
-        mb = jax.tree.map(lambda x, i=i: x[i], mbs)
+    M = agent.config.num_minibatches
+    mbs = shuffle_minibatches(samples, jax.random.PRNGKey(4), M)
+
+    @jax.jit
+    def check(mb):
         logits, values = agent.policy_value(state.params, mb.obs)
         log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), mb.action[:, None], 1)[:, 0]
-        np.testing.assert_allclose(log_prob, mb.log_prob, atol=1e-5)
-        np.testing.assert_allclose(values, mb.value, atol=1e-5)
-        np.testing.assert_allclose(mb.target - mb.value, mb.advantage, atol=1e-5)
-        _, aux = agent.loss(state.params, mb)
-        assert abs(float(aux["approx_kl"])) < 1e-6 and float(aux["clip_fraction"]) == 0.0
+        return log_prob, values, agent.loss(state.params, mb)[1]
+
+    log_probs, values, aux = jax.lax.map(check, mbs)
+    np.testing.assert_allclose(log_probs, mbs.log_prob, atol=1e-5)
+    np.testing.assert_allclose(values, mbs.value, atol=1e-5)
+    np.testing.assert_allclose(mbs.target - mbs.value, mbs.advantage, atol=1e-5)
+    assert np.abs(np.asarray(aux["approx_kl"])).max() < 1e-6
+    assert (np.asarray(aux["clip_fraction"]) == 0.0).all()
 
 
 def test_temperature_loss_gradient_and_target_entropy():
@@ -180,23 +183,33 @@ def test_temperature_loss_gradient_and_target_entropy():
 
 
 @pytest.mark.parametrize("fraction, direction", [(0.0, -1), (1.0, +1)])
-def test_sac_temperature_moves_toward_target_entropy(fraction, direction):
+def test_sac_temperature_moves_toward_target_entropy(probe_run, fraction, direction):
     # target 0 nats: the policy's entropy is always above it -> alpha only decreases;
-    # target log|A| (the maximum): entropy is always below it -> alpha only increases
-    config = dict(SAC_PROBE, total_env_steps=480, target_entropy_fraction=fraction)
-    env = ProbeEnv()
-    agent = make_agent("sac", env, None, config)
-    state = agent.init(jax.random.PRNGKey(0))
-    state, metrics = agent.train_chunk(state, agent.config.num_iterations)
-    alpha = np.asarray(metrics["alpha"])
-    entropy = np.asarray(metrics["entropy"])
-    updated = np.isfinite(entropy)
-    assert updated.sum() > 50
-    steps = np.diff(alpha)
-    assert (direction * steps >= 0).all()
+    # target log|A| (the maximum): entropy is always below it -> alpha only increases.
+    # Updates on the replay buffer of the SAC probe run, from alpha 0.2.
+    run = probe_run("sac")
+    agent = make_agent("sac", run.env, None, {**PROBE_CONFIGS["sac"],
+                                              "target_entropy_fraction": fraction})
+    trained = run.seed(0)
+    log_alpha = jnp.log(jnp.float32(0.2))
+    state = trained.replace(log_alpha=log_alpha,
+                            alpha_opt_state=agent.alpha_optimizer.init(log_alpha))
+
+    @jax.jit
+    def updates(state):
+        def one(s, k):
+            s, m = agent.update(s, k)
+            return s, (jnp.exp(s.log_alpha), m["entropy"], m["skipped"])
+
+        return jax.lax.scan(one, state, jax.random.split(jax.random.PRNGKey(0), 150))
+
+    _, (alpha, entropy, skipped) = updates(state)
+    alpha, entropy = np.asarray(alpha), np.asarray(entropy)
+    assert not np.asarray(skipped).any()
+    assert (direction * np.diff(alpha) >= 0).all()
     assert direction * (alpha[-1] - 0.2) > 0.05
     if fraction == 0.0:
-        assert (entropy[updated] > 0).all()
+        assert (entropy > 0).all()
 
 
 def _tiny_run_config(tmp_path, agent):
@@ -250,13 +263,10 @@ def _params_changed(new, old) -> bool:
     return any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old)))
 
 
-def test_ppo_skips_a_non_finite_minibatch_step_and_counts_it():
+def test_ppo_skips_a_non_finite_minibatch_step_and_counts_it(ppo_rollout):
     """A NaN advantage skips (and counts) the steps of the minibatches holding it, and the
     other steps keep the parameters finite; finite advantages skip nothing."""
-    agent = make_agent("ppo", ProbeEnv(), None, PPO_PROBE)
-    state = agent.init(jax.random.PRNGKey(0))
-    _, rollout, _ = agent._rollout(state.params, state.env_state, state.obs, state.best,
-                                   jax.random.PRNGKey(1))
+    agent, state, rollout = ppo_rollout
     samples = agent.samples_from_rollout(rollout)
     learn = jax.jit(agent._learn)
     poisoned = samples.replace(advantage=samples.advantage.at[0].set(jnp.nan))
@@ -270,14 +280,12 @@ def test_ppo_skips_a_non_finite_minibatch_step_and_counts_it():
     assert int(metrics["skipped_updates"]) == 0 and _params_changed(params, state.params)
 
 
-def test_sac_skips_a_non_finite_update_and_counts_it():
+def test_sac_skips_a_non_finite_update_and_counts_it(probe_run):
     """NaN rewards leave critics, actor, temperature and optimiser states untouched; a
-    finite batch then updates them."""
-    agent = make_agent("sac", ProbeEnv(), None, {**SAC_PROBE, "learning_starts": 10_000})
-    state, metrics = jax.jit(lambda s: agent.run_iterations(s, 20))(
-        agent.init(jax.random.PRNGKey(0)))
-    assert int(metrics["skipped_updates"].sum()) == 0  # no update before learning_starts
-    update = jax.jit(agent._update)
+    finite batch then updates them (buffer and parameters of the SAC probe run)."""
+    run = probe_run("sac")
+    agent, state = run.agent, run.seed(0)
+    update = jax.jit(agent.update)
     data = state.buffer.data
     poisoned = state.replace(buffer=state.buffer.replace(
         data=data.replace(reward=jnp.full_like(data.reward, jnp.nan))))

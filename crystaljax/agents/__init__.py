@@ -9,25 +9,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from crystaljax.agents.config import (
-    DQNConfig,
-    PPOConfig,
-    RainbowConfig,
-    SACConfig,
-    apply_overrides,
-)
-from crystaljax.agents.ppo import PPOAgent, PPOState
-from crystaljax.agents.q_learning import QLearningAgent
-from crystaljax.agents.sac import SACAgent, SACState
-from crystaljax.agents.state import AgentState, BestCrystal
+from crystaljax import config as _config
+from crystaljax.agents.base import METRICS, Agent, BestCrystal
+from crystaljax.agents.dqn import AgentState, DQNAgent, DQNConfig, QLearningAgent, RainbowConfig
+from crystaljax.agents.ppo import PPOAgent, PPOConfig, PPOState
+from crystaljax.agents.sac import SACAgent, SACConfig, SACState
+from crystaljax.config import ConfigError
 
 #: agent name -> (config dataclass, agent class taking (name, env, env_params, config))
 AGENTS: dict[str, tuple[type, type]] = {
-    "dqn": (DQNConfig, QLearningAgent),
-    "rainbow": (RainbowConfig, QLearningAgent),
+    "dqn": (DQNConfig, DQNAgent),
+    "rainbow": (RainbowConfig, DQNAgent),
     "ppo": (PPOConfig, PPOAgent),
     "sac": (SACConfig, SACAgent),
 }
+
+
+def apply_overrides(config: Any, overrides: dict | None, where: str = "agent config") -> Any:
+    """``config`` with fields replaced by ``overrides`` (nested dicts or dotted keys reach
+    ``network``), every value checked; ConfigError names a bad or unknown key."""
+    return _config.replace(config, overrides, where)
 
 
 def list_agents() -> list[str]:
@@ -38,7 +39,7 @@ def list_agents() -> list[str]:
 def default_config(name: str) -> Any:
     """The default config dataclass of agent ``name``."""
     if name not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; choose one of {list_agents()}")
+        raise ConfigError(f"unknown agent {name!r}; choose one of {list_agents()}")
     return AGENTS[name][0]()
 
 
@@ -52,12 +53,12 @@ def make_agent(name: str, env, env_params, config: dict | Any | None = None):
         (nested dicts or dotted keys for ``network``), or a config instance.
 
     Raises:
-      ValueError: unknown name, unknown config keys (the message lists the valid keys) or
-      invalid values.
+      crystaljax.config.ConfigError (a ValueError): unknown name, unknown config keys (the
+      message lists the allowed keys) or invalid values (the message names the key).
     """
     config_cls, agent_cls = AGENTS[name] if name in AGENTS else (None, None)
     if config_cls is None:
-        raise ValueError(f"unknown agent {name!r}; choose one of {list_agents()}")
+        raise ConfigError(f"unknown agent {name!r}; choose one of {list_agents()}")
     if isinstance(config, config_cls):
         cfg = config
     else:
@@ -81,6 +82,7 @@ def make_train(name: str, env, env_params, config: dict | Any | None = None
     return train
 
 
-__all__ = ["AGENTS", "AgentState", "BestCrystal", "DQNConfig", "PPOAgent", "PPOConfig", "PPOState",
-           "QLearningAgent", "RainbowConfig", "SACAgent", "SACConfig", "SACState",
-           "apply_overrides", "default_config", "list_agents", "make_agent", "make_train"]
+__all__ = ["AGENTS", "METRICS", "Agent", "AgentState", "BestCrystal", "DQNAgent", "DQNConfig",
+           "PPOAgent", "PPOConfig", "PPOState", "QLearningAgent", "RainbowConfig", "SACAgent",
+           "SACConfig", "SACState", "apply_overrides", "default_config", "list_agents",
+           "make_agent", "make_train"]

@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 
 def all_finite(*trees: Any) -> jax.Array:
@@ -23,3 +24,11 @@ def all_finite(*trees: Any) -> jax.Array:
 def new_if_ok(ok: jax.Array, new: Any, old: Any) -> Any:
     """``new`` where ``ok`` (bool []) is true, else ``old``, leaf by leaf (same structure)."""
     return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def guarded_step(optimizer: Any, grads: Any, opt_state: Any, params: Any,
+                 ok: jax.Array) -> tuple[Any, Any]:
+    """One optax step, kept only where ``ok`` (bool []): (params, opt_state)."""
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    return (new_if_ok(ok, optax.apply_updates(params, updates), params),
+            new_if_ok(ok, new_opt_state, opt_state))

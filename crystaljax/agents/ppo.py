@@ -1,6 +1,5 @@
-"""PPO behind "ppo": vectorised rollouts, GAE, clipped policy and value losses, entropy
-bonus, epochs of shuffled minibatches, all in one ``lax.scan``: jittable end to end and
-vmappable over seeds.
+"""PPO behind "ppo" (config, rollout, GAE, clipped policy and value losses, entropy bonus,
+epochs of shuffled minibatches); the loop is :class:`~crystaljax.agents.base.Agent`'s.
 
 N = num_envs, T = num_steps, B = T * N transitions per rollout, M = num_minibatches,
 A = actions.
@@ -8,40 +7,103 @@ A = actions.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 import rlax
 from flax import struct
 
-from crystaljax.agents.config import PPOConfig
-from crystaljax.agents.evaluation import evaluate_policy
+from crystaljax.agents.base import Agent, BaseState, adam, summarise_updates
+from crystaljax.agents.config import AgentConfig
 from crystaljax.agents.exploration import greedy
-from crystaljax.agents.guards import all_finite, new_if_ok
-from crystaljax.agents.state import BestCrystal
-from crystaljax.models.networks import ActorCriticNetwork, element_table_for, megnet_config_for
+from crystaljax.agents.guards import all_finite, guarded_step
+from crystaljax.config import ConfigError, option
+from crystaljax.models.networks import ActorCriticNetwork
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig(AgentConfig):
+    """PPO (clipped surrogate, GAE, clipped value loss, entropy bonus). Defaults are
+    CrystalGym's CleanRL-style PPO (REFERENCE.md) unless noted.
+
+    One training iteration collects a rollout of ``num_steps`` steps in each of the
+    ``num_envs`` envs (``num_steps * num_envs`` env steps), then makes
+    ``update_epochs * num_minibatches`` gradient steps on it. Every minibatch is a slice of
+    ONE permutation of the flattened rollout applied to all of its fields (observations,
+    actions, old log-probabilities, values, advantages, returns), so rows stay aligned
+    (CrystalGym's PPO mixed them up, REFERENCE.md defect 2). Truncated episodes bootstrap
+    from the value of their final observation; terminated ones do not.
+
+    Attributes (total_env_steps, num_envs, gamma, network: see
+    :class:`~crystaljax.agents.config.AgentConfig`):
+      num_steps: rollout length per env and iteration.
+      learning_rate, adam_eps: Adam (one optimiser over actor and critic, CleanRL's).
+      anneal_lr: decay the learning rate linearly to 0 over the run.
+      gae_lambda: GAE lambda.
+      num_minibatches, update_epochs: minibatches per epoch and epochs per iteration.
+      norm_adv: normalise advantages per minibatch (mean 0, std 1).
+      clip_coef: surrogate ratio clip epsilon (also the value clip when ``clip_vloss``).
+      clip_vloss: clipped value loss (max of clipped and unclipped squared errors).
+      ent_coef, vf_coef: weights of the entropy bonus and the value loss.
+      max_grad_norm: global gradient-norm clip (None = none).
+      shared_torso: one MEGNet torso for policy and value (False = separate networks,
+        as the original).
+    """
+
+    adam_eps: float = option(1e-5, gt=0.0)
+    max_grad_norm: float | None = option(0.5, gt=0.0)
+    num_steps: int = option(32, ge=1)
+    learning_rate: float = option(2.5e-4, gt=0.0)
+    anneal_lr: bool = True
+    gae_lambda: float = option(0.95, ge=0.0, le=1.0)
+    num_minibatches: int = option(2, ge=1)
+    update_epochs: int = option(4, ge=1)
+    norm_adv: bool = True
+    clip_coef: float = option(0.2, gt=0.0)
+    clip_vloss: bool = True
+    ent_coef: float = option(0.01, ge=0.0)
+    vf_coef: float = option(0.5, ge=0.0)
+    shared_torso: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.batch_size % self.num_minibatches:
+            raise ConfigError(f"num_steps * num_envs ({self.batch_size}) must be a multiple of "
+                              f"num_minibatches ({self.num_minibatches})")
+
+    @property
+    def batch_size(self) -> int:
+        """Transitions per rollout (``num_steps * num_envs``)."""
+        return self.num_steps * self.num_envs
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def env_steps_per_iteration(self) -> int:
+        """Env steps of one iteration: one rollout, ``num_steps * num_envs``."""
+        return self.batch_size
+
+    @property
+    def num_iterations(self) -> int:
+        """Iterations of a full run (``total_env_steps // env_steps_per_iteration``)."""
+        return max(1, self.total_env_steps // self.batch_size)
+
+    @property
+    def total_updates(self) -> int:
+        """Gradient steps of a full run (for the learning-rate annealing)."""
+        return self.num_iterations * self.update_epochs * self.num_minibatches
 
 
 @struct.dataclass
-class PPOState:
-    """Everything PPO carries between iterations (a pytree).
+class PPOState(BaseState):
+    """PPO's state: BaseState (params = ActorCriticNetwork parameters; updates counts
+    gradient steps) + the optax state."""
 
-    params: ActorCriticNetwork parameters; opt_state: optax state; env_state, obs: the N
-    vectorised envs (leaves [N, ...]); key: PRNG key; iteration, env_steps, updates: int32
-    [] counters (updates = gradient steps); best: BestCrystal found so far.
-    """
-
-    params: Any
     opt_state: Any
-    env_state: Any
-    obs: Any
-    key: jax.Array
-    iteration: jax.Array
-    env_steps: jax.Array
-    updates: jax.Array
-    best: BestCrystal
 
 
 @struct.dataclass
@@ -119,31 +181,25 @@ def flatten_time(tree: Any) -> Any:
     return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), tree)
 
 
-class PPOAgent:
-    """PPO on a gymnax-style env (see :class:`PPOConfig` for every option).
-
-    Public API as the other agents: ``init(key) -> PPOState``; ``train_chunk(state,
-    num_iterations)`` (jitted); ``run_iterations`` (pure, for vmap/jit by the caller);
-    ``greedy_action(params, obs)``; ``evaluate(state_or_params, key, num_episodes)``;
-    ``network_params(state)``. One iteration = one rollout of ``num_steps`` steps of every
-    env, then ``update_epochs x num_minibatches`` gradient steps.
+class PPOAgent(Agent):
+    """PPO (see :class:`PPOConfig` for every option; API of
+    :class:`~crystaljax.agents.base.Agent`, plus ``policy_value`` and ``value``). One
+    iteration = one rollout of ``num_steps`` steps of every env, then
+    ``update_epochs x num_minibatches`` gradient steps.
     """
 
-    def __init__(self, name: str, env, env_params, config: PPOConfig):
-        self.name = name
-        self.env = env
-        self.env_params = env_params
-        self.config = config
-        net_config = megnet_config_for(env, config.network)
-        self.network = ActorCriticNetwork(net_config, env.num_actions, config.shared_torso,
-                                          element_table_for(net_config, env_params))
-        learning_rate = (optax.linear_schedule(config.learning_rate, 0.0, config.total_updates)
-                         if config.anneal_lr else config.learning_rate)
-        adam = optax.adam(learning_rate, eps=config.adam_eps)
-        self.optimizer = (adam if config.max_grad_norm is None
-                          else optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adam))
-        self.train_chunk = jax.jit(self.run_iterations, static_argnums=1)
-        self._evaluate = jax.jit(self.evaluate_params, static_argnums=2)
+    state_cls = PPOState
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.network = ActorCriticNetwork(self.net_config, self.env.num_actions,
+                                          cfg.shared_torso, self.element_table)
+        self.optimizer = adam(cfg.learning_rate, cfg.adam_eps, cfg.max_grad_norm,
+                              0.0 if cfg.anneal_lr else None, cfg.total_updates)
+
+    def init_learner(self, key: jax.Array, obs: Any) -> dict[str, Any]:
+        params = self.network.init(key, obs)
+        return {"params": params, "opt_state": self.optimizer.init(params)}
 
     # ---- network -------------------------------------------------------------------------
     def policy_value(self, params: Any, obs: Any) -> tuple[jax.Array, jax.Array]:
@@ -158,53 +214,31 @@ class PPOAgent:
         """The most probable valid action per env: obs batched [B] -> int32 [B]."""
         return greedy(self.policy_value(params, obs)[0])
 
-    def network_params(self, state: PPOState) -> Any:
-        return state.params
-
-    # ---- state ---------------------------------------------------------------------------
-    def init(self, key: jax.Array) -> PPOState:
-        """Fresh agent state: parameters, optimiser, N reset envs."""
-        k_params, k_env, k_state = jax.random.split(key, 3)
-        obs, env_state = jax.vmap(self.env.reset, in_axes=(0, None))(
-            jax.random.split(k_env, self.config.num_envs), self.env_params)
-        params = self.network.init(k_params, obs)
-        zero = jnp.zeros((), jnp.int32)
-        return PPOState(params=params, opt_state=self.optimizer.init(params),
-                        env_state=env_state, obs=obs, key=k_state, iteration=zero,
-                        env_steps=zero, updates=zero,
-                        best=BestCrystal.empty(self.env.max_sites, self.env.num_actions))
-
     # ---- rollout -------------------------------------------------------------------------
-    def _rollout(self, params: Any, env_state: Any, obs: Any, best: BestCrystal,
-                 key: jax.Array):
+    def _rollout(self, params: Any, env_state: Any, obs: Any, key: jax.Array):
         """``num_steps`` steps of every env under the current policy.
 
-        Returns ((env_state, obs, best) after the rollout, Rollout [T, N], per-step
-        (done bool [T, N], status int32 [T, N]))."""
-        N = self.config.num_envs
+        Returns ((env_state, obs) after the rollout, Rollout [T, N], the env statistics of
+        the rollout summed over its steps)."""
 
         def step(carry, step_key):
-            env_state, obs, best = carry
+            env_state, obs = carry
             k_act, k_env = jax.random.split(step_key)
             logits, value = self.policy_value(params, obs)
             action = jax.random.categorical(k_act, logits).astype(jnp.int32)
             log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None],
                                            axis=1)[:, 0]
-            next_obs, env_state, reward, terminated, truncated, info = jax.vmap(
-                self.env.step, in_axes=(0, 0, 0, None))(
-                jax.random.split(k_env, N), env_state, action, self.env_params)
+            next_obs, env_state, reward, terminated, truncated, info, stats = self.envs.step(
+                k_env, env_state, action, self.env_params)
             next_value = self.value(params, info["final_observation"])
-            done = terminated | truncated
-            final = info["final_state"]
-            best = best.update(done, reward, info["property"], final.tokens, final.template_id)
             transition = Rollout(obs=obs, action=action, log_prob=log_prob, value=value,
                                  reward=reward, terminated=terminated, truncated=truncated,
                                  next_value=next_value)
-            return (env_state, next_obs, best), (transition, done, info["status"])
+            return (env_state, next_obs), (transition, stats)
 
-        carry, (rollout, done, status) = jax.lax.scan(
-            step, (env_state, obs, best), jax.random.split(key, self.config.num_steps))
-        return carry, rollout, (done, status)
+        carry, (rollout, stats) = jax.lax.scan(
+            step, (env_state, obs), jax.random.split(key, self.config.num_steps))
+        return carry, rollout, jax.tree.map(jnp.sum, stats)
 
     # ---- learning ------------------------------------------------------------------------
     def loss(self, params: Any, batch: PPOSamples) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -239,10 +273,8 @@ class PPOAgent:
         params, opt_state = carry
         (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(params, batch)
         finite = all_finite(loss, grads)
-        updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
-        params = new_if_ok(finite, optax.apply_updates(params, updates), params)
-        opt_state = new_if_ok(finite, new_opt_state, opt_state)
-        return (params, opt_state), dict(metrics, loss=loss, skipped=~finite)
+        carry = guarded_step(self.optimizer, grads, opt_state, params, finite)
+        return carry, dict(metrics, loss=loss, skipped=~finite)
 
     def samples_from_rollout(self, rollout: Rollout) -> PPOSamples:
         """GAE on a rollout [T, N] -> flattened training samples [B]."""
@@ -266,68 +298,25 @@ class PPOAgent:
 
         (params, opt_state), metrics = jax.lax.scan(
             epoch, (params, opt_state), jax.random.split(key, cfg.update_epochs))
-        skipped = metrics.pop("skipped").sum().astype(jnp.int32)
-        return params, opt_state, dict(jax.tree.map(jnp.mean, metrics), skipped_updates=skipped)
+        return params, opt_state, summarise_updates(metrics)
 
     # ---- one iteration -------------------------------------------------------------------
-    def _iteration(self, state: PPOState, it: jax.Array):
+    def iteration(self, state: PPOState, it: jax.Array):
         """Collect one rollout, then learn on it. ``it`` int32 []: this iteration's index
         (kept apart from ``state`` so that it stays unbatched under vmap over seeds)."""
         cfg = self.config
         key, k_rollout, k_learn = jax.random.split(state.key, 3)
-        (env_state, obs, best), rollout, (done, status) = self._rollout(
-            state.params, state.env_state, state.obs, state.best, k_rollout)
+        (env_state, obs), rollout, step_stats = self._rollout(state.params, state.env_state,
+                                                              state.obs, k_rollout)
         samples = self.samples_from_rollout(rollout)
         params, opt_state, learn_metrics = self._learn(state.params, state.opt_state, samples,
                                                        k_learn)
-        env_steps = (it + 1) * cfg.env_steps_per_iteration
-        steps_per_update = cfg.update_epochs * cfg.num_minibatches
         state = state.replace(params=params, opt_state=opt_state, env_state=env_state, obs=obs,
-                              key=key, iteration=it + 1, env_steps=env_steps,
-                              updates=state.updates + steps_per_update, best=best)
-        metrics = {
-            "env_steps": env_steps,
-            "episodes_done": done.sum().astype(jnp.int32),
-            "terminal_reward_sum": jnp.sum(jnp.where(done, rollout.reward, 0.0)),
-            "best_reward": best.reward,
-            "best_property": best.property,
-            "dft_status_failures": jnp.sum(done & (status != 0)).astype(jnp.int32),
-            "updates": state.updates,
-            **learn_metrics,
-        }
-        return state, metrics
+                              key=key, iteration=it + 1,
+                              env_steps=(it + 1) * cfg.env_steps_per_iteration,
+                              updates=state.updates + cfg.update_epochs * cfg.num_minibatches)
+        return state, {**self.episode_metrics(state, step_stats), **learn_metrics}
 
-    def run_iterations(self, state: PPOState, num_iterations: int,
-                       start_iteration: jax.Array | int | None = None
-                       ) -> tuple[PPOState, dict[str, jax.Array]]:
-        """``num_iterations`` PPO iterations in a ``lax.scan`` (pure; not jitted).
 
-        ``start_iteration`` (default ``state.iteration``) is the index of the first
-        iteration; pass an unbatched value when vmapping over seeds. Returns the new state
-        and metrics with leading axis ``num_iterations``: env_steps (cumulative),
-        episodes_done, terminal_reward_sum, best_reward, best_property,
-        dft_status_failures, updates (cumulative gradient steps), skipped_updates (steps of
-        this iteration skipped for a non-finite loss or gradient) and the iteration means
-        of loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction.
-        """
-        start = state.iteration if start_iteration is None else start_iteration
-        its = jnp.asarray(start, jnp.int32) + jnp.arange(num_iterations, dtype=jnp.int32)
-        return jax.lax.scan(self._iteration, state, its)
-
-    # ---- evaluation ----------------------------------------------------------------------
-    def evaluate_params(self, params: Any, key: jax.Array,
-                        num_episodes: int) -> dict[str, jax.Array]:
-        """Greedy evaluation from network parameters (pure); see :meth:`evaluate`."""
-        return evaluate_policy(self.env, self.env_params,
-                               lambda _, obs: self.greedy_action(params, obs), key,
-                               num_episodes)
-
-    def evaluate(self, state_or_params: Any, key: jax.Array,
-                 num_episodes: int) -> dict[str, jax.Array]:
-        """The most probable action at every step, one episode in each of
-        ``num_episodes`` envs with random start sites (jitted). Returns mean_reward,
-        rewards [B], properties [B], statuses [B], abs_errors [B], median_abs_error,
-        tokens [B, S], template_ids [B]."""
-        params = (state_or_params.params if isinstance(state_or_params, PPOState)
-                  else state_or_params)
-        return self._evaluate(params, key, num_episodes)
+__all__ = ["PPOAgent", "PPOConfig", "PPOSamples", "PPOState", "Rollout", "gae_advantages",
+           "shuffle_minibatches"]

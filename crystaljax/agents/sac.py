@@ -1,7 +1,7 @@
-"""Discrete SAC behind "sac" (Christodoulou 2019, arXiv 1910.07207): twin Q-networks with
-Polyak-averaged targets, a categorical policy over the valid actions, expected-value
-losses, automatic temperature. The whole loop (vectorised env step, replay, updates) is
-one ``lax.scan``, jittable end to end and vmappable over seeds.
+"""Discrete SAC behind "sac" (Christodoulou 2019, arXiv 1910.07207): config, twin
+Q-networks with Polyak-averaged targets, a categorical policy over the valid actions,
+expected-value losses, automatic temperature. The loop is
+:class:`~crystaljax.agents.base.ReplayAgent`'s.
 
 N = num_envs, B = batch size, A = actions. The twin critics share one parameter pytree
 whose leaves have a leading axis of 2 (applied with ``jax.vmap``).
@@ -9,6 +9,7 @@ whose leaves have a leading axis of 2 (applied with ``jax.vmap``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -16,53 +17,63 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from crystaljax.agents.buffer import (
-    ReplayBuffer,
-    Transition,
-    buffer_add,
-    buffer_init,
-    gather_nstep,
-    sample_indices,
-)
-from crystaljax.agents.config import SACConfig
-from crystaljax.agents.evaluation import evaluate_policy
+from crystaljax.agents.base import BaseState, ReplayAgent, adam
+from crystaljax.agents.buffer import ReplayBuffer, gather_nstep, sample_indices
+from crystaljax.agents.config import ReplayConfig
 from crystaljax.agents.exploration import greedy, random_valid_action
 from crystaljax.agents.guards import all_finite, new_if_ok
-from crystaljax.agents.state import BestCrystal
-from crystaljax.models.networks import (
-    PolicyNetwork,
-    QNetwork,
-    element_table_for,
-    megnet_config_for,
-)
+from crystaljax.config import option
+from crystaljax.models.networks import PolicyNetwork, QNetwork
+
+
+@dataclasses.dataclass(frozen=True)
+class SACConfig(ReplayConfig):
+    """Discrete SAC (Christodoulou 2019): twin Q-networks with Polyak target networks, a
+    categorical policy over the valid actions, expected-value losses (no sampling over
+    actions), automatic temperature. Replay, schedule and optimiser defaults are
+    CrystalGym's CleanRL-style SAC (REFERENCE.md) unless noted; see docs/SAC.md for
+    what made it learn.
+
+    Steps are env steps summed over the ``num_envs`` envs; one iteration steps every env
+    once (``num_envs`` env steps) and makes the updates due. Shared fields: see
+    :mod:`crystaljax.agents.config` (uniform random valid actions before
+    ``learning_starts`` env steps; every ``target_update_interval`` env steps the target
+    critics move ``tau`` of the way to the online ones; ``max_grad_norm`` clips the
+    critic and actor updates).
+
+    Attributes:
+      q_learning_rate, policy_learning_rate, alpha_learning_rate: Adam for the twin
+        critics, the actor and log(alpha).
+      alpha_init: initial temperature (the fixed one when ``autotune`` is False).
+      autotune: learn log(alpha) so the policy's entropy tracks the target entropy.
+      target_entropy_fraction: target entropy = this fraction x log(number of valid
+        actions) of each state (CleanRL's scale 0.89).
+    """
+
+    adam_eps: float = option(1e-4, gt=0.0)
+    target_update_interval: int = option(4, ge=1)
+    tau: float = option(0.005, gt=0.0, le=1.0)
+    q_learning_rate: float = option(3e-4, gt=0.0)
+    policy_learning_rate: float = option(3e-4, gt=0.0)
+    alpha_learning_rate: float = option(3e-4, gt=0.0)
+    alpha_init: float = option(0.2, gt=0.0)
+    autotune: bool = True
+    target_entropy_fraction: float = option(0.2, ge=0.0, le=1.0)
 
 
 @struct.dataclass
-class SACState:
-    """Everything discrete SAC carries between iterations (a pytree).
+class SACState(BaseState):
+    """SAC's state: BaseState with params = {"actor": policy parameters, "critic": twin Q
+    parameters (leaves [2, ...])}; target_params: the target twin (as params["critic"]);
+    buffer: ReplayBuffer; actor_opt_state, critic_opt_state, alpha_opt_state: optax
+    states; log_alpha: f32 [] log temperature."""
 
-    params: {"actor": policy parameters, "critic": twin Q parameters (leaves [2, ...])};
-    target_critic: the target twin (same structure as params["critic"]);
-    actor_opt_state, critic_opt_state, alpha_opt_state: optax states;
-    log_alpha: f32 [] log temperature; buffer: ReplayBuffer; env_state, obs: the N envs
-    (leaves [N, ...]); key: PRNG key; iteration, env_steps, updates: int32 [] counters;
-    best: BestCrystal found so far.
-    """
-
-    params: Any
-    target_critic: Any
+    target_params: Any
+    buffer: ReplayBuffer
     actor_opt_state: Any
     critic_opt_state: Any
     alpha_opt_state: Any
     log_alpha: jax.Array
-    buffer: ReplayBuffer
-    env_state: Any
-    obs: Any
-    key: jax.Array
-    iteration: jax.Array
-    env_steps: jax.Array
-    updates: jax.Array
-    best: BestCrystal
 
 
 def masked_policy(logits: jax.Array, action_mask: jax.Array
@@ -91,36 +102,34 @@ def temperature_loss(log_alpha: jax.Array, entropy: jax.Array,
     return jnp.mean(log_alpha * jax.lax.stop_gradient(entropy - target))
 
 
-class SACAgent:
-    """Discrete SAC on a gymnax-style env (see :class:`SACConfig` for every option).
-
-    Public API as the other agents: ``init(key) -> SACState``; ``train_chunk(state,
-    num_iterations)`` (jitted); ``run_iterations`` (pure, for vmap/jit by the caller);
-    ``greedy_action(params, obs)``; ``evaluate(state_or_params, key, num_episodes)``;
-    ``network_params(state)``; ``q_values(params, obs)``. One iteration = one step of every
-    env + the updates due.
+class SACAgent(ReplayAgent):
+    """Discrete SAC (see :class:`SACConfig` for every option; API of
+    :class:`~crystaljax.agents.base.Agent`, plus ``logits``, ``twin_q`` and ``q_values``).
+    One iteration = one step of every env + the updates due.
     """
 
-    def __init__(self, name: str, env, env_params, config: SACConfig):
-        self.name = name
-        self.env = env
-        self.env_params = env_params
-        self.config = config
-        net_config = megnet_config_for(env, config.network)
-        table = element_table_for(net_config, env_params)
-        self.actor = PolicyNetwork(net_config, env.num_actions, table)
-        self.critic = QNetwork(net_config, env.num_actions, element_table=table)
+    state_cls = SACState
 
-        def adam(lr):
-            opt = optax.adam(lr, eps=config.adam_eps)
-            return (opt if config.max_grad_norm is None
-                    else optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt))
+    def setup(self) -> None:
+        cfg = self.config
+        self.actor = PolicyNetwork(self.net_config, self.env.num_actions, self.element_table)
+        self.critic = QNetwork(self.net_config, self.env.num_actions,
+                               element_table=self.element_table)
+        self.actor_optimizer = adam(cfg.policy_learning_rate, cfg.adam_eps, cfg.max_grad_norm)
+        self.critic_optimizer = adam(cfg.q_learning_rate, cfg.adam_eps, cfg.max_grad_norm)
+        self.alpha_optimizer = adam(cfg.alpha_learning_rate, cfg.adam_eps)
+        self.learning_starts = max(cfg.learning_starts, cfg.batch_size)
 
-        self.actor_optimizer = adam(config.policy_learning_rate)
-        self.critic_optimizer = adam(config.q_learning_rate)
-        self.alpha_optimizer = optax.adam(config.alpha_learning_rate, eps=config.adam_eps)
-        self.train_chunk = jax.jit(self.run_iterations, static_argnums=1)
-        self._evaluate = jax.jit(self.evaluate_params, static_argnums=2)
+    def init_learner(self, key: jax.Array, obs: Any) -> dict[str, Any]:
+        k_actor, k_critic = jax.random.split(key)
+        actor = self.actor.init(k_actor, obs)
+        critic = jax.vmap(lambda k: self.critic.init(k, obs))(jax.random.split(k_critic, 2))
+        log_alpha = jnp.log(jnp.float32(self.config.alpha_init))
+        return {"params": {"actor": actor, "critic": critic}, "target_params": critic,
+                "buffer": self.empty_buffer(obs),
+                "actor_opt_state": self.actor_optimizer.init(actor),
+                "critic_opt_state": self.critic_optimizer.init(critic),
+                "alpha_opt_state": self.alpha_optimizer.init(log_alpha), "log_alpha": log_alpha}
 
     # ---- networks ------------------------------------------------------------------------
     def logits(self, params: Any, obs: Any) -> jax.Array:
@@ -139,36 +148,24 @@ class SACAgent:
         """The policy's most probable valid action: obs batched [B] -> int32 [B]."""
         return greedy(self.logits(params, obs))
 
-    def network_params(self, state: SACState) -> Any:
-        return state.params
+    def target_source(self, params: Any) -> Any:
+        return params["critic"]
 
-    # ---- state ---------------------------------------------------------------------------
-    def init(self, key: jax.Array) -> SACState:
-        """Fresh agent state: actor, twin critics (+ targets), optimisers, empty buffer,
-        N reset envs."""
-        cfg = self.config
-        k_actor, k_critic, k_env, k_state = jax.random.split(key, 4)
-        obs, env_state = jax.vmap(self.env.reset, in_axes=(0, None))(
-            jax.random.split(k_env, cfg.num_envs), self.env_params)
-        actor = self.actor.init(k_actor, obs)
-        critic = jax.vmap(lambda k: self.critic.init(k, obs))(jax.random.split(k_critic, 2))
-        log_alpha = jnp.log(jnp.float32(cfg.alpha_init))
-        one_obs = jax.tree.map(lambda x: x[0], obs)
-        example = Transition(obs=one_obs, action=jnp.zeros((), jnp.int32),
-                             reward=jnp.zeros((), jnp.float32), terminated=jnp.zeros((), bool),
-                             truncated=jnp.zeros((), bool), next_obs=one_obs)
-        zero = jnp.zeros((), jnp.int32)
-        return SACState(
-            params={"actor": actor, "critic": critic}, target_critic=critic,
-            actor_opt_state=self.actor_optimizer.init(actor),
-            critic_opt_state=self.critic_optimizer.init(critic),
-            alpha_opt_state=self.alpha_optimizer.init(log_alpha), log_alpha=log_alpha,
-            buffer=buffer_init(example, cfg.buffer_rows, cfg.num_envs),
-            env_state=env_state, obs=obs, key=k_state, iteration=zero, env_steps=zero,
-            updates=zero, best=BestCrystal.empty(self.env.max_sites, self.env.num_actions))
+    def state_metrics(self, state: SACState) -> dict[str, jax.Array]:
+        return {"alpha": jnp.exp(state.log_alpha)}
+
+    def act(self, state: SACState, k_act: jax.Array, k_random: jax.Array,
+            steps_before: jax.Array):
+        """A sample of the policy, or a uniformly random valid action before
+        ``learning_starts`` env steps -> (actions [N], {})."""
+        sampled = jax.random.categorical(k_act, self.logits(state.params, state.obs))
+        random = random_valid_action(k_random, state.obs.action_mask)
+        return jnp.where(steps_before < self.config.learning_starts, random,
+                         sampled.astype(jnp.int32)), {}
 
     # ---- learning ------------------------------------------------------------------------
-    def _update(self, state: SACState, key: jax.Array) -> tuple[SACState, dict]:
+    def update(self, state: SACState, key: jax.Array, steps_before: jax.Array = None
+               ) -> tuple[SACState, dict]:
         """One gradient step of the critics, the actor and the temperature on a replay
         batch -> (state, metrics: loss (critic), actor_loss, alpha_loss, entropy, q_mean,
         skipped bool []). A step with a non-finite loss or gradient changes no parameter,
@@ -182,7 +179,7 @@ class SACAgent:
         # soft state value of s': E_{a' ~ pi}[min_i Q_target_i(s', a') - alpha log pi(a'|s')]
         next_probs, next_log_probs, _ = masked_policy(self.logits(state.params, batch.next_obs),
                                                       batch.next_obs.action_mask)
-        next_q = self.twin_q(state.target_critic, batch.next_obs).min(axis=0)
+        next_q = self.twin_q(state.target_params, batch.next_obs).min(axis=0)
         next_q = jnp.where(batch.next_obs.action_mask, next_q, 0.0)
         soft_value = jnp.sum(next_probs * (next_q - alpha * next_log_probs), axis=-1)
         target = jax.lax.stop_gradient(batch.reward + batch.discount * soft_value)
@@ -237,98 +234,6 @@ class SACAgent:
                        "entropy": entropy.mean(), "q_mean": q_taken.mean(),
                        "skipped": ~finite}
 
-    def _updates(self, state: SACState, key: jax.Array) -> tuple[SACState, dict]:
-        """The updates of one iteration -> (state, metrics averaged over them)."""
-        keys = jax.random.split(key, self.config.updates_per_iteration)
-        state, metrics = jax.lax.scan(self._update, state, keys)
-        skipped = metrics.pop("skipped").sum().astype(jnp.int32)
-        return state, dict(jax.tree.map(jnp.mean, metrics), skipped_updates=skipped)
 
-    # ---- one iteration -------------------------------------------------------------------
-    def _iteration(self, state: SACState, it: jax.Array):
-        """Step every env once, store, update when due, move the targets. ``it`` int32 []:
-        this iteration's index (unbatched under vmap over seeds, so ``lax.cond`` really
-        skips the updates)."""
-        cfg = self.config
-        N = cfg.num_envs
-        key, k_act, k_random, k_env, k_update = jax.random.split(state.key, 5)
-        steps_before = it * N
-        sampled = jax.random.categorical(k_act, self.logits(state.params, state.obs)).astype(
-            jnp.int32)
-        random = random_valid_action(k_random, state.obs.action_mask)
-        actions = jnp.where(steps_before < cfg.learning_starts, random, sampled)
-        next_obs, env_state, reward, terminated, truncated, info = jax.vmap(
-            self.env.step, in_axes=(0, 0, 0, None))(
-            jax.random.split(k_env, N), state.env_state, actions, self.env_params)
-        buffer = buffer_add(state.buffer, Transition(state.obs, actions, reward, terminated,
-                                                     truncated, info["final_observation"]))
-        done = terminated | truncated
-        final = info["final_state"]
-        best = state.best.update(done, reward, info["property"], final.tokens, final.template_id)
-        env_steps = steps_before + N
-        state = state.replace(buffer=buffer, env_state=env_state, obs=next_obs, key=key,
-                              iteration=it + 1, env_steps=env_steps, best=best)
-
-        nan = jnp.float32(jnp.nan)
-        no_update = {"loss": nan, "actor_loss": nan, "alpha_loss": nan, "entropy": nan,
-                     "q_mean": nan, "skipped_updates": jnp.zeros((), jnp.int32)}
-        learning = env_steps >= max(cfg.learning_starts, cfg.batch_size)
-        due = learning & ((it + 1) % cfg.update_every == 0)
-        state, learn_metrics = jax.lax.cond(due, lambda s: self._updates(s, k_update),
-                                            lambda s: (s, no_update), state)
-        crossed = (env_steps // cfg.target_update_interval
-                   > steps_before // cfg.target_update_interval)
-        refresh = crossed & learning
-        target = jax.tree.map(lambda new, old: jnp.where(refresh, new, old),
-                              optax.incremental_update(state.params["critic"],
-                                                       state.target_critic, cfg.tau),
-                              state.target_critic)
-        state = state.replace(target_critic=target)
-
-        metrics = {
-            "env_steps": env_steps,
-            "episodes_done": done.sum().astype(jnp.int32),
-            "terminal_reward_sum": jnp.sum(jnp.where(done, reward, 0.0)),
-            "best_reward": best.reward,
-            "best_property": best.property,
-            "alpha": jnp.exp(state.log_alpha),
-            "dft_status_failures": jnp.sum(done & (info["status"] != 0)).astype(jnp.int32),
-            "updates": state.updates,
-            **learn_metrics,
-        }
-        return state, metrics
-
-    def run_iterations(self, state: SACState, num_iterations: int,
-                       start_iteration: jax.Array | int | None = None
-                       ) -> tuple[SACState, dict[str, jax.Array]]:
-        """``num_iterations`` training iterations in a ``lax.scan`` (pure; not jitted).
-
-        ``start_iteration`` (default ``state.iteration``) is the index of the first
-        iteration; pass an unbatched value when vmapping over seeds. Returns the new state
-        and metrics with leading axis ``num_iterations``: env_steps (cumulative),
-        episodes_done, terminal_reward_sum, best_reward, best_property, alpha,
-        dft_status_failures, updates (cumulative), skipped_updates (updates of this
-        iteration skipped for a non-finite loss or gradient) and, nan when no update was
-        made, loss (critic), actor_loss, alpha_loss, entropy (policy, nats), q_mean.
-        """
-        start = state.iteration if start_iteration is None else start_iteration
-        its = jnp.asarray(start, jnp.int32) + jnp.arange(num_iterations, dtype=jnp.int32)
-        return jax.lax.scan(self._iteration, state, its)
-
-    # ---- evaluation ----------------------------------------------------------------------
-    def evaluate_params(self, params: Any, key: jax.Array,
-                        num_episodes: int) -> dict[str, jax.Array]:
-        """Greedy evaluation from ``SACState.params`` (pure); see :meth:`evaluate`."""
-        return evaluate_policy(self.env, self.env_params,
-                               lambda _, obs: self.greedy_action(params, obs), key,
-                               num_episodes)
-
-    def evaluate(self, state_or_params: Any, key: jax.Array,
-                 num_episodes: int) -> dict[str, jax.Array]:
-        """The policy's most probable action at every step, one episode in each of
-        ``num_episodes`` envs with random start sites (jitted). Returns mean_reward,
-        rewards [B], properties [B], statuses [B], abs_errors [B], median_abs_error,
-        tokens [B, S], template_ids [B]."""
-        params = (state_or_params.params if isinstance(state_or_params, SACState)
-                  else state_or_params)
-        return self._evaluate(params, key, num_episodes)
+__all__ = ["SACAgent", "SACConfig", "SACState", "masked_policy", "target_entropy",
+           "temperature_loss"]

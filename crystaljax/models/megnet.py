@@ -21,8 +21,9 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
+from crystaljax.config import ConfigError, check, option
 from crystaljax.models.graph_ops import DenseGraphOps, SegmentGraphOps
-from crystaljax.models.layers import MLP, Set2Set
+from crystaljax.models.layers import ACTIVATIONS, MLP, Set2Set
 
 #: valid values of MEGNetConfig.action_head
 ACTION_HEADS = ("dense", "pairwise")
@@ -64,37 +65,37 @@ class MEGNetConfig:
         e.g. the cell's total mass exactly instead of leaving it to be learnt.
     """
 
-    num_tokens: int | None = None
-    node_embed_dim: int = 16
-    focus_embed_dim: int = 8
-    encoder_hidden: Sequence[int] = (64, 32)
-    num_blocks: int = 3
-    block_hidden: Sequence[int] = (64, 32)
-    conv_hidden: Sequence[int] = (64, 64, 32)
-    set2set_iterations: int = 2
-    set2set_layers: int = 1
-    head_hidden: Sequence[int] = (32, 16)
-    activation: str = "softplus"
+    num_tokens: int | None = option(None, ge=2)
+    node_embed_dim: int = option(16, ge=1)
+    focus_embed_dim: int = option(8, ge=1)
+    encoder_hidden: Sequence[int] = option((64, 32), ge=1)
+    num_blocks: int = option(3, ge=1)
+    block_hidden: Sequence[int] = option((64, 32), ge=1)
+    conv_hidden: Sequence[int] = option((64, 64, 32), ge=1)
+    set2set_iterations: int = option(2, ge=1)
+    set2set_layers: int = option(1, ge=1)
+    head_hidden: Sequence[int] = option((32, 16), ge=1)
+    activation: str = option("softplus", choices=tuple(ACTIVATIONS))
     element_features: bool = False
-    action_head: str = "dense"
+    action_head: str = option("dense", choices=ACTION_HEADS)
     composition_readout: bool = False
 
     def __post_init__(self):
-        if self.action_head not in ACTION_HEADS:
-            raise ValueError(f"action_head must be one of {ACTION_HEADS}, got {self.action_head!r}")
+        check(self)  # types and bounds of every field (ConfigError, a ValueError)
         for name in ("encoder_hidden", "block_hidden", "conv_hidden", "head_hidden"):
             object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
-        if self.num_blocks < 1:
-            raise ValueError(f"num_blocks must be >= 1, got {self.num_blocks}")
+        for name in ("encoder_hidden", "conv_hidden"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} must have at least one width")
         if self.num_blocks > 1 and self.block_hidden[-1] != self.conv_hidden[-1]:
-            raise ValueError("block_hidden[-1] must equal conv_hidden[-1] (skip connections), got "
-                             f"{self.block_hidden} and {self.conv_hidden}")
+            raise ConfigError("block_hidden[-1] must equal conv_hidden[-1] (skip connections), got "
+                              f"{self.block_hidden} and {self.conv_hidden}")
         if self.composition_readout and not self.element_features:
-            raise ValueError("composition_readout needs element_features=True (it averages the "
-                             "element feature table over the sites)")
+            raise ConfigError("composition_readout needs element_features=True (it averages the "
+                              "element feature table over the sites)")
         if self.encoder_hidden[-1] != self.conv_hidden[-1]:
-            raise ValueError("encoder_hidden[-1] must equal conv_hidden[-1] (skip connections), "
-                             f"got {self.encoder_hidden} and {self.conv_hidden}")
+            raise ConfigError("encoder_hidden[-1] must equal conv_hidden[-1] (skip connections), "
+                              f"got {self.encoder_hidden} and {self.conv_hidden}")
 
     def readout_dim(self, num_element_features: int = 0) -> int:
         """Width of the torso output: Set2Set(nodes) + Set2Set(edges) + state, plus the

@@ -3,6 +3,7 @@
 :class:`ProbeEnv` speaks the crystal env's interface (``reset``, ``step`` with auto-reset
 and the same ``info`` keys, ``step_env``, :class:`~crystaljax.env.types.Observation` on a
 tiny graph), so any agent that runs on :class:`~crystaljax.env.env.CrystalEnv` runs on it.
+It implements the env interface (:class:`crystaljax.env.base.Env`), ``reward_range`` included.
 Params are ``None``. Each episode is one probe *kind*, drawn uniformly at reset from the
 env's ``kinds``; the kind is ``template_id`` and is shown one-hot in ``globals``, so one
 env (one compilation) can test several probes at once. Shapes are padded to the largest
@@ -27,8 +28,11 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
+from crystaljax.env.base import EnvBase
+from crystaljax.env.specs import ArraySpec
 from crystaljax.env.types import Observation
 
 #: kind name -> (sites, actions)
@@ -56,14 +60,13 @@ class ProbeState:
     invalid: jax.Array
 
 
-class ProbeEnv:
+class ProbeEnv(EnvBase):
     """Probe episodes of the given kinds (see the module docstring).
 
     Args:
       kinds: names from ``PROBE_KINDS``; each reset draws one uniformly.
     """
 
-    reward_range: tuple[float, float] = (-1.0, 1.0)
     property_name: str = "probe"
 
     def __init__(self, kinds: Sequence[str] = tuple(PROBE_KINDS)):
@@ -80,6 +83,18 @@ class ProbeEnv:
     @property
     def empty_token(self) -> int:
         return self.num_actions
+
+    def reward_range(self, params=None) -> tuple[float, float]:
+        """Every probe reward lies in [-1, 1]."""
+        return -1.0, 1.0
+
+    def action_spec(self) -> ArraySpec:
+        return ArraySpec((), np.int32, 0, self.num_actions - 1)
+
+    def observation_spec(self) -> Observation:
+        """Shapes and dtypes of an observation (bounds left open)."""
+        example = self.observe(self.reset(jax.random.PRNGKey(0))[1])
+        return jax.tree.map(lambda x: ArraySpec(x.shape, np.dtype(x.dtype)), example)
 
     def kind_id(self, name: str) -> int:
         """Index (= template_id) of kind ``name``; -1 if this env does not have it."""
@@ -152,13 +167,15 @@ class ProbeEnv:
         terminated = new.step >= n
         reward = jnp.where(terminated, jnp.where(invalid, -1.0, self.final_reward(new)), 0.0)
         info = {"property": jnp.where(terminated, reward, jnp.nan).astype(jnp.float32),
-                "status": jnp.where(terminated, 0, -1).astype(jnp.int32)}
+                "status": jnp.where(terminated, 0, -1).astype(jnp.int32),
+                "invalid_action": in_progress & ~valid}
         return (self.observe(new), new, reward.astype(jnp.float32), terminated,
                 jnp.zeros((), bool), info)
 
     def step(self, key: jax.Array, state: ProbeState, action: jax.Array, params=None):
         """One step with auto-reset; ``info`` as the crystal env's (final_observation,
-        final_state, property = the final reward, status = 0 when terminal)."""
+        final_state, property = the final reward, status = 0 when terminal,
+        invalid_action = the action was masked out)."""
         obs_st, state_st, reward, terminated, truncated, info = self.step_env(state, action)
         obs_re, state_re = self.reset(key)
         pick = lambda a, b: jnp.where(terminated, a, b)  # noqa: E731
