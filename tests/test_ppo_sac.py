@@ -201,7 +201,7 @@ def test_sac_temperature_moves_toward_target_entropy(probe_run, fraction, direct
             s, m = agent.update(s, k)
             return s, (jnp.exp(s.log_alpha), m["entropy"], m["skipped"])
 
-        return jax.lax.scan(one, state, jax.random.split(jax.random.PRNGKey(0), 150))
+        return jax.lax.scan(one, state, jax.random.split(jax.random.PRNGKey(0), 300))
 
     _, (alpha, entropy, skipped) = updates(state)
     alpha, entropy = np.asarray(alpha), np.asarray(entropy)
@@ -249,7 +249,7 @@ def test_trainer_runs_resumes_and_evaluates(tmp_path, agent):
 
     again = Trainer(load_run_config(str(run_dir / "config.yaml")), str(run_dir), resume=True)
     try:
-        assert again.config.agent["name"] == agent
+        assert again.config.agent_name == agent
         assert again.iteration * again.agent.config.env_steps_per_iteration == 160
         jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, again.state), final)
     finally:
