@@ -25,32 +25,11 @@ from pathlib import Path
 
 from crystaljax.oracles.qe.gth import CP2K_GTH_FILES, format_pspcod10, parse_cp2k_gth, softest_entry
 from crystaljax.oracles.qe.ld1 import PseudoGenerationError, generate_ld1_pseudo
-from crystaljax.oracles.qe.upf import read_upf_mapping, upf_valence
+from crystaljax.oracles.qe.upf import PseudoSpec, read_upf_mapping, upf_valence
 
 
 class MissingPseudopotential(KeyError):
     """An element has no pseudopotential in the chosen family."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PseudoSpec:
-    """One element of a family.
-
-    Attributes:
-      element: chemical symbol.
-      filename: file name inside the family's directory.
-      z_valence: valence electrons.
-      ecutwfc: recommended wavefunction cutoff (Ry).
-      ecutrho: recommended charge-density cutoff (Ry).
-      sha256: hash of the file's content (part of the cache settings hash).
-    """
-
-    element: str
-    filename: str
-    z_valence: float
-    ecutwfc: float
-    ecutrho: float
-    sha256: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,11 +149,7 @@ def write_gth_family(
 def load_upf_family(mapping_file: Path | str) -> PseudoFamily:
     """Load a user UPF family from a JSON mapping file (format: :mod:`~crystaljax.oracles.qe.upf`)."""
     mapping = read_upf_mapping(mapping_file)
-    specs = {
-        e: PseudoSpec(e, u.filename, u.z_valence, u.ecutwfc, u.ecutrho, u.sha256)
-        for e, u in mapping.entries.items()
-    }
-    return PseudoFamily(mapping.name, mapping.directory, specs)
+    return PseudoFamily(mapping.name, mapping.directory, dict(mapping.entries))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,15 +33,16 @@ def upf_valence(path: Path | str) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class UpfEntry:
-    """One element of a mapping file, with what its UPF file says.
+class PseudoSpec:
+    """One element of a family.
 
     Attributes:
       element: chemical symbol.
-      filename: file name inside the mapping's ``pseudo_dir``.
-      z_valence: valence charge from the UPF header.
-      ecutwfc, ecutrho: cutoffs (Ry).
-      sha256: hash of the file's content.
+      filename: file name inside the family's directory.
+      z_valence: valence electrons.
+      ecutwfc: recommended wavefunction cutoff (Ry).
+      ecutrho: recommended charge-density cutoff (Ry).
+      sha256: hash of the file's content (part of the cache settings hash).
     """
 
     element: str
@@ -58,7 +59,7 @@ class UpfMapping:
 
     name: str
     directory: Path
-    entries: dict[str, UpfEntry]
+    entries: dict[str, PseudoSpec]
 
 
 def read_upf_mapping(mapping_file: Path | str) -> UpfMapping:
@@ -90,11 +91,11 @@ def read_upf_mapping(mapping_file: Path | str) -> UpfMapping:
             raise ValueError(f"{mapping_file}: {element} needs a numeric ecutwfc (Ry)") from None
         if not (ecutwfc > 0 and ecutrho > 0):
             raise ValueError(f"{mapping_file}: {element}'s cutoffs must be > 0 Ry")
-        entries[element] = UpfEntry(
+        entries[element] = PseudoSpec(
             element, item["file"], upf_valence(path), ecutwfc, ecutrho,
             hashlib.sha256(path.read_bytes()).hexdigest(),
         )
     return UpfMapping(str(data.get("name", mapping_file.stem)), directory, entries)
 
 
-__all__ = ["UpfEntry", "UpfMapping", "read_upf_mapping", "upf_valence"]
+__all__ = ["PseudoSpec", "UpfMapping", "read_upf_mapping", "upf_valence"]
