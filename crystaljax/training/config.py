@@ -94,32 +94,30 @@ class RunConfig:
 
 
 def _route_overrides(env: dict, agent: dict, train: dict, overrides: Mapping[str, Any]) -> None:
-    """Put each override in its section: dotted keys are explicit (``env.target``); ``agent``
-    sets the algorithm; other bare keys go to the section that knows them (env, then train),
-    else to the agent, whose config names the allowed keys when it does not know one."""
+    """Put each override in its section: dotted keys are explicit (``env.target``,
+    ``agent.network.num_blocks``, nested as mappings); ``agent`` sets the algorithm; other
+    bare keys go to the section that knows them (env, then train), else to the agent,
+    whose config names the allowed keys when it does not know one."""
+    sections = {"env": env, "agent": agent, "train": train}
     for key, value in overrides.items():
         section, dot, name = key.partition(".")
         if dot:
             if section not in SECTIONS:
                 raise ConfigError(f"override {key!r}: unknown section {section!r}; "
                                   f"use one of {list(SECTIONS)}")
-            target = {"env": env, "agent": agent, "train": train}[section]
-            if section == "env" and "." in name:  # env.oracle_options.preset=fast
-                outer, _, inner = name.partition(".")
-                sub = target.setdefault(outer, {})
-                if not isinstance(sub, dict):
-                    raise ConfigError(f"override {key!r}: env.{outer} is not a mapping")
-                sub[inner] = value
-            else:
-                target[name] = value
+            target, path = sections[section], name
         elif key == "agent":
-            agent["name"] = value
-        elif key in _ENV_KEYS:
-            env[key] = value
-        elif key in _TRAIN_KEYS:
-            train[key] = value
+            target, path = agent, "name"
         else:
-            agent[key] = value
+            target = env if key in _ENV_KEYS else train if key in _TRAIN_KEYS else agent
+            path = key
+        *outer, last = path.split(".")
+        for part in outer:
+            sub = target.setdefault(part, {})
+            if not isinstance(sub, dict):
+                raise ConfigError(f"override {key!r}: {part!r} is not a mapping")
+            target = sub
+        target[last] = value
 
 
 def load_run_config(path_or_dict: str | Mapping, overrides: Sequence[str] | Mapping | None = None
