@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := quantum-espresso cp2k-data python3-venv python3-dev build-essential
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# test processes (pytest-xdist; 0 = one process). Compilation is single-threaded: one per core.
+TEST_WORKERS ?= 2
 
 .PHONY: setup system python demo test test-all bench benchmark-table clean
 
@@ -38,10 +40,10 @@ demo: setup
 	$(PY) -m crystaljax.cli train configs/main_job.yaml
 
 test: setup
-	$(PY) -m pytest -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-all: setup
-	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) scripts/bench_env.py

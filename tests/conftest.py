@@ -1,6 +1,22 @@
-import os
+"""Test-session set-up: XLA tuned for compile time, one persistent compilation cache per
+run (shared by the xdist workers and by the subprocesses the tests start), and the tests
+that share the trained probe agents kept on one worker."""
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+import os
+import tempfile
+import uuid
+
+# The suite is dominated by compiling small programs that then run for seconds: LLVM's
+# expensive passes cost more compile time than they save at run time here.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1 "
+                      "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+# Identical programs compiled by different tests (or by a script a test runs) are compiled
+# once per test run. The folder is new for every run, so no run reuses another's programs.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or os.environ.setdefault(
+    "CRYSTALJAX_TEST_RUN", uuid.uuid4().hex[:12])
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"crystaljax-test-xla-{_RUN}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -16,6 +32,14 @@ def perovskite_env():
 @pytest.fixture
 def key():
     return jax.random.PRNGKey(42)
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (``--dist loadgroup``), every test that uses the trained probe
+    agents runs on one worker, so each agent is trained once per run, not once per worker."""
+    for item in items:
+        if "probe_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("probe-agents"))
 
 
 @pytest.fixture(scope="session")

@@ -71,6 +71,28 @@ def test_acting_and_greedy_actions_respect_action_masks(probe_run, name):
         assert np.asarray(mask)[np.arange(64), actions].all(), name
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_every_agent_state_survives_a_checkpoint_round_trip(probe_run, name, tmp_path):
+    """The Trainer's checkpointer restores each agent's trained state exactly (what
+    ``crystaljax train --resume`` relies on; the Trainer itself is agent-agnostic and runs
+    end to end in test_training.py and, for PPO's rollout iterations, test_ppo_sac.py)."""
+    from crystaljax.training.checkpoints import Checkpointer
+
+    run = probe_run(name)
+    state = run.seed(1)
+    checkpointer = Checkpointer(str(tmp_path))
+    try:
+        checkpointer.save(7, state)
+        assert checkpointer.latest() == 7
+        restored = checkpointer.restore(run.agent.init(jax.random.PRNGKey(99)))
+    finally:
+        checkpointer.close()
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, restored),
+                 jax.tree.map(np.asarray, state))
+    best = run.agent.best_crystal(restored)
+    assert float(best.reward) == float(run.agent.best_crystal(state).reward) > -np.inf
+
+
 def test_the_probe_env_flags_forbidden_actions():
     """So that the zero count of invalid actions above means something."""
     env = ProbeEnv(("masked",))

@@ -32,6 +32,7 @@ def tiny_settings(tmp_path):
     return str(path)
 
 
+@pytest.mark.xdist_group("tiny-dqn-sweep")  # shares its DQN programs with test_sweep.py
 def test_scripts_run_and_merge_each_others_files(tmp_path, tiny_settings):
     tiny = ["--seeds", "2", "--eval-every", "40", "--eval-episodes", "8", "--settings",
             tiny_settings, "--no-progress"]

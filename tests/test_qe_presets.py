@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -23,13 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "cutoff_convergence.json"
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_preset_covers_the_large_vocabulary():
     for preset in PRESETS.values():
         assert set(preset.cutoffs) == set(LARGE)
@@ -40,7 +32,7 @@ def test_every_preset_covers_the_large_vocabulary():
 
 @pytest.mark.skipif(not DATA.is_file(), reason="no recorded convergence data")
 def test_default_cutoffs_follow_the_recorded_convergence_data():
-    converge = _script("converge_cutoffs")
+    from crystaljax.benchmarks import cutoffs as converge
     data = json.loads(DATA.read_text())
     tol_mev, tol_gpa = data["method"]["tol_mev_per_atom"], data["method"]["tol_gpa"]
     assert set(data["elements"]) == set(LARGE)
@@ -57,7 +49,7 @@ def test_default_cutoffs_follow_the_recorded_convergence_data():
 
 
 def test_choose_cutoff_rules():
-    converge = _script("converge_cutoffs")
+    from crystaljax.benchmarks import cutoffs as converge
 
     def rows(points):
         return [{"ecutwfc": c, "status": "OK", "energy_ev_per_atom": e, "pressure_gpa": p}

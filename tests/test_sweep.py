@@ -5,6 +5,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from crystaljax.benchmarks.results import Results
 from crystaljax.training.sweep import SweepResult, run_sweep, steps_to_fraction
@@ -14,19 +15,22 @@ TINY_NET = {"node_embed_dim": 4, "focus_embed_dim": 2, "encoder_hidden": [8], "n
             "set2set_iterations": 1}
 
 
+# the DQN settings of test_bench_scripts.py: the same programs, compiled once per test run
+# (persistent compilation cache) when both run on one worker
+@pytest.mark.xdist_group("tiny-dqn-sweep")
 def test_sweep_two_seeds_curves_and_round_trip(tmp_path):
     result = run_sweep("dqn", "density-perovskite-small-v0", {"target": 3.0},
-                       {"network": TINY_NET, "num_envs": 4, "learning_starts": 40,
-                        "batch_size": 8, "buffer_size": 200},
-                       seeds=2, env_steps=200, eval_every=100, eval_episodes=8,
+                       {"network": TINY_NET, "num_envs": 4, "learning_starts": 20,
+                        "batch_size": 8, "buffer_size": 80},
+                       seeds=2, env_steps=80, eval_every=40, eval_episodes=8,
                        random_episodes=64, progress=False)
-    assert result.seeds == 2 and result.env_steps == 200 and result.eval_every == 100
-    assert result.eval_steps == [0, 100, 200] and result.chunk_steps == [100, 200]
+    assert result.seeds == 2 and result.env_steps == 80 and result.eval_every == 40
+    assert result.eval_steps == [0, 40, 80] and result.chunk_steps == [40, 80]
     for curve in (result.eval_mean_reward, result.eval_median_abs_error):
         assert np.asarray(curve).shape == (2, 3)
     assert np.asarray(result.train_mean_reward).shape == (2, 2)
     assert np.asarray(result.chunk_metrics["episodes_done"]).shape == (2, 2)
-    assert np.asarray(result.chunk_metrics["episodes_done"]).sum() == 2 * 200 / 5  # 5-site cell
+    assert np.asarray(result.chunk_metrics["episodes_done"]).sum() == 2 * 80 / 5  # 5-site cell
     assert len(result.best_reward) == 2 and len(result.skipped_updates) == 2
     assert all(0.0 <= r <= 1.0 for r in result.best_reward)
     assert len(result.steps_to_criterion()) == 2 and len(result.final_mean_reward()) == 2
