@@ -42,6 +42,10 @@ def parse_args(argv=None):
     parser.add_argument("--no-markdown", action="store_true",
                         help="do not update BENCHMARKS.md (exploratory runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--section", default="agents",
+                        help="BENCHMARKS.md section to write (e.g. one for a re-run)")
+    parser.add_argument("--title", default="Agents on the density task",
+                        help="heading of that section")
     return parser.parse_args(argv)
 
 
@@ -54,7 +58,8 @@ def main(argv=None):
             args.agents, args.targets, args.settings, parse_overrides(args.set), seeds=args.seeds,
             env_steps=args.env_steps, eval_every=args.eval_every,
             eval_episodes=args.eval_episodes, progress=not args.no_progress)
-    agents.write_outputs(results, args.out, None if args.no_markdown else agents.BENCHMARKS_MD)
+    agents.write_outputs(results, args.out, None if args.no_markdown else agents.BENCHMARKS_MD,
+                         args.section, args.title)
     return results
 
 

@@ -73,16 +73,17 @@ def machines_line(results: Results) -> str:
     return "; ".join(f"{', '.join(agents)} on {machine}" for machine, agents in groups.items())
 
 
-def markdown(results: Results) -> str:
-    """The "agents" section of BENCHMARKS.md."""
+def markdown(results: Results, source: str = "benchmarks/agents",
+             title: str = "Agents on the density task") -> str:
+    """The "agents" section of BENCHMARKS.md (``source``: the results' path prefix)."""
     first = results.runs[0]
     lines = [
-        "## Agents on the density task (`scripts/bench_agents.py`)", "",
+        f"## {title} (`scripts/bench_agents.py`)", "",
         f"`scripts/bench_agents.py` on {machines_line(results)}. Task `{first.task}`; "
         f"{first.seeds} seeds vmapped per run; greedy evaluation on {first.eval_episodes} "
         f"episodes every {first.eval_every:,} env steps. Criterion: mean reward >= "
         f"{CRITERION_REWARD} and median |error| <= {CRITERION_ERROR} g/cm3. Learning curves: "
-        "`benchmarks/agents.png`; raw numbers: `benchmarks/agents.json`.", "",
+        f"`{source}.png`; raw numbers: `{source}.json`.", "",
         "| target (g/cm3) | agent | env steps | seeds meeting the criterion | median env steps "
         "to criterion | final mean reward (mean over seeds) | best final median abs error "
         "(g/cm3) |",
@@ -156,12 +157,15 @@ def plot(results: Results, path: str) -> None:
     plt.close(fig)
 
 
-def write_outputs(results: Results, out: str, markdown_path: str | None = None) -> None:
-    """``out``.json, ``out``.png and (unless ``markdown_path`` is None) its "agents" section."""
+def write_outputs(results: Results, out: str, markdown_path: str | None = None,
+                  section: str = "agents", title: str = "Agents on the density task") -> None:
+    """``out``.json, ``out``.png and (unless ``markdown_path`` is None) the ``section`` of
+    that markdown file."""
     results.save(out + ".json")
     plot(results, out + ".png")
     if markdown_path:
-        replace_section(markdown_path, "agents", markdown(results))
+        source = os.path.relpath(out, os.path.dirname(os.path.abspath(markdown_path)))
+        replace_section(markdown_path, section, markdown(results, source, title))
     print(f"wrote {out}.json and {out}.png")
 
 
