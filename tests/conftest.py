@@ -34,12 +34,23 @@ def key():
     return jax.random.PRNGKey(42)
 
 
+def _probe_agent(item) -> str:
+    """The probe agent a test uses: its ``name`` parameter, else the agent its name says."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "name" in callspec.params:
+        return callspec.params["name"]
+    return next((agent for agent in ("rainbow", "dqn", "ppo", "sac") if agent in item.name), "all")
+
+
 def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist (``--dist loadgroup``), every test that uses the trained probe
-    agents runs on one worker, so each agent is trained once per run, not once per worker."""
+    """With pytest-xdist (``--dist loadgroup``) the tests that use one trained probe agent
+    run on one worker, so each agent is trained once per run (not once per worker), and
+    the four agents' groups spread over the workers. A test that uses an agent its name
+    does not say carries its own ``xdist_group`` mark."""
     for item in items:
-        if "probe_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("probe-agents"))
+        if "probe_run" in getattr(item, "fixturenames", ()) and not any(
+                item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(f"probe-{_probe_agent(item)}"))
 
 
 @pytest.fixture(scope="session")

@@ -59,6 +59,7 @@ def test_solves_probes_with_known_values_vmapped_over_seeds(name, probe_run):
         np.testing.assert_allclose(best[kinds == env.kind_id("masked")], GAMMA * 0.5, atol=0.1)
 
 
+@pytest.mark.xdist_group("probe-rainbow")
 def test_update_with_non_finite_loss_is_skipped_not_applied(probe_run):
     """A batch with NaN rewards leaves parameters, optimiser state and priorities as they
     were and is counted; a finite batch then updates as usual (the replay buffer and
