@@ -130,10 +130,11 @@ def cmd_evaluate(args) -> int:
 
     _at_least("--episodes", args.episodes, 1)
     config = load_run_config(run_config_path(args.run_dir))
+    checkpoints = os.path.join(args.run_dir, "checkpoints")
+    if not os.path.isdir(checkpoints) or not any(n.isdigit() for n in os.listdir(checkpoints)):
+        raise FileNotFoundError(f"{args.run_dir}: no checkpoint to evaluate (the run stopped "
+                                "before its first chunk finished)")
     with Trainer(config, args.run_dir, resume=True) as trainer:
-        if trainer.iteration == 0:
-            raise FileNotFoundError(f"{args.run_dir}: no checkpoint to evaluate (the run "
-                                    "stopped before its first chunk finished)")
         result = trainer.evaluate(args.episodes)
         trainer.top.export(args.run_dir, trainer.structures)
     result["env_steps"] = trainer.iteration * trainer.agent.config.env_steps_per_iteration

@@ -79,6 +79,16 @@ def test_template_weights_with_nan_no_longer_pick_template_zero():
     assert float(params.template_probs[0]) == 0.0
 
 
+def test_the_package_imports_its_wrappers():
+    """The README's usage: ``import crystaljax; crystaljax.wrappers.GymnasiumEnv(...)``."""
+    import subprocess
+    import sys
+
+    code = "import crystaljax; print(crystaljax.wrappers.GymnasiumEnv.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "GymnasiumEnv", out.stderr
+
+
 def test_train_settings_direct_construction_is_checked_too():
     with pytest.raises(ConfigError, match="chunk_iterations must be >= 1"):
         TrainSettings(chunk_iterations=0)
@@ -99,17 +109,21 @@ def _run_cli(capsys, *argv):
     ["rollout", "density-perovskite-small-v0", "vocab=5"],
     ["evaluate", "{runs}", "--episodes", "0"],
     ["evaluate", "{runs}"],
+    ["evaluate", "{runs}/started"],  # a run whose start failed: config.yaml, no checkpoint
 ])
 def test_cli_prints_one_line_exits_2_and_leaves_no_run_directory(tmp_path, capsys, argv):
     runs = tmp_path / "runs"
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({**TASK, "train": {"runs_dir": str(runs)}}))
     runs.mkdir()
+    started = runs / "started"
+    (started / "checkpoints").mkdir(parents=True)
+    (started / "config.yaml").write_text(yaml.safe_dump(TASK))
     argv = [a.format(cfg=cfg, runs=runs) for a in argv]
     code, err = _run_cli(capsys, *argv)
     assert code == 2
     assert len(err) == 1 and err[0].startswith("crystaljax: error: "), err
-    assert list(runs.iterdir()) == []
+    assert [p.name for p in runs.iterdir()] == ["started"]
     assert not (tmp_path / "x").exists()
 
 
