@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from crystaljax.config import ConfigError, parse_overrides
+from crystaljax.config import ConfigError, nest_dotted, parse_overrides
 
 
 def _at_least(name: str, value: int, low: int) -> int:
@@ -45,7 +45,7 @@ def cmd_rollout(args) -> int:
     _at_least("--envs", args.envs, 1)
     _at_least("--episodes", args.episodes, 1)
     _at_least("--show", args.show, 0)
-    env, params = crystaljax.make(args.task, **parse_overrides(args.overrides))
+    env, params = crystaljax.make(args.task, **nest_dotted(parse_overrides(args.overrides)))
     with env:
         return _rollout(env, params, args)
 

@@ -93,6 +93,8 @@ def nest_dotted(values: Mapping[str, Any]) -> dict[str, Any]:
             sub.update(nest_dotted({inner: value}))
         elif isinstance(value, Mapping) and isinstance(nested.get(key), dict):
             nested[key].update(nest_dotted(value))
+        elif isinstance(value, Mapping):
+            nested[key] = nest_dotted(value)  # a copy: the caller's mapping is never changed
         else:
             nested[key] = value
     return nested
@@ -255,7 +257,7 @@ def from_mapping(cls: type[C], values: Mapping[str, Any] | None, where: str = ""
         raise ConfigError(f"{label}: expected a mapping of settings, got {values!r}")
     values = nest_dotted(values)
     allowed = field_names(cls)
-    unknown = sorted(set(values) - set(allowed))
+    unknown = sorted(set(values) - set(allowed), key=str)
     if unknown:
         raise ConfigError(f"{label}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
     hints = typing.get_type_hints(cls)

@@ -39,4 +39,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from crystaljax.benchmarks.machine import run_script
+
+    run_script(main)

@@ -43,4 +43,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from crystaljax.benchmarks.machine import run_script
+
+    run_script(main)

@@ -59,6 +59,9 @@ def test_typed_fields_check_types_bounds_and_keys():
     ("agent.learning_rate=-1", "learning_rate must be > 0"),
     ("train.name=../escape", "train.name must be a plain directory name"),
     ("env.oracle_options={colour: x}", "oracle 'analytic' takes no options"),
+    ("env.graph={cutoff: abc}", "graph.cutoff must be a number"),
+    ("env.graph={max_neighbors: 2.5}", "graph.max_neighbors must be an integer"),
+    ("agent.network.block_hidden=[]", "block_hidden must have at least one width"),
 ])
 def test_bad_values_fail_at_load_time(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):

@@ -57,7 +57,7 @@ def test_malformed_yaml_config(tmp_path):
 
 
 def test_bad_graph_and_weights():
-    with pytest.raises(crystaljax.ConfigError, match="graph method"):
+    with pytest.raises(crystaljax.ConfigError, match="graph.method must be one of"):
         crystaljax.make(graph={"method": "voronoi"})
     with pytest.raises(crystaljax.ConfigError, match="template_weights"):
         crystaljax.make(template=["rocksalt", "perovskite"], template_weights=[1.0])

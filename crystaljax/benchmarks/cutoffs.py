@@ -41,10 +41,10 @@ def scan_element(element: str, ladder, family_dir: Path, runner, tol_mev: float,
     default ``LD1_INPUTS``; else the ``GTH_VARIANTS`` entry). The scan stops as soon as a
     cutoff is confirmed by a run at >= 1.5 times that cutoff (:func:`choose_cutoff`).
     """
+    from crystaljax.oracles.qe.family import write_gth_family
     from crystaljax.oracles.qe.inputs import PwSettings, write_pw_input
     from crystaljax.oracles.qe.parse import classify, parse_output
     from crystaljax.oracles.qe.presets import GTH_VARIANTS, LD1_INPUTS, pseudo_variant
-    from crystaljax.oracles.qe.family import write_gth_family
     from crystaljax.oracles.qe.runner import run_pw
 
     generated = LD1_INPUTS if generated is None else generated

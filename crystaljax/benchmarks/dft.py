@@ -61,7 +61,8 @@ def _evaluate(prop: str, structures: list, runner, workers: int | None = 1, **op
 
     if workers is not None:
         options["executor"] = LocalPoolExecutor(workers)
-    oracle = QEOracle(prop, preset="default", cache=None, runner=runner, **options)
+    oracle = QEOracle(prop, preset="default", cache=None, runner=runner,
+                      owns_executor=workers is not None, **options)
     t0 = time.time()
     try:
         return oracle.evaluate(structures), time.time() - t0

@@ -49,4 +49,18 @@ def replace_section(path: str, section: str, body: str) -> None:
         f.write(text)
 
 
-__all__ = ["accelerator_description", "machine_description", "replace_section"]
+__all__ = ["accelerator_description", "machine_description", "replace_section", "run_script"]
+
+
+def run_script(main, argv=None) -> None:
+    """Run a benchmark script's ``main``; a config or input error prints one line and exits 2."""
+    import sys
+
+    from crystaljax.config import ConfigError
+
+    try:
+        main(argv)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"{os.path.basename(sys.argv[0])}: error: {str(exc).splitlines()[0]}",
+              file=sys.stderr)
+        raise SystemExit(2) from None

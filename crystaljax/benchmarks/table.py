@@ -16,17 +16,20 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from crystaljax.benchmarks.results import Results, load_settings, settings_label, split_settings
+from crystaljax.properties import get_property
 from crystaljax.training.sweep import CRITERION_REWARD as LEARNT
 from crystaljax.training.sweep import SweepResult, run_sweep
 
 CELLS = ("perovskite", "perovskite454", "bcc4")
+#: the table's rows: CrystalGym's three properties, from the property registry
 PROPERTIES = ("density", "bulk_modulus", "band_gap")
-IN_GRAPH = ("density",)
-UNITS = {"density": "g/cm3", "bulk_modulus": "GPa", "band_gap": "eV"}
+#: properties an in-graph oracle computes (their rows need no DFT)
+IN_GRAPH = tuple(p for p in PROPERTIES if "analytic" in get_property(p).oracles)
+UNITS = {p: get_property(p).unit for p in PROPERTIES}
 
 
 def task_id(prop: str, cell: str) -> str:
-    return f"{prop.replace('_', '-')}-{cell}-small-v0"
+    return f"{get_property(prop).task_name}-{cell}-small-v0"
 
 
 @dataclasses.dataclass

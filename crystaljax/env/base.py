@@ -51,6 +51,9 @@ class Env(Protocol):
     def oracle_stats(self) -> dict:
         """Counters of the property oracle: evaluations, computed, cache_hits, by_status."""
 
+    def oracle_records(self, since: int = 0) -> tuple[list, int]:
+        """(host-oracle records made after the first ``since``, the count made so far)."""
+
     def close(self) -> None:
         """Release what the env holds (process pool, Dask client, cache); idempotent."""
 
@@ -60,6 +63,9 @@ class EnvBase:
 
     def oracle_stats(self) -> dict:
         return {"evaluations": 0, "computed": 0, "cache_hits": 0, "by_status": {}}
+
+    def oracle_records(self, since: int = 0) -> tuple[list, int]:
+        return [], 0
 
     def close(self) -> None:
         return None

@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from crystaljax.config import ConfigError
+from crystaljax.config import ConfigError, from_mapping
 from crystaljax.elements import UnknownElementError, get_vocabulary
 from crystaljax.oracles.base import HostOracle
 from crystaljax.properties import get_property
@@ -68,7 +68,7 @@ class EnvConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"{where}: expected a mapping of settings, got {type(values).__name__}")
         valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - valid)
+        unknown = sorted(set(values) - valid, key=str)
         if unknown:
             raise ConfigError(f"{where}: unknown config key(s) {unknown}; valid keys: {sorted(valid)}")
         return cls(**values).validated(where)
@@ -98,10 +98,7 @@ class EnvConfig:
             self._check_oracle()
             graph = self.graph
             if isinstance(graph, dict):
-                unknown = sorted(set(graph) - {f.name for f in dataclasses.fields(GraphConfig)})
-                if unknown:
-                    raise ConfigError(f"unknown graph key(s) {unknown}")
-                graph = GraphConfig(**graph)
+                graph = from_mapping(GraphConfig, graph, "graph")
             elif not isinstance(graph, GraphConfig):
                 raise ConfigError(f"graph must be a mapping or GraphConfig, got {type(graph).__name__}")
             for name in ("max_sites", "max_edges"):

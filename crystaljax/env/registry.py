@@ -10,7 +10,7 @@ import numpy as np
 
 from crystaljax.config import load_yaml
 from crystaljax.elements import atomic_masses, element_features, get_vocabulary
-from crystaljax.env.config import ConfigError, EnvConfig, resolve_templates
+from crystaljax.env.config import DEFAULT_MAX_SITES_LIMIT, ConfigError, EnvConfig, resolve_templates
 from crystaljax.env.env import CrystalEnv
 from crystaljax.env.table import build_template_table
 from crystaljax.env.types import EnvParams
@@ -144,10 +144,11 @@ def make(task_or_config: Any = "density-perovskite-small-v0", **overrides
     templates = resolve_templates(config.template)
     vocab = get_vocabulary(config.vocab)
     max_sites = config.max_sites
-    if max_sites is None and max(t.num_sites for t in templates) > 64:
+    if max_sites is None and max(t.num_sites for t in templates) > DEFAULT_MAX_SITES_LIMIT:
         big = max(templates, key=lambda t: t.num_sites)
         raise TemplateError(
-            f"template {big.name!r} has {big.num_sites} sites, more than the default limit of 64; "
+            f"template {big.name!r} has {big.num_sites} sites, more than the default limit of "
+            f"{DEFAULT_MAX_SITES_LIMIT}; "
             "set max_sites explicitly to allow it")
     table, _, S, E = build_template_table(templates, config.graph, max_sites, config.max_edges)
     weights = config.template_weights

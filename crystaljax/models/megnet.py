@@ -84,7 +84,8 @@ class MEGNetConfig:
         check(self)  # types and bounds of every field (ConfigError, a ValueError)
         for name in ("encoder_hidden", "block_hidden", "conv_hidden", "head_hidden"):
             object.__setattr__(self, name, tuple(int(w) for w in getattr(self, name)))
-        for name in ("encoder_hidden", "conv_hidden"):
+        needed = ("encoder_hidden", "conv_hidden") + (("block_hidden",) if self.num_blocks > 1 else ())
+        for name in needed:
             if not getattr(self, name):
                 raise ConfigError(f"{name} must have at least one width")
         if self.num_blocks > 1 and self.block_hidden[-1] != self.conv_hidden[-1]:

@@ -12,6 +12,7 @@ from typing import Literal
 
 import numpy as np
 
+from crystaljax.config import ConfigError, check, option
 from crystaljax.templates.core import CrystalTemplate, TemplateError
 
 
@@ -27,16 +28,13 @@ class GraphConfig:
     """
 
     method: Literal["crystalnn", "radius"] = "crystalnn"
-    cutoff: float = 5.0
-    max_neighbors: int = 12
+    cutoff: float = option(5.0, gt=0)
+    max_neighbors: int = option(12, ge=1)
 
     def __post_init__(self):
         if self.method not in ("crystalnn", "radius"):
-            raise ValueError(f"graph method must be 'crystalnn' or 'radius', got {self.method!r}")
-        if not self.cutoff > 0:
-            raise ValueError(f"graph cutoff must be > 0 Å, got {self.cutoff}")
-        if int(self.max_neighbors) < 1:
-            raise ValueError(f"graph max_neighbors must be >= 1, got {self.max_neighbors}")
+            raise ConfigError(f"graph method must be 'crystalnn' or 'radius', got {self.method!r}")
+        check(self, "graph")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -132,7 +132,7 @@ def load_run_config(path_or_dict: str | Mapping, overrides: Sequence[str] | Mapp
         raise ConfigError(f"a run config is a YAML path or a mapping, got {path_or_dict!r}")
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with sections {list(SECTIONS)}")
-    unknown = sorted(set(data) - set(SECTIONS))
+    unknown = sorted(set(data) - set(SECTIONS), key=str)
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; valid: {list(SECTIONS)}")
     sections = {}

@@ -15,6 +15,7 @@ import yaml
 from tqdm import tqdm
 
 import crystaljax
+from crystaljax.config import ConfigError
 from crystaljax.training.artifacts import MetricsLogger, TopCrystals, plot_learning_curve
 from crystaljax.training.checkpoints import Checkpointer
 from crystaljax.training.config import RunConfig, TrainSettings, load_run_config
@@ -58,20 +59,24 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, run_dir: str, resume: bool = False):
-        from crystaljax.agents import make_agent
-
         self.config = config
         self.run_dir = run_dir
         self.settings: TrainSettings = config.train
+        self.logger = self.checkpointer = None
         self.env, self.env_params = crystaljax.make(config.env)
         try:
-            self.agent = make_agent(config.agent_name, self.env, self.env_params, config.agent)
-            key = jax.random.PRNGKey(self.settings.seed)
-            self.key, init_key = jax.random.split(key)
-            self.state = self.agent.init(init_key)
+            self._start(resume)
         except BaseException:
-            self.env.close()
+            self.close()  # whatever was opened: the env's pool and cache, logger, checkpoints
             raise
+
+    def _start(self, resume: bool) -> None:
+        from crystaljax.agents import make_agent
+
+        config, run_dir = self.config, self.run_dir
+        self.agent = make_agent(config.agent_name, self.env, self.env_params, config.agent)
+        self.key, init_key = jax.random.split(jax.random.PRNGKey(self.settings.seed))
+        self.state = self.agent.init(init_key)
         os.makedirs(run_dir, exist_ok=True)
         if not resume:
             with open(os.path.join(run_dir, "config.yaml"), "w") as f:
@@ -86,7 +91,13 @@ class Trainer:
         if resume:
             self.iteration = int(self.checkpointer.latest() or 0)
             if self.iteration:
-                self.state = self.checkpointer.restore(self.state)
+                try:
+                    self.state = self.checkpointer.restore(self.state)
+                except Exception as exc:  # another layout (an older crystaljax) or a bad file
+                    raise ConfigError(
+                        f"{run_dir}: checkpoint {self.iteration} does not fit this agent's "
+                        f"state ({type(exc).__name__}); it was written by another version or "
+                        "config") from None
                 self.key = jax.random.fold_in(self.key, self.iteration)
             self._load_top()
 
@@ -148,7 +159,7 @@ class Trainer:
 
     def _offer_best_of_training(self) -> None:
         best = jax.tree.map(np.asarray, self.agent.best_crystal(self.state))
-        if np.isfinite(best.reward):
+        if np.isfinite(best.reward) and np.isfinite(best.property):  # a failure has no value
             self._offer(best.tokens, best.template_id, best.reward, best.property, 0, "training")
 
     # ---- main loop --------------------------------------------------------------------
@@ -227,8 +238,10 @@ class Trainer:
     def close(self) -> None:
         """Close the logger, the checkpointer and the env (its oracle's pool and cache)."""
         try:
-            self.logger.close()
-            self.checkpointer.close()
+            if self.logger is not None:
+                self.logger.close()
+            if self.checkpointer is not None:
+                self.checkpointer.close()
         finally:
             self.env.close()
 

@@ -97,3 +97,7 @@ class GymnasiumEnv(gym.Env):
     def state(self):
         """The current EnvState (JAX arrays); use ``self.env.to_structure(state)`` to export."""
         return self._state
+
+    def close(self) -> None:
+        """Close the wrapped env (its host oracle's pool, client and cache)."""
+        self.env.close()
