@@ -211,7 +211,7 @@ class CrystalEnv(EnvBase):
         """(action int32 [] in range, bool [] it was out of range). Host integers of any
         width are clipped before the cast to int32, so 2**40 does not wrap around."""
         high = self.num_actions - 1
-        if not isinstance(action, jax.Array) and not isinstance(action, jax.core.Tracer):
+        if not isinstance(action, jax.Array):  # tracers are jax.Arrays too
             host = np.asarray(action)
             if host.dtype.kind in "iub":
                 wide = host.astype(np.int64) if host.dtype != np.uint64 else host
