@@ -178,3 +178,15 @@ def test_overrides_convert_and_keep_defaults():
                                                   "network.head_hidden": [8]})
     assert cfg.num_envs == 4 and cfg.learning_rate == 1e-3 and cfg.network.head_hidden == (8,)
     assert cfg.num_steps == default_config("ppo").num_steps
+
+
+def test_all_finite_looks_at_every_leaf_of_every_tree():
+    from crystaljax.agents.guards import all_finite
+
+    grads = {"a": jnp.ones((3, 2)), "b": {"c": jnp.zeros(4), "n": jnp.arange(3)}}
+    assert bool(all_finite(jnp.float32(1.0), grads))
+    for bad in (jnp.nan, jnp.inf, -jnp.inf):
+        broken = {"a": grads["a"], "b": {"c": grads["b"]["c"].at[2].set(bad), "n": grads["b"]["n"]}}
+        assert not bool(all_finite(jnp.float32(1.0), broken))
+        assert not bool(jax.jit(all_finite)(jnp.float32(bad), grads))
+    assert bool(all_finite())

@@ -24,7 +24,13 @@ from crystaljax.models import (
     dueling_combine,
     megnet_config_for,
 )
-from crystaljax.models.layers import masked_segment_softmax, orthogonal_init
+from crystaljax.models.layers import (
+    MLP,
+    Part,
+    PartsDense,
+    masked_segment_softmax,
+    orthogonal_init,
+)
 from crystaljax.models.networks import element_table_for
 
 SMALL = MEGNetConfig(node_embed_dim=8, focus_embed_dim=4, encoder_hidden=(16, 16),
@@ -288,3 +294,38 @@ def test_vmapped_agent_init_has_no_lapack_call(perovskite_env):
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     text = jax.jit(jax.vmap(agent.init)).lower(keys).as_text()
     assert "lapack" not in text and "geqrf" not in text
+
+
+def test_dense_on_parts_equals_dense_on_the_concatenation(key):
+    # the first layer of the edge update: nodes projected per node, then gathered
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    nodes = jax.random.normal(k1, (5, 3))
+    edges = jax.random.normal(k2, (7, 2))
+    state = jax.random.normal(k3, (1, 4))
+    senders = jnp.asarray([0, 1, 2, 3, 4, 0, 2])
+    gather = lambda x: x[senders]  # noqa: E731
+    parts = (Part(nodes, gather), Part(edges), Part(state, lambda x: jnp.repeat(x, 7, 0)))
+    concat = jnp.concatenate([nodes[senders], edges, jnp.repeat(state, 7, 0)], axis=-1)
+    mlp = MLP((6, 4), "relu")
+    variables = mlp.init(k4, concat)
+    np.testing.assert_allclose(mlp.apply(variables, parts), mlp.apply(variables, concat),
+                               rtol=1e-5, atol=1e-6)
+    # the same parameters as nn.Dense layers (checkpoints keep their layout and values)
+    dense = nn.Sequential([nn.Dense(6), nn.relu, nn.Dense(4), nn.relu])
+    reference = dense.init(k4, concat)
+    assert jax.tree.structure(reference["params"]) == jax.tree.structure(
+        {f"layers_{2 * i}": v for i, v in enumerate(variables["params"].values())})
+    # broadcasting parts: [B, 1, F] + [1, A, G] -> [B, A, width]
+    layer = PartsDense(3)
+    a, b = jax.random.normal(k1, (2, 1, 4)), jax.random.normal(k2, (1, 5, 2))
+    pairs = jnp.concatenate([jnp.broadcast_to(a, (2, 5, 4)), jnp.broadcast_to(b, (2, 5, 2))], -1)
+    v = layer.init(k3, pairs)
+    np.testing.assert_allclose(layer.apply(v, (Part(a), Part(b))), layer.apply(v, pairs),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_parameter_of_another_shape_is_a_clear_error(key):
+    layer = PartsDense(3)
+    variables = layer.init(key, jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"kernel has shape \(4, 3\), the module expects \(5, 3\)"):
+        layer.apply(variables, jnp.ones((2, 5)))

@@ -125,6 +125,26 @@ def test_gae_bootstraps_truncation_but_not_termination():
     np.testing.assert_allclose(ret, adv + value, rtol=1e-6)
 
 
+def test_ppo_bootstrap_of_a_never_truncating_env_equals_the_final_observation_value(
+        ppo_rollout, monkeypatch):
+    # the probe env never truncates, so the rollout takes next_value from the next step's
+    # value; where an episode went on that must equal V(final observation), which the
+    # rollout of an env that may truncate computes at every step
+    agent, state, rollout = ppo_rollout
+    assert agent.env.can_truncate is False
+    monkeypatch.setattr(agent.env, "can_truncate", True, raising=False)
+    _, every_step, _ = jax.jit(agent._rollout)(state.params, state.env_state, state.obs,
+                                               jax.random.PRNGKey(3))
+    went_on = ~np.asarray(rollout.terminated | rollout.truncated)
+    assert went_on.any() and (~went_on).any()
+    np.testing.assert_array_equal(every_step.action, rollout.action)
+    np.testing.assert_allclose(np.asarray(rollout.next_value)[went_on],
+                               np.asarray(every_step.next_value)[went_on], atol=1e-5)
+    # and the advantages, which mask terminated bootstraps, are the same
+    np.testing.assert_allclose(agent.samples_from_rollout(rollout).advantage,
+                               agent.samples_from_rollout(every_step).advantage, atol=1e-5)
+
+
 def test_ppo_minibatches_keep_every_field_of_a_transition_together(ppo_rollout):
     # by construction: every field encodes the index of its transition
     B = 24

@@ -16,9 +16,17 @@ import optax
 
 
 def all_finite(*trees: Any) -> jax.Array:
-    """bool []: every leaf of every tree (losses, gradients, priorities) is finite."""
-    leaves = [leaf for tree in trees for leaf in jax.tree.leaves(tree)]
-    return jnp.stack([jnp.isfinite(leaf).all() for leaf in leaves]).all()
+    """bool []: every leaf of every tree (losses, gradients, priorities) is finite.
+
+    The leaves are concatenated into one vector and reduced once. One reduction per leaf
+    (about 200 for a MEGNet agent), each gating every parameter through ``new_if_ok``,
+    made XLA CPU compile a PPO minibatch update in 45-55 s instead of 16 s
+    (docs/PERFORMANCE.md); the result is the same."""
+    leaves = [jnp.ravel(leaf).astype(jnp.float32) for tree in trees
+              for leaf in jax.tree.leaves(tree)]
+    if not leaves:
+        return jnp.asarray(True)
+    return jnp.isfinite(jnp.concatenate(leaves)).all()
 
 
 def new_if_ok(ok: jax.Array, new: Any, old: Any) -> Any:

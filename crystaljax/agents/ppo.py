@@ -218,8 +218,17 @@ class PPOAgent(Agent):
     def _rollout(self, params: Any, env_state: Any, obs: Any, key: jax.Array):
         """``num_steps`` steps of every env under the current policy.
 
+        ``next_value`` (the bootstrap) is V of the observation each step led to. For an env
+        that can truncate (``env.can_truncate``, True unless the env says otherwise) that
+        is V(final observation) at every step, one more critic pass per step. For an env
+        that never truncates it is only ever read where the episode went on, where it
+        equals the next step's ``value``: it is taken from there, plus one critic pass on
+        the observation after the rollout (a terminated step's bootstrap is masked out by
+        GAE whatever it holds).
+
         Returns ((env_state, obs) after the rollout, Rollout [T, N], the env statistics of
         the rollout summed over its steps)."""
+        bootstrap_each_step = getattr(self.env, "can_truncate", True)
 
         def step(carry, step_key):
             env_state, obs = carry
@@ -230,7 +239,8 @@ class PPOAgent(Agent):
                                            axis=1)[:, 0]
             next_obs, env_state, reward, terminated, truncated, info, stats = self.envs.step(
                 k_env, env_state, action, self.env_params)
-            next_value = self.value(params, info["final_observation"])
+            next_value = (self.value(params, info["final_observation"]) if bootstrap_each_step
+                          else jnp.zeros_like(value))
             transition = Rollout(obs=obs, action=action, log_prob=log_prob, value=value,
                                  reward=reward, terminated=terminated, truncated=truncated,
                                  next_value=next_value)
@@ -238,6 +248,10 @@ class PPOAgent(Agent):
 
         carry, (rollout, stats) = jax.lax.scan(
             step, (env_state, obs), jax.random.split(key, self.config.num_steps))
+        if not bootstrap_each_step:
+            last_value = self.value(params, carry[1])
+            rollout = rollout.replace(next_value=jnp.concatenate(
+                [rollout.value[1:], last_value[None]], axis=0))
         return carry, rollout, jax.tree.map(jnp.sum, stats)
 
     # ---- learning ------------------------------------------------------------------------

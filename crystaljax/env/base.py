@@ -19,10 +19,13 @@ class Env(Protocol):
     Attributes:
       num_actions: size of the discrete action space (A).
       max_sites: steps of the longest episode (S); greedy evaluation scans this many.
+      can_truncate: False when ``truncated`` is always False (episodes only end by
+        termination); agents may then skip valuing final observations for bootstraps.
     """
 
     num_actions: int
     max_sites: int
+    can_truncate: bool
 
     def reset(self, key: jax.Array, params: Any) -> tuple[Any, Any]:
         """(obs, state) of a new episode (pure)."""
@@ -60,6 +63,9 @@ class Env(Protocol):
 
 class EnvBase:
     """Defaults of the host-side part of :class:`Env` for envs that hold nothing."""
+
+    #: the safe default; an env whose episodes only terminate sets False
+    can_truncate: bool = True
 
     def oracle_stats(self) -> dict:
         return {"evaluations": 0, "computed": 0, "cache_hits": 0, "by_status": {}}

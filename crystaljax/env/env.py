@@ -48,6 +48,9 @@ class CrystalEnv(EnvBase):
     Observation fields are documented on :class:`crystaljax.env.types.Observation`.
     """
 
+    #: episodes end by termination only (after the last site)
+    can_truncate: bool = False
+
     def __init__(self, *, templates: Sequence[CrystalTemplate], vocab: Sequence[str],
                  property_name: str, oracle: StepOracle, oracle_name: str, max_sites: int,
                  max_edges: int, num_rbf: int, substitution: bool, host_bridge=None,

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crystaljax.models.layers import NoisyDense, get_activation
+from crystaljax.models.layers import NoisyDense, Part, PartsDense, get_activation, shaped_param
 
 
 class HeadMLP(nn.Module):
@@ -22,6 +22,8 @@ class HeadMLP(nn.Module):
     LeCun-normal init times the scale); policy heads use 0.01 so that a fresh policy is
     close to uniform (a PPO implementation detail: with unit-scale logits the first
     rollouts already favour arbitrary elements and the policy can lock onto them).
+    ``x`` may be a sequence of :class:`~crystaljax.models.layers.Part` blocks (the first
+    layer is then computed block by block, see PairwiseHead).
     """
 
     hidden: Sequence[int]
@@ -32,7 +34,7 @@ class HeadMLP(nn.Module):
     out_init_scale: float = 1.0
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(self, x, deterministic: bool = True) -> jax.Array:
         act = get_activation(self.activation)
         last = len(self.hidden)
         for i, width in enumerate((*self.hidden, self.out)):
@@ -41,7 +43,7 @@ class HeadMLP(nn.Module):
             else:
                 scale = self.out_init_scale if i == last else 1.0
                 init = nn.initializers.variance_scaling(scale ** 2, "fan_in", "truncated_normal")
-                x = nn.Dense(width, kernel_init=init, name=f"dense_{i}")(x)
+                x = PartsDense(width, kernel_init=init, name=f"dense_{i}")(x)
             if i < len(self.hidden):
                 x = act(x)
         return x
@@ -53,6 +55,9 @@ class PairwiseHead(nn.Module):
 
     ``embed`` is a learned table [A, embed_dim]; ``action_table`` f32 [A, Fa] holds fixed
     per-action features (e.g. the normalised element features) or is None.
+    The first layer is applied to the state part [B, F] and the action part [A, .]
+    separately and the two summed ([B, 1, H] + [1, A, H]): the same numbers as on the
+    concatenated [B, A, F + .] pairs, for about 1/A of the arithmetic.
     """
 
     num_actions: int
@@ -67,18 +72,15 @@ class PairwiseHead(nn.Module):
 
     @nn.compact
     def __call__(self, features: jax.Array, deterministic: bool = True) -> jax.Array:
-        actions = self.param("action_embedding", nn.initializers.normal(1.0),
-                             (self.num_actions, self.embed_dim))
+        actions = shaped_param(self, "action_embedding", nn.initializers.normal(1.0),
+                               (self.num_actions, self.embed_dim))
         if self.action_table is not None:
             table = jnp.asarray(self.action_table, jnp.float32)
             if table.shape[0] != self.num_actions:
                 raise ValueError(f"action_table has {table.shape[0]} rows for "
                                  f"{self.num_actions} actions")
             actions = jnp.concatenate([actions, table], axis=-1)
-        B, A = features.shape[0], self.num_actions
-        pairs = jnp.concatenate([jnp.broadcast_to(features[:, None, :], (B, A, features.shape[-1])),
-                                 jnp.broadcast_to(actions[None], (B, A, actions.shape[-1]))],
-                                axis=-1)
+        pairs = (Part(features[:, None, :]), Part(actions[None]))  # [B, 1, F], [1, A, .]
         return HeadMLP(self.hidden, self.out, self.activation, self.noisy, self.sigma0,
                        self.out_init_scale, name="mlp")(pairs, deterministic)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from crystaljax.config import ConfigError, check, option
 from crystaljax.models.graph_ops import DenseGraphOps, SegmentGraphOps
-from crystaljax.models.layers import ACTIVATIONS, MLP, Set2Set
+from crystaljax.models.layers import ACTIVATIONS, MLP, Part, Set2Set
 
 #: valid values of MEGNetConfig.action_head
 ACTION_HEADS = ("dense", "pairwise")
@@ -118,7 +118,12 @@ def element_table(element_features) -> np.ndarray:
 class MEGNetBlock(nn.Module):
     """One MEGNet block: optional pre-dense layers, then edge -> node -> global updates,
     each an MLP on concatenated features with mean aggregations over unmasked rows,
-    and a skip connection from the block input."""
+    and a skip connection from the block input.
+
+    The first layer of the edge and node updates is computed on the blocks of their
+    input (:class:`~crystaljax.models.layers.Part`): node features are projected per node
+    and then gathered onto the edges, the state per graph and then broadcast. Same
+    parameters and numbers as the concatenation, with ~40% less arithmetic in a block."""
 
     config: MEGNetConfig
     pre_dense: bool
@@ -133,12 +138,14 @@ class MEGNetBlock(nn.Module):
             nodes = MLP(cfg.block_hidden, cfg.activation, name="node_dense")(nodes)
             edges = MLP(cfg.block_hidden, cfg.activation, name="edge_dense")(edges)
             state = MLP(cfg.block_hidden, cfg.activation, name="state_dense")(state)
-        edge_in = jnp.concatenate([ops.sender_features(nodes), ops.receiver_features(nodes),
-                                   edges, ops.broadcast(state, "edge")], axis=-1)
+        # input columns as in concat([sender, receiver, edge, state]) per edge
+        edge_in = (Part(nodes, ops.sender_features), Part(nodes, ops.receiver_features),
+                   Part(edges), Part(state, lambda x: ops.broadcast(x, "edge")))
         edges = MLP(cfg.conv_hidden, cfg.activation, name="edge_update")(edge_in)
-        nodes = MLP(cfg.conv_hidden, cfg.activation, name="node_update")(
-            jnp.concatenate([nodes, ops.mean_incoming(edges), ops.broadcast(state, "node")],
-                            axis=-1))
+        # concat([node, mean of incoming edges, state]) per node
+        node_in = (Part(nodes), Part(ops.mean_incoming(edges)),
+                   Part(state, lambda x: ops.broadcast(x, "node")))
+        nodes = MLP(cfg.conv_hidden, cfg.activation, name="node_update")(node_in)
         state = MLP(cfg.conv_hidden, cfg.activation, name="state_update")(
             jnp.concatenate([state, ops.graph_mean(edges, "edge"), ops.graph_mean(nodes, "node")],
                             axis=-1))

@@ -68,6 +68,8 @@ class ProbeEnv(EnvBase):
     """
 
     property_name: str = "probe"
+    #: episodes end by termination only
+    can_truncate: bool = False
 
     def __init__(self, kinds: Sequence[str] = tuple(PROBE_KINDS)):
         unknown = sorted(set(kinds) - set(PROBE_KINDS))

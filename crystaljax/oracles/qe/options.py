@@ -28,15 +28,10 @@ from crystaljax.oracles.qe.inputs import RECIPE_OWNED_SETTINGS, PwSettings
 from crystaljax.oracles.qe.presets import PRESETS, Preset
 from crystaljax.oracles.qe.recipes import RecipeOptions
 from crystaljax.oracles.qe.runner import RunnerConfig
+from crystaljax.paths import default_cache_dir
 
 #: options that name files or directories (``os.PathLike`` values become ``str``)
 PATH_OPTIONS = ("cache_path", "pseudo_dir", "upf_mapping", "scratch_root")
-
-
-def default_cache_dir() -> Path:
-    """``$CRYSTALJAX_CACHE_DIR`` or ``~/.cache/crystaljax``."""
-    env = os.environ.get("CRYSTALJAX_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "crystaljax"
 
 
 def setting_keys() -> list[str]:
