@@ -90,3 +90,36 @@ def test_qe_overrides_fit_the_dft_budget():
                                                      "num_minibatches": 1}
     assert table.qe_overrides("dqn", {"buffer_size": 100}, 10, 2) == {
         "buffer_size": 100, "num_envs": 2, "learning_starts": 0}
+
+
+def test_bench_train_measures_every_column_in_fresh_processes(tmp_path, tiny_settings):
+    from scripts import bench_train
+
+    out = tmp_path / "train.json"
+    result = bench_train.main(["--agents", "ppo", "dqn", "--envs", "2", "--warm-envs", "2",
+                               "--repeats", "1", "--settings", tiny_settings, "--out", str(out),
+                               "--no-markdown"])
+    assert json.load(open(out)) == result
+    assert result["machine"] and result["backend"] == "cpu"
+    ppo, dqn = result["rows"]
+    for row in (ppo, dqn):
+        assert "error" not in row, row
+        assert row["envs"] == 2 and row["env_steps_per_s"] > 0 and row["updates_per_s"] > 0
+        assert row["compile_s"] > 0 and row["compile_warm_cache_s"] > 0
+        assert row["update_gflop"] > 0 and row["env_only_steps_per_s"] > 0
+        assert row["peak_rss_gib"] > 0
+    # PPO: >= 200 transitions per rollout, 2 minibatches x 4 epochs per rollout
+    assert ppo["env_steps_per_chunk"] == 200 and ppo["updates_per_chunk"] == 8
+    assert ppo["batch_size"] == 100
+    # DQN: one update per env step (train_frequency 1 from the tiny settings' defaults: 4)
+    assert dqn["batch_size"] == 8 and dqn["updates_per_chunk"] == 200 // 4
+    text = bench_train.tt.markdown(result, "train.json")
+    assert "| ppo | 2 |" in text and "| dqn | 2 |" in text and result["machine"] in text
+
+
+def test_bench_train_reports_a_failed_cell_instead_of_stopping(tmp_path, monkeypatch):
+    from crystaljax.benchmarks import train_throughput as tt
+
+    monkeypatch.setattr(tt.sys, "executable", str(tmp_path / "no-python"))
+    row = tt._run_cell_process("ppo", 2, str(tmp_path), None, 1, True, 60.0)
+    assert row["agent"] == "ppo" and "error" in row

@@ -266,11 +266,15 @@ class ReplayAgent(Agent):
 
         learning = env_steps >= self.learning_starts
         due = learning & ((it + 1) % cfg.update_every == 0)
-        shapes = jax.eval_shape(self.updates, state, k_update, steps_before)[1]
+        # jitted so that the shapes below and the branch share ONE trace of the updates
+        # (jax caches the trace of a jitted function per input shapes; a plain call under
+        # eval_shape and again under cond traced the whole update twice)
+        updates = jax.jit(self.updates)
+        shapes = jax.eval_shape(updates, state, k_update, steps_before)[1]
         no_update = jax.tree.map(lambda s: jnp.full(s.shape, 0 if s.dtype == jnp.int32
                                                     else jnp.nan, s.dtype), shapes)
         state, learn_metrics = jax.lax.cond(
-            due, lambda s: self.updates(s, k_update, steps_before), lambda s: (s, no_update),
+            due, lambda s: updates(s, k_update, steps_before), lambda s: (s, no_update),
             state)
         crossed = (env_steps // cfg.target_update_interval
                    > steps_before // cfg.target_update_interval)

@@ -8,8 +8,6 @@ full observation is built each step).
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Sequence
 
@@ -18,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import crystaljax
-from crystaljax.benchmarks.machine import machine_description, replace_section
+from crystaljax.benchmarks.machine import machine_description, render_results, write_results
 
 TASK = "density-perovskite-small-v0"
 
@@ -136,19 +134,12 @@ def markdown(result: dict, source: str) -> str:
 
 def write(result: dict, out: str, markdown_path: str | None, section: str) -> None:
     """``out`` (JSON) and, unless ``markdown_path`` is None, its BENCHMARKS.md section."""
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {out}")
-    if markdown_path:
-        render(out, markdown_path, section)
+    write_results(result, out, markdown_path, section, markdown)
 
 
 def render(source: str, markdown_path: str, section: str) -> None:
     """Rewrite ``section`` of ``markdown_path`` from the results JSON ``source``."""
-    with open(source) as f:
-        replace_section(markdown_path, section, markdown(json.load(f), source))
-    print(f"updated {markdown_path} ({section}) from {source}")
+    render_results(source, markdown_path, section, markdown)
 
 
 __all__ = ["TASK", "make_rollout", "markdown", "render", "run", "time_gymnasium", "time_jitted",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -49,7 +50,27 @@ def replace_section(path: str, section: str, body: str) -> None:
         f.write(text)
 
 
-__all__ = ["accelerator_description", "machine_description", "replace_section", "run_script"]
+def write_results(result: dict, out: str, markdown_path: str | None, section: str,
+                  markdown) -> None:
+    """``result`` to ``out`` (JSON) and, unless ``markdown_path`` is None, its section of
+    ``markdown_path`` rendered by ``markdown(result, source)``."""
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {out}")
+    if markdown_path:
+        render_results(out, markdown_path, section, markdown)
+
+
+def render_results(source: str, markdown_path: str, section: str, markdown) -> None:
+    """Rewrite ``section`` of ``markdown_path`` from the results JSON ``source``."""
+    with open(source) as f:
+        replace_section(markdown_path, section, markdown(json.load(f), source))
+    print(f"updated {markdown_path} ({section}) from {source}")
+
+
+__all__ = ["accelerator_description", "machine_description", "render_results",
+           "replace_section", "run_script", "write_results"]
 
 
 def run_script(main, argv=None) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from crystaljax.benchmarks.machine import machine_description, replace_section
+from crystaljax.benchmarks.machine import machine_description, render_results, write_results
 from crystaljax.benchmarks.results import SETTINGS, load_settings, split_settings
 
 TASK = "density-perovskite-small-v0"
@@ -121,16 +121,22 @@ def measure_cell(agent_name: str, num_envs: int, settings_path: str | None = SET
            "compile_s": round(time.perf_counter() - t0, 2)}
     if not timing:
         return row
-    state, metrics = compiled(state)  # warm-up (and past learning_starts)
-    jax.block_until_ready(state)
+    # warm-up: one chunk, and more until updates happen in every chunk (replay agents
+    # start learning after learning_starts env steps, e.g. Rainbow's n_step * num_envs)
+    for _ in range(64):
+        state, _ = compiled(state)
+        jax.block_until_ready(state)
+        if int(state.env_steps) >= getattr(agent, "learning_starts", 0) + cfg.num_envs:
+            break
     best, updates = np.inf, 0
     for _ in range(repeats):
         before = int(state.updates)
         t0 = time.perf_counter()
-        state, metrics = compiled(state)
+        state, _ = compiled(state)
         jax.block_until_ready(state)
-        best = min(best, time.perf_counter() - t0)
-        updates = int(state.updates) - before
+        elapsed = time.perf_counter() - t0
+        if elapsed < best:  # updates/s and env steps/s of the same (fastest) chunk
+            best, updates = elapsed, int(state.updates) - before
     row.update(run_s=round(best, 4), env_steps_per_s=row["env_steps_per_chunk"] / best,
                updates_per_s=updates / best, updates_per_chunk=updates,
                batch_size=(cfg.minibatch_size if agent_name == "ppo" else cfg.batch_size))
@@ -156,6 +162,8 @@ def _run_cell_process(agent: str, envs: int, cache_dir: str, settings_path: str 
                              text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {"agent": agent, "envs": envs, "error": f"timed out after {timeout_s:.0f} s"}
+    except OSError as exc:  # the interpreter could not be started
+        return {"agent": agent, "envs": envs, "error": f"cannot start {sys.executable}: {exc}"}
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode or not lines:
         tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -233,19 +241,12 @@ def markdown(result: dict, source: str) -> str:
 
 def write(result: dict, out: str, markdown_path: str | None, section: str) -> None:
     """``out`` (JSON) and, unless ``markdown_path`` is None, its BENCHMARKS.md section."""
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {out}")
-    if markdown_path:
-        render(out, markdown_path, section)
+    write_results(result, out, markdown_path, section, markdown)
 
 
 def render(source: str, markdown_path: str, section: str) -> None:
     """Rewrite ``section`` of ``markdown_path`` from the results JSON ``source``."""
-    with open(source) as f:
-        replace_section(markdown_path, section, markdown(json.load(f), source))
-    print(f"updated {markdown_path} ({section}) from {source}")
+    render_results(source, markdown_path, section, markdown)
 
 
 __all__ = ["AGENTS", "DEFAULT_ENVS", "TASK", "WARM_ENVS", "cell_config", "markdown",
