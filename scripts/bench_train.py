@@ -5,12 +5,14 @@ Writes benchmarks/train_throughput.json and rewrites the training table in BENCH
 (logic: ``crystaljax.benchmarks.train_throughput``).
 
     python scripts/bench_train.py [--agents dqn ppo] [--envs 8 256 1024] [--repeats 2]
+    python scripts/bench_train.py --agents ppo --update   # re-measure PPO, keep the rest
     python scripts/bench_train.py --envs 8 256 1024 4096 16384 --section train-throughput-gpu
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -30,6 +32,9 @@ def main(argv=None):
     ap.add_argument("--settings", default=SETTINGS, help="benchmark settings YAML")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell")
     ap.add_argument("--out", default="benchmarks/train_throughput.json")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the rows of an existing --out file that this run does not "
+                         "re-measure (same agent and envs)")
     ap.add_argument("--no-markdown", action="store_true", help="do not touch BENCHMARKS.md")
     ap.add_argument("--section", default="train-throughput")
     ap.add_argument("--from-json", metavar="JSON",
@@ -41,6 +46,9 @@ def main(argv=None):
         raise ValueError("--envs and --repeats must be >= 1")
     result = tt.run(args.agents, args.envs, args.settings, args.repeats,
                     args.warm_envs or None, args.timeout)
+    if args.update and os.path.exists(args.out):
+        with open(args.out) as f:
+            result = tt.merge_rows(json.load(f), result)
     tt.write(result, args.out, None if args.no_markdown else "BENCHMARKS.md", args.section)
     return result
 

@@ -108,13 +108,19 @@ def test_bench_train_measures_every_column_in_fresh_processes(tmp_path, tiny_set
         assert row["compile_s"] > 0 and row["compile_warm_cache_s"] > 0
         assert row["update_gflop"] > 0 and row["env_only_steps_per_s"] > 0
         assert row["peak_rss_gib"] > 0
-    # PPO: >= 200 transitions per rollout, 2 minibatches x 4 epochs per rollout
-    assert ppo["env_steps_per_chunk"] == 200 and ppo["updates_per_chunk"] == 8
-    assert ppo["batch_size"] == 100
+    # PPO: one rollout of the settings' 5 steps per env, 2 minibatches x 4 epochs
+    assert ppo["env_steps_per_chunk"] == 10 and ppo["updates_per_chunk"] == 8
+    assert ppo["batch_size"] == 5
     # DQN: one update per env step (train_frequency 1 from the tiny settings' defaults: 4)
     assert dqn["batch_size"] == 8 and dqn["updates_per_chunk"] == 200 // 4
     text = bench_train.tt.markdown(result, "train.json")
     assert "| ppo | 2 |" in text and "| dqn | 2 |" in text and result["machine"] in text
+    # re-measuring one agent keeps the other's row
+    again = bench_train.main(["--agents", "ppo", "--envs", "2", "--warm-envs", "0",
+                              "--repeats", "1", "--settings", tiny_settings, "--out", str(out),
+                              "--no-markdown", "--update"])
+    assert [(r["agent"], "compile_warm_cache_s" in r) for r in again["rows"]] == [
+        ("dqn", True), ("ppo", False)]
 
 
 def test_bench_train_reports_a_failed_cell_instead_of_stopping(tmp_path, monkeypatch):

@@ -43,21 +43,18 @@ AGENTS = ("dqn", "rainbow", "ppo", "sac")
 DEFAULT_ENVS = (8, 256, 1024)
 #: the number of envs whose compile time is also measured on a warm cache
 WARM_ENVS = 256
-#: PPO's rollout length per env: at least this many env steps per iteration (25 at 8 envs,
-#: the benchmark setting), never below 1 step per env
-PPO_MIN_ROLLOUT = 200
+#: env steps per timed chunk of the replay agents (at least one iteration)
+CHUNK_ENV_STEPS = 200
 
 
 def cell_config(agent: str, num_envs: int, settings_path: str | None = SETTINGS) -> dict:
     """The agent overrides of one cell: the benchmark settings of ``agent`` with
-    ``num_envs`` envs. PPO keeps >= PPO_MIN_ROLLOUT transitions per rollout and its
-    minibatch count; the replay agents keep their replay ratio (train_frequency) and start
-    learning after one iteration."""
+    ``num_envs`` envs, everything else as set there (PPO: the same rollout length per env
+    and minibatch count, so bigger rollouts with more envs; replay agents: the same replay
+    ratio, train_frequency), learning from the first iteration on."""
     _, overrides = split_settings(load_settings(settings_path).get(agent, {"env_steps": 0}))
     overrides = dict(overrides, num_envs=num_envs)
-    if agent == "ppo":
-        overrides["num_steps"] = max(1, -(-PPO_MIN_ROLLOUT // num_envs))
-    else:
+    if agent != "ppo":
         overrides["learning_starts"] = 0
         overrides["buffer_size"] = max(int(overrides.get("buffer_size", 2000)), 4 * num_envs)
     return overrides
@@ -112,8 +109,8 @@ def measure_cell(agent_name: str, num_envs: int, settings_path: str | None = SET
     cfg = agent.config
     state = agent.init(jax.random.PRNGKey(0))
     jax.block_until_ready(state)
-    # a chunk of >= 1 iteration and about as many env steps as one PPO rollout
-    iterations = max(1, -(-PPO_MIN_ROLLOUT // cfg.env_steps_per_iteration))
+    # one PPO iteration (a rollout and its epochs); replay agents: >= CHUNK_ENV_STEPS
+    iterations = max(1, -(-CHUNK_ENV_STEPS // cfg.env_steps_per_iteration))
     t0 = time.perf_counter()
     compiled = agent.train_chunk.lower(state, iterations).compile()
     row = {"agent": agent_name, "envs": num_envs, "iterations_per_chunk": iterations,
@@ -194,6 +191,17 @@ def run(agents: Sequence[str] = AGENTS, envs: Sequence[int] = DEFAULT_ENVS,
             "rows": rows, "timestamp": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def merge_rows(previous: dict, result: dict) -> dict:
+    """``result`` with the rows of ``previous`` that it did not re-measure (same agent and
+    envs), in the order agent, envs; ``result``'s header wins."""
+    fresh = {(r["agent"], r["envs"]) for r in result["rows"]}
+    rows = [r for r in previous.get("rows", []) if (r["agent"], r["envs"]) not in fresh]
+    rows += result["rows"]
+    order = {name: i for i, name in enumerate(AGENTS)}
+    rows.sort(key=lambda r: (order.get(r["agent"], len(order)), r["envs"]))
+    return dict(result, rows=rows)
+
+
 def _progress_line(row: dict) -> str:
     if "error" in row:
         return f"{row['agent']:8s} envs={row['envs']:6d}: FAILED ({row['error']})"
@@ -250,4 +258,4 @@ def render(source: str, markdown_path: str, section: str) -> None:
 
 
 __all__ = ["AGENTS", "DEFAULT_ENVS", "TASK", "WARM_ENVS", "cell_config", "markdown",
-           "measure_cell", "render", "run", "write"]
+           "measure_cell", "merge_rows", "render", "run", "write"]
