@@ -110,7 +110,8 @@ def measure_cell(agent_name: str, num_envs: int, settings_path: str | None = SET
     state = agent.init(jax.random.PRNGKey(0))
     jax.block_until_ready(state)
     # one PPO iteration (a rollout and its epochs); replay agents: >= CHUNK_ENV_STEPS
-    iterations = max(1, -(-CHUNK_ENV_STEPS // cfg.env_steps_per_iteration))
+    iterations = (1 if agent_name == "ppo"
+                  else max(1, -(-CHUNK_ENV_STEPS // cfg.env_steps_per_iteration)))
     t0 = time.perf_counter()
     compiled = agent.train_chunk.lower(state, iterations).compile()
     row = {"agent": agent_name, "envs": num_envs, "iterations_per_chunk": iterations,
