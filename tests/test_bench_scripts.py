@@ -96,31 +96,43 @@ def test_bench_train_measures_every_column_in_fresh_processes(tmp_path, tiny_set
     from scripts import bench_train
 
     out = tmp_path / "train.json"
-    result = bench_train.main(["--agents", "ppo", "dqn", "--envs", "2", "--warm-envs", "2",
+    result = bench_train.main(["--agents", "dqn", "--envs", "2", "--warm-envs", "2",
                                "--repeats", "1", "--settings", tiny_settings, "--out", str(out),
                                "--no-markdown"])
     assert json.load(open(out)) == result
     assert result["machine"] and result["backend"] == "cpu"
-    ppo, dqn = result["rows"]
-    for row in (ppo, dqn):
-        assert "error" not in row, row
-        assert row["envs"] == 2 and row["env_steps_per_s"] > 0 and row["updates_per_s"] > 0
-        assert row["compile_s"] > 0 and row["compile_warm_cache_s"] > 0
-        assert row["update_gflop"] > 0 and row["env_only_steps_per_s"] > 0
-        assert row["peak_rss_gib"] > 0
-    # PPO: one rollout of the settings' 5 steps per env, 2 minibatches x 4 epochs
-    assert ppo["env_steps_per_chunk"] == 10 and ppo["updates_per_chunk"] == 8
-    assert ppo["batch_size"] == 5
-    # DQN: one update per env step (train_frequency 1 from the tiny settings' defaults: 4)
-    assert dqn["batch_size"] == 8 and dqn["updates_per_chunk"] == 200 // 4
+    (row,) = result["rows"]
+    assert "error" not in row, row
+    assert row["envs"] == 2 and row["env_steps_per_s"] > 0 and row["updates_per_s"] > 0
+    assert row["compile_s"] > 0 and row["compile_warm_cache_s"] > 0
+    assert row["update_gflop"] > 0 and row["env_only_steps_per_s"] > 0
+    assert row["peak_rss_gib"] > 0
+    # a chunk of >= 200 env steps; one update every train_frequency (default 4) env steps
+    assert row["batch_size"] == 8 and row["updates_per_chunk"] == 200 // 4
     text = bench_train.tt.markdown(result, "train.json")
-    assert "| ppo | 2 |" in text and "| dqn | 2 |" in text and result["machine"] in text
-    # re-measuring one agent keeps the other's row
-    again = bench_train.main(["--agents", "ppo", "--envs", "2", "--warm-envs", "0",
-                              "--repeats", "1", "--settings", tiny_settings, "--out", str(out),
-                              "--no-markdown", "--update"])
-    assert [(r["agent"], "compile_warm_cache_s" in r) for r in again["rows"]] == [
-        ("dqn", True), ("ppo", False)]
+    assert "| dqn | 2 |" in text and result["machine"] in text
+
+
+def test_bench_train_measures_one_ppo_iteration_per_chunk(tiny_settings):
+    from crystaljax.benchmarks import train_throughput as tt
+
+    row = tt.measure_cell("ppo", 2, tiny_settings, repeats=1, env_steps=20)
+    # one rollout of the settings' 5 steps per env, 2 minibatches x 4 epochs
+    assert row["env_steps_per_chunk"] == 10 and row["updates_per_chunk"] == 8
+    assert row["batch_size"] == 5 and row["update_gflop"] > 0
+
+
+def test_bench_train_update_keeps_rows_it_did_not_measure():
+    from crystaljax.benchmarks import train_throughput as tt
+
+    old = {"rows": [{"agent": "ppo", "envs": 8, "v": 1}, {"agent": "dqn", "envs": 8, "v": 1},
+                    {"agent": "sac", "envs": 8, "v": 1}]}
+    new = {"machine": "m", "rows": [{"agent": "ppo", "envs": 8, "v": 2},
+                                    {"agent": "dqn", "envs": 256, "v": 2}]}
+    merged = tt.merge_rows(old, new)
+    assert merged["machine"] == "m"
+    assert [(r["agent"], r["envs"], r["v"]) for r in merged["rows"]] == [
+        ("dqn", 8, 1), ("dqn", 256, 2), ("ppo", 8, 2), ("sac", 8, 1)]
 
 
 def test_bench_train_reports_a_failed_cell_instead_of_stopping(tmp_path, monkeypatch):
