@@ -26,6 +26,8 @@ def parse_args(argv=None):
                         help="default: every agent with settings in --settings")
     parser.add_argument("--targets", nargs="+", type=float, default=[3.0, 5.0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="PRNG seed the seed keys are split from (another set of seeds)")
     parser.add_argument("--env-steps", type=int, default=None,
                         help="env steps per seed (default: the agent's env_steps in --settings)")
     parser.add_argument("--eval-every", type=int, default=2_000)
@@ -57,7 +59,7 @@ def main(argv=None):
         results = agents.run_benchmark(
             args.agents, args.targets, args.settings, parse_overrides(args.set), seeds=args.seeds,
             env_steps=args.env_steps, eval_every=args.eval_every,
-            eval_episodes=args.eval_episodes, progress=not args.no_progress)
+            eval_episodes=args.eval_episodes, progress=not args.no_progress, seed=args.seed)
     agents.write_outputs(results, args.out, None if args.no_markdown else agents.BENCHMARKS_MD,
                          args.section, args.title)
     return results

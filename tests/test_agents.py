@@ -204,8 +204,8 @@ def test_config_overrides_and_errors(perovskite_env):
     assert (cfg.num_atoms, cfg.n_step, cfg.dueling, cfg.noisy, cfg.prioritised) == (51, 3, True,
                                                                                       True, True)
     dqn = default_config("dqn")
-    assert (dqn.learning_rate, dqn.buffer_size, dqn.batch_size, dqn.gamma) == (2.5e-4, 2000, 64,
-                                                                               0.99)
+    assert (dqn.learning_rate, dqn.buffer_size, dqn.batch_size, dqn.gamma) == (2.5e-4, 20_000,
+                                                                               128, 0.99)
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['learning_rat'\]; allowed: .*learning_rate"):
         make_agent("dqn", env, params, {"learning_rat": 1e-3})
     with pytest.raises(ConfigError, match=r"network: unknown key\(s\) \['widths'\]; allowed"):

@@ -25,7 +25,7 @@ TINY_NET = {"node_embed_dim": 4, "focus_embed_dim": 2, "encoder_hidden": [8], "n
 def tiny_settings(tmp_path):
     settings = {"common": {"network": TINY_NET},
                 "dqn": {"env_steps": 80, "num_envs": 4, "learning_starts": 20, "batch_size": 8,
-                        "buffer_size": 80},
+                        "buffer_size": 80, "train_frequency": 4},
                 "ppo": {"env_steps": 80, "num_envs": 4, "num_steps": 5, "num_minibatches": 2}}
     path = tmp_path / "settings.yaml"
     path.write_text(yaml.safe_dump(settings))
@@ -107,7 +107,7 @@ def test_bench_train_measures_every_column_in_fresh_processes(tmp_path, tiny_set
     assert row["compile_s"] > 0 and row["compile_warm_cache_s"] > 0
     assert row["update_gflop"] > 0 and row["env_only_steps_per_s"] > 0
     assert row["peak_rss_gib"] > 0
-    # a chunk of >= 200 env steps; one update every train_frequency (default 4) env steps
+    # a chunk of >= 200 env steps; one update every train_frequency (4 here) env steps
     assert row["batch_size"] == 8 and row["updates_per_chunk"] == 200 // 4
     text = bench_train.tt.markdown(result, "train.json")
     assert "| dqn | 2 |" in text and result["machine"] in text

@@ -35,7 +35,8 @@ from crystaljax.models.networks import element_table_for
 
 SMALL = MEGNetConfig(node_embed_dim=8, focus_embed_dim=4, encoder_hidden=(16, 16),
                      num_blocks=2, block_hidden=(16, 16), conv_hidden=(24, 16),
-                     set2set_iterations=2, head_hidden=(16,))
+                     set2set_iterations=2, head_hidden=(16,), activation="softplus",
+                     element_features=False, action_head="dense", composition_readout=False)
 
 
 def batch_obs(env, params, key, n=6, steps=2):
@@ -245,7 +246,7 @@ def test_config_validation(perovskite_env):
     cfg = dataclasses.replace(MEGNetConfig(), head_hidden=[8])
     assert cfg.head_hidden == (8,) and cfg.readout_dim() == 160
     with pytest.raises(ValueError, match="composition_readout needs element_features"):
-        MEGNetConfig(composition_readout=True)
+        MEGNetConfig(element_features=False, composition_readout=True)
     for bad, key in [({"num_blocks": 0}, "num_blocks"), ({"activation": "gelu"}, "activation"),
                      ({"head_hidden": [16, 0]}, "head_hidden"), ({"node_embed_dim": 2.5},
                                                                   "node_embed_dim"),

@@ -1,7 +1,9 @@
 """RL agents on crystaljax envs: a registry of names -> (config class, agent class).
 
 ``make_agent(name, env, env_params, config)`` builds an agent; ``make_train`` returns a
-purejaxrl-style ``train(key)`` that runs a whole training run in one jittable call.
+purejaxrl-style ``train(key)`` that runs a whole training run in one jittable call. The
+defaults are the settings that met the density criterion; ``{"preset": "crystalgym"}`` in a
+config dict gives CrystalGym's (:mod:`crystaljax.agents.presets`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from crystaljax import config as _config
 from crystaljax.agents.base import METRICS, Agent, BestCrystal
 from crystaljax.agents.dqn import AgentState, DQNAgent, DQNConfig, QLearningAgent, RainbowConfig
 from crystaljax.agents.ppo import PPOAgent, PPOConfig, PPOState
+from crystaljax.agents.presets import PRESETS, list_presets, resolve_preset
 from crystaljax.agents.sac import SACAgent, SACConfig, SACState
 from crystaljax.config import ConfigError
 
@@ -36,11 +39,23 @@ def list_agents() -> list[str]:
     return sorted(AGENTS)
 
 
-def default_config(name: str) -> Any:
-    """The default config dataclass of agent ``name``."""
-    if name not in AGENTS:
+def _config_class(name: str) -> type:
+    if not isinstance(name, str) or name not in AGENTS:
         raise ConfigError(f"unknown agent {name!r}; choose one of {list_agents()}")
-    return AGENTS[name][0]()
+    return AGENTS[name][0]
+
+
+def agent_config(name: str, overrides: dict | None = None, where: str | None = None) -> Any:
+    """The config dataclass of agent ``name``: its defaults, then the preset named by
+    ``overrides["preset"]`` (if any), then the other overrides (nested dicts or dotted keys
+    for ``network``), every value checked (ConfigError names the key)."""
+    cls = _config_class(name)
+    return apply_overrides(cls(), resolve_preset(name, overrides), where or f"{name} config")
+
+
+def default_config(name: str, preset: str | None = None) -> Any:
+    """The default config dataclass of agent ``name`` (of ``preset`` when given)."""
+    return agent_config(name, None if preset is None else {"preset": preset})
 
 
 def make_agent(name: str, env, env_params, config: dict | Any | None = None):
@@ -50,20 +65,16 @@ def make_agent(name: str, env, env_params, config: dict | Any | None = None):
       name: a registered name (``list_agents()``: 'dqn', 'ppo', 'rainbow', 'sac').
       env, env_params: from ``crystaljax.make`` (or any env with the same interface).
       config: None (defaults), a dict of overrides of the agent's config dataclass
-        (nested dicts or dotted keys for ``network``), or a config instance.
+        (nested dicts or dotted keys for ``network``; ``"preset"`` names a preset of
+        :mod:`crystaljax.agents.presets` they apply on top of), or a config instance.
 
     Raises:
       crystaljax.config.ConfigError (a ValueError): unknown name, unknown config keys (the
       message lists the allowed keys) or invalid values (the message names the key).
     """
-    config_cls, agent_cls = AGENTS[name] if name in AGENTS else (None, None)
-    if config_cls is None:
-        raise ConfigError(f"unknown agent {name!r}; choose one of {list_agents()}")
-    if isinstance(config, config_cls):
-        cfg = config
-    else:
-        cfg = apply_overrides(config_cls(), config, where=f"{name} config")
-    return agent_cls(name, env, env_params, cfg)
+    config_cls = _config_class(name)
+    cfg = config if isinstance(config, config_cls) else agent_config(name, config)
+    return AGENTS[name][1](name, env, env_params, cfg)
 
 
 def make_train(name: str, env, env_params, config: dict | Any | None = None
@@ -82,7 +93,7 @@ def make_train(name: str, env, env_params, config: dict | Any | None = None
     return train
 
 
-__all__ = ["AGENTS", "METRICS", "Agent", "AgentState", "BestCrystal", "DQNAgent", "DQNConfig",
-           "PPOAgent", "PPOConfig", "PPOState", "QLearningAgent", "RainbowConfig", "SACAgent",
-           "SACConfig", "SACState", "apply_overrides", "default_config", "list_agents",
-           "make_agent", "make_train"]
+__all__ = ["AGENTS", "METRICS", "PRESETS", "Agent", "AgentState", "BestCrystal", "DQNAgent",
+           "DQNConfig", "PPOAgent", "PPOConfig", "PPOState", "QLearningAgent", "RainbowConfig",
+           "SACAgent", "SACConfig", "SACState", "agent_config", "apply_overrides",
+           "default_config", "list_agents", "list_presets", "make_agent", "make_train"]

@@ -12,10 +12,14 @@ from crystaljax.models.megnet import MEGNetConfig
 class AgentConfig:
     """total_env_steps: length of a full run (sets the schedules); num_envs: envs stepped in
     parallel; gamma: discount; adam_eps, max_grad_norm: Adam epsilon and global-norm clip
-    (None = none); network: MEGNet sizes (``num_tokens`` comes from the env)."""
+    (None = none); network: MEGNet sizes (``num_tokens`` comes from the env).
 
-    total_env_steps: int = option(100_000, ge=1)
-    num_envs: int = option(1, ge=1)
+    Defaults across the agent configs are the settings that met the density criterion
+    (BENCHMARKS.md); ``preset: crystalgym`` (:mod:`crystaljax.agents.presets`) restores
+    CrystalGym's hyperparameters and network."""
+
+    total_env_steps: int = option(50_000, ge=1)
+    num_envs: int = option(8, ge=1)
     gamma: float = option(0.99, ge=0.0, le=1.0)
     adam_eps: float = option(1e-8, gt=0.0)
     max_grad_norm: float | None = option(None, gt=0.0)
@@ -33,12 +37,12 @@ class ReplayConfig(AgentConfig):
     ``target_update_interval`` env steps the target network moves ``tau`` of the way to
     the online one (1 = hard copy)."""
 
-    buffer_size: int = option(2000, ge=1)
+    buffer_size: int = option(20_000, ge=1)
     batch_size: int = option(64, ge=1)
     learning_starts: int = option(1000, ge=0)
-    train_frequency: int = option(4, ge=1)
-    target_update_interval: int = option(500, ge=1)
-    tau: float = option(1.0, gt=0.0, le=1.0)
+    train_frequency: int = option(2, ge=1)
+    target_update_interval: int = option(8, ge=1)
+    tau: float = option(0.01, gt=0.0, le=1.0)
 
     def __post_init__(self):
         super().__post_init__()

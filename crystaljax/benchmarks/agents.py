@@ -27,10 +27,11 @@ COLORS = {"dqn": "tab:blue", "rainbow": "tab:red", "ppo": "tab:green", "sac": "t
 
 def run_benchmark(agents: Sequence[str] | None, targets: Sequence[float], settings_path: str | None,
                   overrides: Mapping | None = None, seeds: int = 3, env_steps: int | None = None,
-                  eval_every: int = 2_000, eval_episodes: int = 256, progress: bool = True
-                  ) -> Results:
-    """Every (target, agent) as one sweep of ``seeds`` seeds; each agent's length and config
-    from ``settings_path`` (``env_steps`` overrides the length, ``overrides`` the config)."""
+                  eval_every: int = 2_000, eval_episodes: int = 256, progress: bool = True,
+                  seed: int = 0) -> Results:
+    """Every (target, agent) as one sweep of ``seeds`` seeds (their keys split from PRNG seed
+    ``seed``); each agent's length and config from ``settings_path`` (``env_steps``
+    overrides the length, ``overrides`` the config)."""
     settings = load_settings(settings_path)
     agents = list(agents or settings or ("dqn", "rainbow", "ppo", "sac"))
     results = Results(meta={"settings_file": settings_label(settings_path)})
@@ -38,7 +39,7 @@ def run_benchmark(agents: Sequence[str] | None, targets: Sequence[float], settin
         for name in agents:
             steps, own = split_settings(settings.get(name, {}))
             run = run_sweep(name, TASK, {"target": float(target)}, {**own, **(overrides or {})},
-                            seeds=seeds, env_steps=env_steps or steps or 20_000,
+                            seeds=seeds, seed=seed, env_steps=env_steps or steps or 20_000,
                             eval_every=eval_every, eval_episodes=eval_episodes, progress=progress)
             results.add(run)
             print(f"target {target} {name}: compile {run.compile_s:.1f} s, "

@@ -6,7 +6,8 @@ cache, so compile times are cold and peak memory is that cell's. The first cell 
 agent's ``warm_envs`` is then run again in another fresh process on the now-filled cache:
 its compile time is what a user sees on the second run of the same config.
 
-Per cell (benchmark network and settings of configs/benchmark_agents.yaml, density task):
+Per cell (the package defaults = the benchmark settings, run lengths of
+configs/benchmark_agents.yaml, density task):
 
 * ``compile_s``: trace + lower + compile of ``train_chunk`` (the first call's overhead).
 * ``env_steps_per_s`` and ``updates_per_s``: the best of ``repeats`` timed chunks after a

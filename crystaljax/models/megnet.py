@@ -33,9 +33,13 @@ ACTION_HEADS = ("dense", "pairwise")
 class MEGNetConfig:
     """Sizes of the MEGNet torso and of the MLP heads on top of it.
 
-    Defaults are CrystalGym's (REFERENCE.md): node embedding 16, focus embedding 8,
-    encoders (64, 32), 3 blocks with pre-dense (64, 32) and update MLPs (64, 64, 32),
-    Set2Set with 2 iterations and 1 LSTM layer, head (32, 16), softplus.
+    Defaults are the network that met the density criterion for every agent (BENCHMARKS.md,
+    docs/AGENTS.md): node embedding 16, focus embedding 8, encoders (32, 32), 2 blocks with
+    pre-dense (32, 32) and update MLPs (32, 32, 32), Set2Set with 2 iterations and 1 LSTM
+    layer, head (32, 16), relu, element features, a pairwise action head and the
+    composition readout. CrystalGym's original (REFERENCE.md: encoders (64, 32), 3 blocks,
+    (64, 32) / (64, 64, 32), softplus, no element features, dense head) is
+    ``crystaljax.agents.presets.CRYSTALGYM_NETWORK``, part of the ``crystalgym`` preset.
 
     Attributes:
       num_tokens: element vocabulary size V + 1 (the empty token); None = from the env.
@@ -52,6 +56,7 @@ class MEGNetConfig:
         element (mass, Z, electronegativity, radius, group, period, oxidation states;
         ``EnvParams.element_features``) next to the learned embedding. Not in the
         original (False there); it lets the network read off e.g. masses for density.
+        Envs without an element table (e.g. the probe envs) need False.
       action_head: 'dense' (the original: one output unit per action on the readout) or
         'pairwise' (each action is scored by the head MLP from the readout concatenated
         with that action's element embedding, plus its feature vector when
@@ -68,17 +73,17 @@ class MEGNetConfig:
     num_tokens: int | None = option(None, ge=2)
     node_embed_dim: int = option(16, ge=1)
     focus_embed_dim: int = option(8, ge=1)
-    encoder_hidden: Sequence[int] = option((64, 32), ge=1)
-    num_blocks: int = option(3, ge=1)
-    block_hidden: Sequence[int] = option((64, 32), ge=1)
-    conv_hidden: Sequence[int] = option((64, 64, 32), ge=1)
+    encoder_hidden: Sequence[int] = option((32, 32), ge=1)
+    num_blocks: int = option(2, ge=1)
+    block_hidden: Sequence[int] = option((32, 32), ge=1)
+    conv_hidden: Sequence[int] = option((32, 32, 32), ge=1)
     set2set_iterations: int = option(2, ge=1)
     set2set_layers: int = option(1, ge=1)
     head_hidden: Sequence[int] = option((32, 16), ge=1)
-    activation: str = option("softplus", choices=tuple(ACTIVATIONS))
-    element_features: bool = False
-    action_head: str = option("dense", choices=ACTION_HEADS)
-    composition_readout: bool = False
+    activation: str = option("relu", choices=tuple(ACTIVATIONS))
+    element_features: bool = True
+    action_head: str = option("pairwise", choices=ACTION_HEADS)
+    composition_readout: bool = True
 
     def __post_init__(self):
         check(self)  # types and bounds of every field (ConfigError, a ValueError)
@@ -93,7 +98,8 @@ class MEGNetConfig:
                               f"{self.block_hidden} and {self.conv_hidden}")
         if self.composition_readout and not self.element_features:
             raise ConfigError("composition_readout needs element_features=True (it averages the "
-                              "element feature table over the sites)")
+                              "element feature table over the sites); with element_features "
+                              "false, set composition_readout false too")
         if self.encoder_hidden[-1] != self.conv_hidden[-1]:
             raise ConfigError("encoder_hidden[-1] must equal conv_hidden[-1] (skip connections), "
                               f"got {self.encoder_hidden} and {self.conv_hidden}")
@@ -184,7 +190,9 @@ class MEGNet(nn.Module):
         if cfg.element_features:
             if self.element_table is None:
                 raise ValueError("MEGNetConfig.element_features is set but no element_table "
-                                 "was given (the env params have no element features)")
+                                 "was given (the env params have no element features; for such "
+                                 "envs set network.element_features and "
+                                 "network.composition_readout to false)")
             node_inputs.append(jnp.asarray(self.element_table)[graphs.nodes["tokens"]])
         enc = lambda name: MLP(cfg.encoder_hidden, cfg.activation, name=name)  # noqa: E731
         nodes = ops.zero_padding(enc("node_encoder")(jnp.concatenate(node_inputs, -1)), "node")

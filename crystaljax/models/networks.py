@@ -206,5 +206,6 @@ def element_table_for(config: MEGNetConfig, env_params) -> np.ndarray | None:
     features = getattr(env_params, "element_features", None)
     if features is None:
         raise ValueError("network.element_features needs env params with element_features "
-                         "(crystal envs have them; probe envs do not)")
+                         "(crystal envs have them; probe envs do not: set "
+                         "network.element_features and network.composition_readout to false)")
     return element_table(features)

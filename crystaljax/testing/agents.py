@@ -13,16 +13,19 @@ import numpy as np
 
 from crystaljax.testing.probes import ProbeEnv
 
-#: a MEGNet small enough to compile quickly and still solve every probe
+#: a MEGNet small enough to compile quickly and still solve every probe (token embeddings
+#: only: the probe envs have no element table)
 TINY_NET: dict[str, Any] = {"node_embed_dim": 8, "focus_embed_dim": 4, "encoder_hidden": (16, 16),
                             "num_blocks": 1, "block_hidden": (16, 16), "conv_hidden": (16, 16),
-                            "head_hidden": (16,), "set2set_iterations": 1}
+                            "head_hidden": (16,), "set2set_iterations": 1,
+                            "activation": "softplus", "element_features": False,
+                            "action_head": "dense", "composition_readout": False}
 #: the discount of every probe config
 GAMMA = 0.9
 _REPLAY = {"num_envs": 8, "learning_starts": 64, "train_frequency": 2, "buffer_size": 512,
            "batch_size": 32, "gamma": GAMMA, "network": TINY_NET}
-_DQN = {**_REPLAY, "total_env_steps": 2000, "learning_rate": 3e-3, "target_update_interval": 64,
-        "exploration_fraction": 0.5}
+_DQN = {**_REPLAY, "total_env_steps": 2000, "learning_rate": 3e-3, "learning_rate_end": None,
+        "target_update_interval": 64, "tau": 1.0, "exploration_fraction": 0.5}
 #: agent name -> overrides of its defaults that solve ProbeEnv() within the budget
 PROBE_CONFIGS: dict[str, dict[str, Any]] = {
     "dqn": _DQN,

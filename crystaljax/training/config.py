@@ -146,6 +146,7 @@ def load_run_config(path_or_dict: str | Mapping, overrides: Sequence[str] | Mapp
     agent.setdefault("name", "dqn")
 
     from crystaljax.agents import AGENTS, list_agents
+    from crystaljax.agents import agent_config as build_agent_config
     from crystaljax.env.registry import resolve_config
 
     name = agent["name"]
@@ -155,8 +156,8 @@ def load_run_config(path_or_dict: str | Mapping, overrides: Sequence[str] | Mapp
         env_config = resolve_config(dict(env))
     except ConfigError as exc:
         raise ConfigError(f"env: {exc}".replace("env: config: ", "env: ")) from None
-    agent_config = from_mapping(AGENTS[name][0], {k: v for k, v in agent.items() if k != "name"},
-                                "agent")
+    agent_config = build_agent_config(name, {k: v for k, v in agent.items() if k != "name"},
+                                      "agent")
     train_settings = from_mapping(TrainSettings, train, "train")
     return RunConfig(env=env_config, agent_name=name, agent=agent_config, train=train_settings,
                      sections=sections, source=source)

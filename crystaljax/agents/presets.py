@@ -1,0 +1,90 @@
+"""Named agent presets: overrides of the package defaults, selected with ``preset: NAME`` in an
+agent config (``agent.preset=crystalgym`` on the command line).
+
+The package defaults are the settings that met the density criterion for every agent
+(BENCHMARKS.md, docs/AGENTS.md). ``crystalgym`` restores CrystalGym's CleanRL-style baselines
+and their MEGNet (REFERENCE.md, "Their policy network" and "Their RL baselines") for
+reproducing the paper:
+
+* every agent: 1 env, 100k env steps (the paper's band-gap runs: 200k, set by those
+  configs), the original network (:data:`CRYSTALGYM_NETWORK`);
+* DQN: buffer 2000, batch 64, learning_starts 1000, an update every 4 env steps, a hard
+  target copy every 500 env steps, constant learning rate 2.5e-4, epsilon 1 -> 0.05 over
+  20% of the run;
+* "Rainbow": the paper's variant, DQN + double Q + dueling + 3-step returns (no C51, no
+  prioritised replay, no noisy nets);
+* PPO: 32-step rollouts, 2 minibatches, learning rate 2.5e-4 annealed, entropy 0.01;
+* SAC: the replay schedule of DQN, a fixed temperature alpha 0.2, learning rates 3e-4.
+  The reference gives no target-network settings for SAC; the preset keeps the earlier
+  package's Polyak ones (tau 0.005 every 4 env steps).
+
+Keys given next to ``preset`` override the preset's values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from crystaljax.config import ConfigError, nest_dotted
+
+#: CrystalGym's MEGNet (REFERENCE.md): encoders (64, 32), 3 blocks with pre-dense (64, 32)
+#: and update MLPs (64, 64, 32), softplus, a dense head, no element features
+CRYSTALGYM_NETWORK: dict[str, Any] = {
+    "encoder_hidden": [64, 32], "num_blocks": 3, "block_hidden": [64, 32],
+    "conv_hidden": [64, 64, 32], "activation": "softplus", "element_features": False,
+    "action_head": "dense", "composition_readout": False,
+}
+_REPLAY = {"total_env_steps": 100_000, "num_envs": 1, "buffer_size": 2000, "batch_size": 64,
+           "learning_starts": 1000, "train_frequency": 4, "network": CRYSTALGYM_NETWORK}
+_DQN = {**_REPLAY, "learning_rate": 2.5e-4, "learning_rate_end": None,
+        "exploration_fraction": 0.2, "target_update_interval": 500, "tau": 1.0}
+
+#: preset name -> agent name -> overrides of that agent's package defaults
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {"dqn": {}, "rainbow": {}, "ppo": {}, "sac": {}},
+    "crystalgym": {
+        "dqn": _DQN,
+        "rainbow": {**_DQN, "dueling": True, "n_step": 3, "num_atoms": 1,
+                    "prioritised": False, "noisy": False},
+        "ppo": {"total_env_steps": 100_000, "num_envs": 1, "num_steps": 32,
+                "num_minibatches": 2, "learning_rate": 2.5e-4, "ent_coef": 0.01,
+                "network": CRYSTALGYM_NETWORK},
+        "sac": {**_REPLAY, "target_update_interval": 4, "tau": 0.005, "autotune": False,
+                "alpha_init": 0.2},
+    },
+}
+
+
+def list_presets() -> list[str]:
+    """Preset names."""
+    return sorted(PRESETS)
+
+
+def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            value = _merge(out[key], value)
+        out[key] = value
+    return out
+
+
+def resolve_preset(agent: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Agent config overrides with their ``preset`` key (if any) expanded: the preset's
+    values for ``agent`` under the other keys (dotted keys nested first). Raises
+    ConfigError for an unknown preset name."""
+    values = nest_dotted(dict(overrides or {}))
+    name = values.pop("preset", None)
+    if name is None:
+        return values
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ConfigError(f"agent.preset: unknown preset {name!r}; choose one of "
+                          f"{list_presets()}")
+    if agent not in PRESETS[name]:
+        raise ConfigError(f"agent.preset: preset {name!r} has no settings for agent {agent!r}")
+    return _merge(PRESETS[name][agent], values)
+
+
+__all__ = ["CRYSTALGYM_NETWORK", "PRESETS", "list_presets", "resolve_preset"]
