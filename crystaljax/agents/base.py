@@ -105,7 +105,8 @@ class BaseState:
 class Agent:
     """An agent on a gymnax-style env; see the module docstring for what subclasses add.
 
-    Public API: ``init(key) -> state``; ``train_chunk(state, num_iterations)`` (jitted);
+    Public API: ``init(key) -> state`` (jitted; ``init_state`` is the same, unjitted);
+    ``train_chunk(state, num_iterations)`` (jitted);
     ``run_iterations(state, num_iterations, start_iteration=None)`` (pure, for vmap/jit by
     the caller); ``greedy_action(params, obs)``; ``network_params(state)``;
     ``evaluate_params(params, key, num_episodes)`` (pure) and ``evaluate(state_or_params,
@@ -124,6 +125,8 @@ class Agent:
         self.net_config = megnet_config_for(env, config.network)
         self.element_table = element_table_for(self.net_config, env_params)
         self.setup()
+        # eager, the network's init runs op by op (~2x the time of compiling it once)
+        self.init = jax.jit(self.init_state)
         self.train_chunk = jax.jit(self.run_iterations, static_argnums=1)
         self._evaluate = jax.jit(self.evaluate_params, static_argnums=2)
 
@@ -145,8 +148,9 @@ class Agent:
         raise NotImplementedError
 
     # ---- state ---------------------------------------------------------------------------
-    def init(self, key: jax.Array) -> Any:
-        """Fresh state: learner (``init_learner``), N reset envs, zero counters."""
+    def init_state(self, key: jax.Array) -> Any:
+        """Fresh state: learner (``init_learner``), N reset envs, zero counters (``init`` is
+        this, jitted)."""
         k_params, k_env, k_state = jax.random.split(key, 3)
         obs, env_state = self.envs.reset(k_env, self.env_params)
         zero = jnp.zeros((), jnp.int32)
