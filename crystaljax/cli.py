@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an agent from a YAML config (configs/*.yaml)")
     t.add_argument("config", nargs="?", help="run config YAML")
     t.add_argument("overrides", nargs="*",
-                   help="key=value overrides: agent=rainbow seed=3 oracle=qe env.target=5 lr=1e-3")
+                   help="key=value overrides: agent=rainbow seed=3 oracle=qe env.target=5 "
+                        "learning_rate=1e-3 agent.preset=crystalgym (the paper's settings)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
