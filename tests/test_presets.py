@@ -89,3 +89,37 @@ def test_preset_from_the_command_line_and_kept_for_resume():
         assert load_run_config(run.to_dict()).agent == run.agent
     with pytest.raises(ConfigError, match="unknown preset"):
         load_run_config(path, ["preset=paper"])
+
+
+def test_overrides_that_are_not_a_mapping_are_a_config_error():
+    from crystaljax.agents import DQNConfig
+
+    for bad in (DQNConfig(), "batch_size=3", [("batch_size", 3)]):
+        with pytest.raises(ConfigError, match="ppo config: overrides must be a mapping"):
+            agent_config("ppo", bad)
+
+
+def test_run_directories_record_the_agent_config_in_full():
+    """What config.yaml holds: the agent section spelt out (presets expanded), so a resumed
+    run rebuilds the same agent even if the package defaults change later."""
+    from crystaljax.config import field_names
+
+    path = os.path.join(ROOT, "configs", "density_perovskite.yaml")
+    run = load_run_config(path, ["agent=rainbow", "preset=crystalgym", "batch_size=16"])
+    saved = run.resolved_dict()
+    assert set(saved["agent"]) == {"name", *field_names(type(run.agent))}
+    assert saved["agent"]["name"] == "rainbow" and saved["agent"]["batch_size"] == 16
+    assert saved["agent"]["network"]["activation"] == "softplus"
+    assert saved["env"] == run.sections["env"] and saved["train"] == run.sections["train"]
+    assert load_run_config(saved).agent == run.agent
+
+
+def test_a_second_seed_set_is_its_own_result_when_merged():
+    from crystaljax.benchmarks.results import Results
+    from crystaljax.training.sweep import SweepResult
+
+    first = Results.load(os.path.join(ROOT, "benchmarks", "agents_defaults_ppo.json")).runs[0]
+    other = SweepResult.from_json({**first.to_json(), "seed": 1})
+    merged = Results([first])
+    merged.add(other)
+    assert len(merged.runs) == 2 and first.key + (1,) == other.key

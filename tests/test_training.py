@@ -44,6 +44,7 @@ def test_cli_train_writes_every_artefact_and_evaluates(tmp_path, capsys):
     assert os.listdir(run_dir / "checkpoints")
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["train"]["seed"] == 2 and saved["agent"]["name"] == "dqn"
+    assert saved["agent"]["tau"] == 0.01 and "num_blocks" in saved["agent"]["network"]  # in full
     rows = (run_dir / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3  # header + 60 iterations / 20 per chunk
     top = json.loads((run_dir / "crystals" / "top_crystals.json").read_text())

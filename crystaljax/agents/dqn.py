@@ -105,7 +105,9 @@ class DQNConfig(ReplayConfig):
 class RainbowConfig(DQNConfig):
     """Complete Rainbow (Hessel et al. 2018): C51 (51 atoms) + 3-step returns +
     prioritised replay (alpha 0.5, beta 0.4 -> 1) + dueling + noisy nets (sigma0 0.5) +
-    double Q. Other defaults as DQNConfig (the original's).
+    double Q. Other defaults as DQNConfig (the replay schedule that met the density
+    criterion); the paper's variant (no C51, uniform replay, no noise) is ``preset:
+    crystalgym``.
 
     Two choices differ from the paper, both measured on the density task: Adam eps
     stays 1e-8 (the paper's 1.5e-4 dwarfs the small C51 gradients here and learning

@@ -42,7 +42,7 @@ _DQN = {**_REPLAY, "learning_rate": 2.5e-4, "learning_rate_end": None,
 
 #: preset name -> agent name -> overrides of that agent's package defaults
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "default": {"dqn": {}, "rainbow": {}, "ppo": {}, "sac": {}},
+    "default": {},  # the package defaults, for every agent
     "crystalgym": {
         "dqn": _DQN,
         "rainbow": {**_DQN, "dueling": True, "n_step": 3, "num_atoms": 1,
@@ -74,14 +74,19 @@ def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 def resolve_preset(agent: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """Agent config overrides with their ``preset`` key (if any) expanded: the preset's
     values for ``agent`` under the other keys (dotted keys nested first). Raises
-    ConfigError for an unknown preset name."""
+    ConfigError for an unknown preset name or overrides that are not a mapping."""
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(f"{agent} config: overrides must be a mapping (or a {agent} config "
+                          f"instance), got {overrides!r}")
     values = nest_dotted(dict(overrides or {}))
     name = values.pop("preset", None)
     if name is None:
         return values
     if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(f"agent.preset: unknown preset {name!r}; choose one of "
-                          f"{list_presets()}")
+                          f"{list_presets()} (a QE preset is env.oracle_options.preset)")
+    if name == "default":
+        return values
     if agent not in PRESETS[name]:
         raise ConfigError(f"agent.preset: preset {name!r} has no settings for agent {agent!r}")
     return _merge(PRESETS[name][agent], values)

@@ -33,7 +33,7 @@ class SACConfig(ReplayConfig):
     actions), automatic temperature. Defaults are the settings that met the density
     criterion (BENCHMARKS.md): 50k env steps on 8 envs, one update of batch 64 every 2 env
     steps, a 20k-transition buffer, Polyak targets (tau 0.01 every 8 env steps), Adam
-    3e-4; see docs/SAC.md for what made it learn. CrystalGym's SAC (REFERENCE.md: 1 env,
+    3e-4; see docs/AGENTS.md for what made it learn. CrystalGym's SAC (REFERENCE.md: 1 env,
     buffer 2000, fixed alpha 0.2; it did not learn) is ``preset: crystalgym``.
 
     Steps are env steps summed over the ``num_envs`` envs; one iteration steps every env

@@ -39,7 +39,7 @@ def run_benchmark(agents: Sequence[str] | None, targets: Sequence[float], settin
         for name in agents:
             steps, own = split_settings(settings.get(name, {}))
             run = run_sweep(name, TASK, {"target": float(target)}, {**own, **(overrides or {})},
-                            seeds=seeds, seed=seed, env_steps=env_steps or steps or 20_000,
+                            seeds=seeds, seed=seed, env_steps=env_steps or steps,
                             eval_every=eval_every, eval_episodes=eval_episodes, progress=progress)
             results.add(run)
             print(f"target {target} {name}: compile {run.compile_s:.1f} s, "
@@ -115,7 +115,7 @@ def markdown(results: Results, source: str = "benchmarks/agents",
                        run.final_median_abs_error())
             for seed, (reached, reward, error) in enumerate(rows):
                 lines.append(
-                    f"| {target} | {run.agent} | {seed} | "
+                    f"| {target} | {run.agent} | {seed_label(run, seed)} | "
                     f"{'not reached' if reached is None else f'{reached:,}'} | {reward:.4f} | "
                     f"{error:.4f} | {run.env_steps_per_s:.0f} | {run.compile_s:.0f} |")
     lines += ["", f"Agent settings ({results.meta.get('settings_file') or 'package defaults'}; "
@@ -156,6 +156,12 @@ def plot(results: Results, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def seed_label(run, index: int) -> str:
+    """Seed ``index`` of a sweep: the index, prefixed by the PRNG seed the keys were split
+    from when that is not 0 (``--seed 1``: '1:0', '1:1', ...)."""
+    return f"{run.seed}:{index}" if run.seed else str(index)
 
 
 def write_outputs(results: Results, out: str, markdown_path: str | None = None,

@@ -58,7 +58,11 @@ def qe_overrides(name: str, overrides: Mapping, qe_steps: int, num_envs: int) ->
     PPO rollouts that fit the budget with one minibatch; replay agents learn from the start."""
     out = {**overrides, "num_envs": num_envs}
     if name == "ppo":
-        out.update(num_steps=min(int(out.get("num_steps", 32)), max(1, qe_steps // num_envs)),
+        from crystaljax.agents import default_config
+
+        default_steps = default_config("ppo").num_steps
+        out.update(num_steps=min(int(out.get("num_steps", default_steps)),
+                                 max(1, qe_steps // num_envs)),
                    num_minibatches=1)
     else:
         out["learning_starts"] = 0

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from crystaljax.config import ConfigError
 from crystaljax.env.types import Observation
 from crystaljax.graphs import to_graphs_tuple
 from crystaljax.models.heads import HeadMLP, PairwiseHead, QHead
@@ -205,7 +206,7 @@ def element_table_for(config: MEGNetConfig, env_params) -> np.ndarray | None:
         return None
     features = getattr(env_params, "element_features", None)
     if features is None:
-        raise ValueError("network.element_features needs env params with element_features "
-                         "(crystal envs have them; probe envs do not: set "
-                         "network.element_features and network.composition_readout to false)")
+        raise ConfigError("network.element_features needs env params with element_features "
+                          "(crystal envs have them; probe envs do not: set "
+                          "network.element_features and network.composition_readout to false)")
     return element_table(features)

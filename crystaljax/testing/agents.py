@@ -33,8 +33,8 @@ PROBE_CONFIGS: dict[str, dict[str, Any]] = {
     # cue of the one-step probe was still valued 0.75 instead of 1 (3,000 and, with
     # noisy_sigma0 0.1, 2,000 both reach 1.0 +- 0.01)
     "rainbow": {**_DQN, "total_env_steps": 3000},
-    # the benchmark's entropy weight: with near-uniform initial policy heads and the
-    # default 0.01, one seed's actor collapses onto a cue-blind action
+    # entropy 0.03: with near-uniform initial policy heads and CrystalGym's 0.01, one
+    # seed's actor collapses onto a cue-blind action
     "ppo": {"total_env_steps": 16 * 8 * 40, "num_envs": 16, "num_steps": 8,
             "num_minibatches": 4, "learning_rate": 3e-3, "gamma": GAMMA, "network": TINY_NET,
             "ent_coef": 0.03},

@@ -92,6 +92,17 @@ class RunConfig:
     def to_dict(self) -> dict:
         return copy.deepcopy(self.sections)
 
+    def resolved_dict(self) -> dict:
+        """The sections with the agent section spelt out in full (every field of the agent
+        config, presets expanded): what a run directory's config.yaml records, so that
+        ``--resume`` and ``evaluate`` rebuild the same agent whatever later versions change
+        in the package defaults."""
+        from crystaljax.config import to_dict
+
+        out = self.to_dict()
+        out["agent"] = {"name": self.agent_name, **to_dict(self.agent)}
+        return out
+
 
 def _route_overrides(env: dict, agent: dict, train: dict, overrides: Mapping[str, Any]) -> None:
     """Put each override in its section: dotted keys are explicit (``env.target``,

@@ -80,7 +80,7 @@ class Trainer:
         os.makedirs(run_dir, exist_ok=True)
         if not resume:
             with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-                yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+                yaml.safe_dump(config.resolved_dict(), f, sort_keys=False)
         self.checkpointer = Checkpointer(run_dir)
         self.logger = MetricsLogger(run_dir, METRIC_FIELDS)
         self.top = TopCrystals(self.settings.top_k)

@@ -90,8 +90,10 @@ class SweepResult:
     # ---- what the reports read --------------------------------------------------------
     @property
     def key(self) -> tuple:
-        """(agent, task, target): a merged results file holds one result per key."""
-        return (self.agent, str(self.task), float(f"{self.target:.6g}"))
+        """(agent, task, target), plus the PRNG seed when it is not 0 (another set of
+        seeds): a merged results file holds one result per key."""
+        key = (self.agent, str(self.task), float(f"{self.target:.6g}"))
+        return key + (self.seed,) if self.seed else key
 
     @property
     def env_steps_per_s(self) -> float:
