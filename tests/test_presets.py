@@ -5,7 +5,7 @@ import os
 import pytest
 
 from crystaljax.agents import AGENTS, PRESETS, agent_config, default_config, list_presets
-from crystaljax.agents.presets import CRYSTALGYM_NETWORK, resolve_preset
+from crystaljax.agents.presets import CRYSTALGYM_NETWORK, split_preset
 from crystaljax.benchmarks.results import SETTINGS, load_settings, split_settings
 from crystaljax.config import ConfigError, to_dict
 from crystaljax.training import load_run_config
@@ -68,7 +68,7 @@ def test_keys_next_to_a_preset_override_it_and_nested_network_keys_merge():
     assert (cfg.network.num_blocks, cfg.network.activation) == (1, "softplus")
     # the caller's mapping is not changed
     given = {"preset": "crystalgym", "network": {"num_blocks": 1}}
-    resolve_preset("dqn", given)
+    split_preset("dqn", given)
     assert given == {"preset": "crystalgym", "network": {"num_blocks": 1}}
 
 

@@ -15,7 +15,7 @@ from crystaljax import config as _config
 from crystaljax.agents.base import METRICS, Agent, BestCrystal
 from crystaljax.agents.dqn import AgentState, DQNAgent, DQNConfig, QLearningAgent, RainbowConfig
 from crystaljax.agents.ppo import PPOAgent, PPOConfig, PPOState
-from crystaljax.agents.presets import PRESETS, list_presets, resolve_preset
+from crystaljax.agents.presets import PRESETS, list_presets, split_preset
 from crystaljax.agents.sac import SACAgent, SACConfig, SACState
 from crystaljax.config import ConfigError
 
@@ -49,8 +49,9 @@ def agent_config(name: str, overrides: dict | None = None, where: str | None = N
     """The config dataclass of agent ``name``: its defaults, then the preset named by
     ``overrides["preset"]`` (if any), then the other overrides (nested dicts or dotted keys
     for ``network``), every value checked (ConfigError names the key)."""
-    cls = _config_class(name)
-    return apply_overrides(cls(), resolve_preset(name, overrides), where or f"{name} config")
+    where = where or f"{name} config"
+    preset, rest = split_preset(name, overrides)
+    return apply_overrides(apply_overrides(_config_class(name)(), preset, where), rest, where)
 
 
 def default_config(name: str, preset: str | None = None) -> Any:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from crystaljax.config import ConfigError, nest_dotted
+from crystaljax.config import ConfigError
 
 #: CrystalGym's MEGNet (REFERENCE.md): encoders (64, 32), 3 blocks with pre-dense (64, 32)
 #: and update MLPs (64, 64, 32), softplus, a dense head, no element features
@@ -61,35 +61,24 @@ def list_presets() -> list[str]:
     return sorted(PRESETS)
 
 
-def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """``top`` over ``base``, nested mappings merged key by key."""
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            value = _merge(out[key], value)
-        out[key] = value
-    return out
-
-
-def resolve_preset(agent: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Agent config overrides with their ``preset`` key (if any) expanded: the preset's
-    values for ``agent`` under the other keys (dotted keys nested first). Raises
-    ConfigError for an unknown preset name or overrides that are not a mapping."""
+def split_preset(agent: str, overrides: Mapping[str, Any] | None
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the named preset's overrides for ``agent``, the other overrides): apply the first,
+    then the second, to the agent's defaults. ConfigError for an unknown preset name or
+    overrides that are not a mapping; the caller's mapping is not changed."""
     if overrides is not None and not isinstance(overrides, Mapping):
         raise ConfigError(f"{agent} config: overrides must be a mapping (or a {agent} config "
                           f"instance), got {overrides!r}")
-    values = nest_dotted(dict(overrides or {}))
+    values = dict(overrides or {})
     name = values.pop("preset", None)
-    if name is None:
-        return values
+    if name is None or name == "default":
+        return {}, values
     if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(f"agent.preset: unknown preset {name!r}; choose one of "
                           f"{list_presets()} (a QE preset is env.oracle_options.preset)")
-    if name == "default":
-        return values
     if agent not in PRESETS[name]:
         raise ConfigError(f"agent.preset: preset {name!r} has no settings for agent {agent!r}")
-    return _merge(PRESETS[name][agent], values)
+    return PRESETS[name][agent], values
 
 
-__all__ = ["CRYSTALGYM_NETWORK", "PRESETS", "list_presets", "resolve_preset"]
+__all__ = ["CRYSTALGYM_NETWORK", "PRESETS", "list_presets", "split_preset"]
