@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import subprocess
@@ -90,6 +91,8 @@ def test_reset_stops_the_programs_a_worker_started(tmp_path):
         worker = psutil.Process(pw).ppid()
         pool.reset()
         assert _wait_dead([worker, pw, child]) == []
+        # the pool marks the future failed from its own thread, shortly after the workers die
+        concurrent.futures.wait([future], timeout=20)
         assert future.done()
         assert pool.submit(worker_pid, 4).result(timeout=60)[0] == 16  # usable again
     finally:
