@@ -9,8 +9,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from crystaljax.config import ConfigError, from_mapping
+from crystaljax.config import ConfigError, from_mapping, option
 from crystaljax.elements import UnknownElementError, get_vocabulary
+from crystaljax.env.charge_balance import MASK_CHOICES
 from crystaljax.oracles.base import HostOracle
 from crystaljax.properties import get_property
 from crystaljax.templates.core import CrystalTemplate, from_cif, from_mp20_csv
@@ -43,6 +44,9 @@ class EnvConfig:
         capped at 64 unless given).
       num_rbf, rbf_max: Gaussian edge expansion: num_rbf centres on [0, rbf_max] Å.
       beta, floor, penalty: reward parameters (default: the property's, see rewards).
+      mask: the observation's ``action_mask``: 'none' (every element) or 'charge_balance'
+        (only elements that keep a charge-neutral crystal in common oxidation states
+        possible; see crystaljax.env.charge_balance).
     """
 
     template: Any = "cg-perovskite-4.27"
@@ -61,6 +65,7 @@ class EnvConfig:
     beta: float = 1.0
     floor: float = -5.0
     penalty: float | None = None
+    mask: str = option("none", choices=MASK_CHOICES)
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "config") -> "EnvConfig":
@@ -114,6 +119,8 @@ class EnvConfig:
                 _check_number("penalty", self.penalty)
             if not isinstance(self.substitution, bool):
                 raise ConfigError(f"substitution must be true or false, got {self.substitution!r}")
+            if not isinstance(self.mask, str) or self.mask not in MASK_CHOICES:
+                raise ConfigError(f"mask must be one of {list(MASK_CHOICES)}, got {self.mask!r}")
         except UnknownElementError:
             raise
         except ConfigError as exc:

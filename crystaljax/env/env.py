@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from pymatgen.core import Structure
 
+from crystaljax.env import charge_balance
 from crystaljax.env.base import EnvBase
 from crystaljax.env.specs import ArraySpec
 from crystaljax.env.types import GLOBAL_FEATURES, EnvParams, EnvState, Observation
@@ -44,6 +45,10 @@ class CrystalEnv(EnvBase):
       ``invalid_action`` (bool: the action was out of range and was clipped).
     * Substitution mode: episodes start with random elements on every site and each
       step replaces the element of the focus site.
+    * ``mask="charge_balance"``: ``action_mask`` allows only the elements with which the
+      whole crystal can still be charge neutral in common oxidation states (see
+      :mod:`crystaljax.env.charge_balance`); ``"none"`` (default) allows every element.
+      The mask is advice, as before: the step does not reject an element it excludes.
 
     Observation fields are documented on :class:`crystaljax.env.types.Observation`.
     """
@@ -54,7 +59,8 @@ class CrystalEnv(EnvBase):
     def __init__(self, *, templates: Sequence[CrystalTemplate], vocab: Sequence[str],
                  property_name: str, oracle: StepOracle, oracle_name: str, max_sites: int,
                  max_edges: int, num_rbf: int, substitution: bool, host_bridge=None,
-                 config: Any = None, oracle_can_fail: bool | None = None):
+                 config: Any = None, oracle_can_fail: bool | None = None,
+                 mask: str = "none"):
         self.templates = tuple(templates)
         self.vocab = tuple(vocab)
         self.property_name = property_name
@@ -69,6 +75,10 @@ class CrystalEnv(EnvBase):
         self.property = get_property(property_name)
         self._oracle_can_fail = (host_bridge is not None if oracle_can_fail is None
                                  else bool(oracle_can_fail))
+        self.mask = mask
+        #: host tables of the charge-balance mask (None with mask="none")
+        self.charge_tables = charge_balance.mask_tables(mask, self.vocab, self.templates,
+                                                        self.max_sites)
 
     # ---- sizes and specs ------------------------------------------------------------------
     @property
@@ -161,9 +171,22 @@ class CrystalEnv(EnvBase):
             receivers=table.receivers[tid],
             edge_mask=edge_mask,
             globals=globals_.astype(jnp.float32),
-            action_mask=jnp.ones((self.num_actions,), bool),
+            action_mask=self.action_mask(state, params),
             template_id=tid,
         )
+
+    def action_mask(self, state: EnvState, params: EnvParams) -> jnp.ndarray:
+        """bool [V]: the elements allowed at the focus site (pure). All True with
+        ``mask="none"``, once the episode is finished, and (charge_balance) where no element
+        can complete a neutral crystal any more (only after an action the mask excluded)."""
+        everything = jnp.ones((self.num_actions,), bool)
+        if self.charge_tables is None:
+            return everything
+        n = params.templates.num_sites[state.template_id]
+        placed = charge_balance.placed_sites(state.order, state.step)
+        allowed = charge_balance.action_mask(self.charge_tables, state.tokens, placed,
+                                             n - state.step - 1)
+        return jnp.where((state.step < n) & allowed.any(), allowed, everything)
 
     def reset(self, key: jax.Array, params: EnvParams) -> tuple[Observation, EnvState]:
         """Start an episode: draw a template (mixed mode), a start site and, in
@@ -289,4 +312,5 @@ class CrystalEnv(EnvBase):
         return (f"CrystalEnv(property={self.property_name!r}, oracle={self.oracle_name!r}, "
                 f"templates=[{names}{more}], actions={self.num_actions}, "
                 f"max_sites={self.max_sites}, max_edges={self.max_edges}, "
-                f"substitution={self.substitution})")
+                f"substitution={self.substitution}"
+                + (f", mask={self.mask!r})" if self.mask != "none" else ")"))

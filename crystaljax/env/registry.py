@@ -10,6 +10,7 @@ import numpy as np
 
 from crystaljax.config import load_yaml
 from crystaljax.elements import atomic_masses, element_features, get_vocabulary
+from crystaljax.env.charge_balance import mask_tables
 from crystaljax.env.config import DEFAULT_MAX_SITES_LIMIT, ConfigError, EnvConfig, resolve_templates
 from crystaljax.env.env import CrystalEnv
 from crystaljax.env.table import build_template_table
@@ -161,6 +162,7 @@ def make(task_or_config: Any = "density-perovskite-small-v0", **overrides
                               f"template), got {list(weights)}")
         probs = weights / weights.sum()
     spec = get_property(config.property)
+    mask_tables(config.mask, vocab, templates, S)  # a ConfigError before any oracle starts
     step_oracle, oracle_name, bridge, can_fail = _make_oracle(config, templates, vocab)
     params = EnvParams(
         templates=table,
@@ -177,5 +179,6 @@ def make(task_or_config: Any = "density-perovskite-small-v0", **overrides
     env = CrystalEnv(templates=templates, vocab=vocab, property_name=config.property,
                      oracle=step_oracle, oracle_name=oracle_name, max_sites=S, max_edges=E,
                      num_rbf=config.num_rbf, substitution=config.substitution,
-                     host_bridge=bridge, config=config, oracle_can_fail=can_fail)
+                     host_bridge=bridge, config=config, oracle_can_fail=can_fail,
+                     mask=config.mask)
     return env, params
