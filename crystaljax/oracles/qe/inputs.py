@@ -20,6 +20,10 @@ from crystaljax.config import check, option
 from crystaljax.oracles.qe.family import PseudoFamily
 
 Calculation = Literal["scf", "vc-relax", "relax"]
+#: pw.x 6.7's iterative diagonalisers (``&electrons diagonalization``)
+Diagonalization = Literal["david", "cg", "ppcg", "paro"]
+#: pw.x's charge-mixing modes (``&electrons mixing_mode``)
+MixingMode = Literal["plain", "TF", "local-TF"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,11 +41,14 @@ class PwSettings:
       degauss: smearing width (Ry).
       conv_thr_per_atom: SCF threshold per atom (Ry); multiplied by the atom count.
       mixing_beta: SCF mixing factor.
+      mixing_mode: ``plain``, ``TF`` or ``local-TF`` charge mixing.
+      diagonalization: iterative diagonaliser (``david``, ``cg``, ``ppcg``, ``paro``).
       electron_maxstep: maximum SCF iterations.
       nstep: ionic/cell steps of a relaxation.
       press_conv_thr: pressure threshold of ``vc-relax`` (kbar).
-      extra_bands: empty bands above the occupied ones (at least 4, at least
-        20% of the occupied count).
+      extra_bands: empty bands above the occupied ones: at least this many, and at
+        least ``extra_bands_fraction`` of the occupied count (4 and 20 % by default).
+      extra_bands_fraction: see ``extra_bands``.
       kgrid: explicit Gamma-centred k-grid; overrides ``kppa`` when given.
     """
 
@@ -54,10 +61,13 @@ class PwSettings:
     degauss: float = option(0.001, gt=0)
     conv_thr_per_atom: float = option(1e-9, gt=0)
     mixing_beta: float = option(0.7, gt=0, le=1)
+    mixing_mode: MixingMode = "plain"
+    diagonalization: Diagonalization = "david"
     electron_maxstep: int = option(300, ge=1)
     nstep: int = option(1, ge=1)
     press_conv_thr: float = option(0.5, gt=0)
     extra_bands: int = option(4, ge=0)
+    extra_bands_fraction: float = option(0.2, ge=0)
     kgrid: tuple[int, int, int] | None = option(None, ge=1)
 
     def __post_init__(self) -> None:
@@ -89,10 +99,11 @@ def valence_electrons(structure: Structure, family: PseudoFamily) -> float:
     return sum(family.spec(site.specie.symbol).z_valence for site in structure)
 
 
-def number_of_bands(n_electrons: float, extra_bands: int) -> int:
-    """Bands to compute (spin off): occupied ones plus max(extra_bands, 20%) empty ones."""
+def number_of_bands(n_electrons: float, extra_bands: int, fraction: float = 0.2) -> int:
+    """Bands to compute (spin off): occupied ones plus max(extra_bands, fraction x occupied)
+    empty ones."""
     occupied = math.ceil(n_electrons / 2)
-    return occupied + max(extra_bands, math.ceil(0.2 * occupied))
+    return occupied + max(extra_bands, math.ceil(fraction * occupied))
 
 
 def _fortran(value) -> str:
@@ -154,7 +165,7 @@ def write_pw_input(
         "ecutwfc": float(ecutwfc),
         "ecutrho": float(ecutrho),
         "nspin": 1,  # spin off: every recipe assumes spin-degenerate bands
-        "nbnd": number_of_bands(n_el, settings.extra_bands),
+        "nbnd": number_of_bands(n_el, settings.extra_bands, settings.extra_bands_fraction),
         "occupations": settings.occupations,
     }
     if settings.occupations == "smearing":
@@ -163,6 +174,8 @@ def write_pw_input(
     electrons = {
         "conv_thr": float(settings.conv_thr_per_atom * len(structure)),
         "mixing_beta": float(settings.mixing_beta),
+        "mixing_mode": settings.mixing_mode,
+        "diagonalization": settings.diagonalization,
         "electron_maxstep": settings.electron_maxstep,
     }
     text = _namelist("control", control) + _namelist("system", system)

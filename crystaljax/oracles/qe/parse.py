@@ -57,6 +57,8 @@ class PwOutput:
       fermi: Fermi energy (eV), smearing.
       pressure: last pressure (GPa).
       eigenvalues: Kohn-Sham eigenvalues of the last SCF, shape (n_k, n_bands), eV.
+      occupations: their occupations (0..1, printed with smearing and ``verbosity
+        high``), same shape; ``None`` when not printed.
       cell: last printed cell (rows, Å), e.g. after a vc-relax step.
       job_done: pw.x reached its normal end.
     """
@@ -69,6 +71,7 @@ class PwOutput:
     fermi: float | None = None
     pressure: float | None = None
     eigenvalues: np.ndarray | None = None
+    occupations: np.ndarray | None = None
     cell: np.ndarray | None = None
     job_done: bool = False
 
@@ -115,6 +118,30 @@ def parse_eigenvalues(text: str) -> np.ndarray | None:
     return np.asarray(blocks, dtype=float)
 
 
+def parse_occupations(text: str) -> np.ndarray | None:
+    """Occupations of the last band listing, shape (n_k, n_bands) (``None`` if not printed)."""
+    start = max(text.rfind(m) for m in _END_MARKERS)
+    if start < 0:
+        return None
+    blocks: list[list[float]] = []
+    current: list[float] | None = None
+    for line in text[start:].splitlines()[1:]:
+        stripped = line.strip()
+        if stripped.startswith("occupation numbers"):
+            current = []
+            blocks.append(current)
+        elif re.search(r"[A-Za-z]", stripped):
+            current = None
+            if stripped.startswith(("highest", "the Fermi", "!", "total energy")):
+                break
+        elif current is not None:
+            current.extend(float(x) for x in _NUMBER.findall(stripped))
+    blocks = [b for b in blocks if b]
+    if not blocks or len({len(b) for b in blocks}) != 1:
+        return None
+    return np.asarray(blocks, dtype=float)
+
+
 def parse_output(text: str) -> PwOutput:
     """Everything :class:`PwOutput` holds, from the text of a pw.x output."""
     out = PwOutput(job_done=_JOB_DONE in text)
@@ -141,6 +168,10 @@ def parse_output(text: str) -> PwOutput:
             rows = rows * Bohr
         out.cell = rows
     out.eigenvalues = parse_eigenvalues(text)
+    out.occupations = parse_occupations(text)
+    if out.occupations is not None and (
+            out.eigenvalues is None or out.occupations.shape != out.eigenvalues.shape):
+        out.occupations = None
     return out
 
 
