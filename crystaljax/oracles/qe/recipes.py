@@ -20,11 +20,23 @@ crystal). Every successful result carries ``extra["energy_per_atom"]`` (eV/atom)
   (unlike the original, which fed V^(1/3) to an fcc/bcc-specific tool). When
   E(V) has no minimum the fit is undetermined and the value is the bulk
   modulus at the template volume, V d2E/dV2 (see :func:`bulk_modulus_from_scan`).
+
+Every pw.x run goes through :func:`_run`, which restarts a failed run with the remedies
+of :mod:`crystaljax.oracles.qe.restarts` (lower mixing, another diagonaliser, more
+bands, ...), up to ``max_restarts`` per run. A crystal's runs and restarts share one time
+budget, ``Recipe.runs`` x the runner's time limit (the job's limit in the executor): no
+attempt starts when less than a second of it is left, and the result is then a TIMEOUT
+saying so. Numerical remedies that made a run succeed carry over to the crystal's next
+run (the bulk-modulus scan, the band gap's smearing run). Every result carries
+``extra["attempts"]`` (one record per pw.x attempt: failure class, remedy, settings
+changed, seconds; see :class:`~crystaljax.oracles.qe.restarts.AttemptLog`) and
+``extra["restarts"]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -36,8 +48,21 @@ from pymatgen.core import Lattice, Structure
 from crystaljax.config import ConfigError, check, option
 from crystaljax.oracles.base import OracleResult, Status
 from crystaljax.oracles.qe.family import PseudoFamily
-from crystaljax.oracles.qe.inputs import PwSettings, valence_electrons, write_pw_input
+from crystaljax.oracles.qe.inputs import (
+    Diagonalization,
+    PwSettings,
+    valence_electrons,
+    write_pw_input,
+)
 from crystaljax.oracles.qe.parse import PwOutput, classify, output_tail, parse_output
+from crystaljax.oracles.qe.restarts import (
+    MIN_ATTEMPT_SECONDS,
+    AttemptLog,
+    Failure,
+    RestartPlan,
+    changed_settings,
+    classify_failure,
+)
 from crystaljax.oracles.qe.runner import RunnerConfig, run_pw
 from crystaljax.properties import get_property
 
@@ -57,6 +82,9 @@ class RecipeOptions:
       metal_smearing: smearing kind for metals / fallback runs.
       metal_degauss: its width (Ry).
       density_degauss: Gaussian smearing width of the density vc-relax (Ry).
+      max_restarts: most restarts of one pw.x run after a failure (0: no restarts);
+        see :mod:`crystaljax.oracles.qe.restarts`.
+      diagonalizers: the diagonalisers a diagonalisation error tries, in order.
     """
 
     nstep: int = option(1, ge=1)
@@ -66,9 +94,15 @@ class RecipeOptions:
     metal_smearing: str = "mv"
     metal_degauss: float = option(0.01, gt=0)
     density_degauss: float = option(0.001, gt=0)
+    max_restarts: int = option(3, ge=0)
+    diagonalizers: tuple[str, ...] = ("cg", "ppcg", "paro")
 
     def __post_init__(self) -> None:
         check(self, "recipe")
+        known = typing.get_args(Diagonalization)
+        unknown = [d for d in self.diagonalizers if d not in known]
+        if unknown:
+            raise ConfigError(f"recipe.diagonalizers: unknown {unknown}; pw.x has {list(known)}")
         if len(set(self.volume_scales)) < 3:
             raise ConfigError("recipe.volume_scales needs at least 3 different volume factors, "
                               f"got {list(self.volume_scales)}")
@@ -81,20 +115,27 @@ class _Attempt:
     parsed: PwOutput
     seconds: float
     details: dict
+    settings: PwSettings | None = None
+    failure: Failure = Failure.OK
+    note: str = ""
 
 
 def _attempt(
     structure: Structure, settings: PwSettings, family: PseudoFamily, runner: RunnerConfig,
-    label: str,
+    label: str, input_text: str | None = None,
 ) -> _Attempt:
     """One pw.x run; the run directory is removed on success, kept (and named) on failure
     (the newest ``runner.keep_failed_runs`` of the scratch root). ``details["not_started"]``
     marks a program that could not be started (a machine failure, never cached)."""
-    run = run_pw(write_pw_input(structure, settings, family), runner, label=label)
+    if input_text is None:
+        input_text = write_pw_input(structure, settings, family)
+    run = run_pw(input_text, runner, label=label)
     parsed = parse_output(run.output)
     status, reason = classify(run, parsed)
+    failure, note = classify_failure(status, run.output, parsed, settings,
+                                     not_started=bool(run.launch_error))
     details: dict = {}
-    if status == Status.OK:
+    if status == Status.OK:  # (a run whose highest band is occupied too: usable, suspect)
         if runner.keep_on_success:
             details["scratch"] = str(run.workdir)
         else:
@@ -108,13 +149,93 @@ def _attempt(
             details["not_started"] = True
         if status == Status.TIMEOUT:
             details["time_limit"] = runner.time_limit
-    return _Attempt(status, reason, parsed, run.seconds, details)
+    return _Attempt(status, reason, parsed, run.seconds, details, settings, failure, note)
 
 
-def _failure(attempt: _Attempt, seconds: float, **extra) -> OracleResult:
-    return OracleResult(
-        float("nan"), attempt.status, attempt.reason, seconds, {**attempt.details, **extra}
-    )
+def _budget_spent(log: AttemptLog, last: _Attempt | None, settings: PwSettings) -> _Attempt:
+    """The outcome of a run stopped because the crystal's time budget is spent."""
+    reason = (f"time budget of the crystal spent ({log.spent:.0f} of {log.budget:.0f} s, "
+              f"{len(log.records)} pw.x attempts)")
+    details = dict(last.details) if last is not None else {}
+    if last is not None and last.reason:
+        reason += f"; last attempt: {last.reason}"
+    details.update(budget_spent=True, gave_up="time budget spent")
+    parsed = last.parsed if last is not None else PwOutput()
+    return _Attempt(Status.TIMEOUT, reason, parsed, 0.0, details, settings,
+                    Failure.TIME_LIMIT)
+
+
+def _run(
+    structure: Structure, settings: PwSettings, family: PseudoFamily, runner: RunnerConfig,
+    options: RecipeOptions, log: AttemptLog, label: str, reference: PwSettings | None = None,
+    handled: frozenset[Failure] = frozenset(),
+) -> _Attempt:
+    """One pw.x run of a recipe with automatic restarts (:mod:`.restarts`).
+
+    Each attempt is limited to the runner's time limit or what is left of the crystal's
+    budget (``log``), whichever is less, and recorded in ``log`` with the settings changed
+    relative to ``reference`` (default ``settings``). Failures in ``handled`` are returned
+    at once (the recipe has its own fallback for them). The result is the successful
+    attempt, or the last failed one with ``details["gave_up"]`` saying why the restarts
+    stopped (a usable attempt whose highest band was occupied is kept over later failures).
+    """
+    reference = reference or settings
+    plan = RestartPlan(options.diagonalizers, options.metal_smearing, options.metal_degauss)
+    seen: set[str] = set()
+    current, remedy = settings, None
+    last: _Attempt | None = None
+    usable: _Attempt | None = None
+    for number in range(1, options.max_restarts + 2):
+        if log.remaining < MIN_ATTEMPT_SECONDS:
+            return usable or _budget_spent(log, last, current)
+        limit = min(runner.time_limit, log.remaining)
+        text = write_pw_input(structure, current, family)
+        seen.add(text)
+        limited = runner if limit >= runner.time_limit else runner.replace(time_limit=limit)
+        last = _attempt(structure, current, family, limited, label, input_text=text)
+        log.record(label, number, last.failure, last.status, last.reason or last.note,
+                   last.seconds, limit, remedy, changed_settings(reference, current),
+                   last.details.get("scratch") if last.status != Status.OK else None)
+        if last.failure == Failure.OK:
+            return last
+        if last.status == Status.OK:
+            usable = last
+        if last.status == Status.TIMEOUT and limit < runner.time_limit:
+            return usable or _budget_spent(log, last, current)
+        if last.failure in handled:
+            return last
+        step = plan.next(last.failure, current,
+                         lambda s: write_pw_input(structure, s, family) not in seen)
+        if step is None:
+            why = "no remedy left" if number > 1 else "no remedy"
+            break
+        if number > options.max_restarts:
+            why = (f"max_restarts = {options.max_restarts} reached" if options.max_restarts
+                   else "restarts off")
+            break
+        remedy, current = step[0].name, step[1]
+    if usable is not None:
+        usable.details["gave_up"] = why
+        log.warnings.append(f"{label}: {usable.note}, kept ({why})")
+        return usable
+    last.details["gave_up"] = why
+    if number > 1:
+        last.reason = f"{last.reason} (after {number} attempts; {why})"
+    return last
+
+
+def _result(value: float, log: AttemptLog, details: dict) -> OracleResult:
+    return OracleResult(value, Status.OK, "", log.spent, {**details, **log.extra()})
+
+
+def _failure(attempt: _Attempt, log: AttemptLog, **extra) -> OracleResult:
+    return OracleResult(float("nan"), attempt.status, attempt.reason, log.spent,
+                        {**attempt.details, **extra, **log.extra()})
+
+
+def _parse_failure(reason: str, log: AttemptLog, **extra) -> OracleResult:
+    return OracleResult(float("nan"), Status.PARSE_ERROR, reason, log.spent,
+                        {**extra, **log.extra()})
 
 
 def band_edges(eigenvalues: np.ndarray, n_electrons: float) -> tuple[float, float]:
@@ -143,51 +264,53 @@ def band_gap(
 ) -> OracleResult:
     """Kohn-Sham band gap (eV), clipped at 0; see the module docstring."""
     n_el = valence_electrons(structure, family)
-    smeared = settings.replace(
-        calculation="scf", occupations="smearing", smearing=options.metal_smearing,
-        degauss=options.metal_degauss,
-    )
-    seconds = 0.0
+    log = AttemptLog(_two_runs(options) * runner.time_limit)
+
+    def smeared(base: PwSettings) -> PwSettings:
+        return base.replace(calculation="scf", occupations="smearing",
+                            smearing=options.metal_smearing, degauss=options.metal_degauss)
+
     extra: dict = {}
     if int(round(n_el)) % 2 == 1:
-        attempt = _attempt(structure, smeared, family, runner, "gap-smear")
-        seconds += attempt.seconds
+        attempt = _run(structure, smeared(settings), family, runner, options, log, "gap-smear")
         if attempt.status != Status.OK:
-            return _failure(attempt, seconds)
-        return OracleResult(0.0, Status.OK, "", seconds, {
+            return _failure(attempt, log)
+        return _result(0.0, log, {
             "energy_per_atom": attempt.parsed.energy_per_atom, "metal": True,
             "odd_electrons": True, "fermi": attempt.parsed.fermi,
         })
     fixed = settings.replace(calculation="scf", occupations="fixed")
-    attempt = _attempt(structure, fixed, family, runner, "gap-fixed")
-    seconds += attempt.seconds
+    # An SCF that does not converge with fixed occupations (or a wrong charge) is the sign
+    # of a metal: the smearing run below is the remedy, not a restart of this one.
+    attempt = _run(structure, fixed, family, runner, options, log, "gap-fixed",
+                   handled=frozenset({Failure.SCF_NOT_CONVERGED, Failure.CHARGE_WRONG}))
+    base = settings
     if attempt.status == Status.OK:
         gap = _gap_from(attempt.parsed, n_el)
         if gap is None:
-            return OracleResult(float("nan"), Status.PARSE_ERROR,
-                                "no band edges in pw.x output", seconds)
+            return _parse_failure("no band edges in pw.x output", log)
         if gap > 0:
             homo, lumo = (band_edges(attempt.parsed.eigenvalues, n_el)
                           if attempt.parsed.eigenvalues is not None
                           else (attempt.parsed.homo, attempt.parsed.lumo))
-            return OracleResult(gap, Status.OK, "", seconds, {
+            return _result(gap, log, {
                 "energy_per_atom": attempt.parsed.energy_per_atom, "homo": homo, "lumo": lumo,
                 "metal": False,
             })
         extra["fixed_occupations"] = "bands overlap"
+        base = attempt.settings  # numerical remedies that worked carry over
     elif attempt.status == Status.TIMEOUT or attempt.details.get("not_started"):
-        return _failure(attempt, seconds)
+        return _failure(attempt, log)
     else:
         extra["fixed_occupations"] = f"{attempt.status.name}: {attempt.reason}"
-    attempt = _attempt(structure, smeared, family, runner, "gap-smear")
-    seconds += attempt.seconds
+    attempt = _run(structure, smeared(base), family, runner, options, log, "gap-smear",
+                   reference=smeared(settings))
     if attempt.status != Status.OK:
-        return _failure(attempt, seconds, **extra)
+        return _failure(attempt, log, **extra)
     gap = _gap_from(attempt.parsed, n_el)
     if gap is None:
-        return OracleResult(float("nan"), Status.PARSE_ERROR,
-                            "no eigenvalues in pw.x output", seconds)
-    return OracleResult(max(gap, 0.0), Status.OK, "", seconds, {
+        return _parse_failure("no eigenvalues in pw.x output", log, **extra)
+    return _result(max(gap, 0.0), log, {
         **extra, "energy_per_atom": attempt.parsed.energy_per_atom, "fallback": "smearing",
         "metal": gap <= 0, "fermi": attempt.parsed.fermi,
     })
@@ -209,12 +332,13 @@ def density(
         calculation="vc-relax", nstep=options.nstep, occupations="smearing",
         smearing="gaussian", degauss=options.density_degauss,
     )
-    attempt = _attempt(structure, relax, family, runner, "density")
+    log = AttemptLog(_one_run(options) * runner.time_limit)
+    attempt = _run(structure, relax, family, runner, options, log, "density")
     if attempt.status != Status.OK:
-        return _failure(attempt, attempt.seconds)
+        return _failure(attempt, log)
     cell = attempt.parsed.cell
     value = density_of(structure, cell)
-    return OracleResult(value, Status.OK, "", attempt.seconds, {
+    return _result(value, log, {
         "energy_per_atom": attempt.parsed.energy_per_atom,
         "volume": float(abs(np.linalg.det(cell))) if cell is not None else structure.volume,
         "template_density": density_of(structure), "pressure_gpa": attempt.parsed.pressure,
@@ -273,14 +397,16 @@ def bulk_modulus(
         degauss=options.metal_degauss,
     )
     volumes, energies = [], []
-    seconds = 0.0
     energy_per_atom = None
+    log = AttemptLog(_scan_runs(options) * runner.time_limit)
+    current = scf
     for scale in options.volume_scales:
         cell = scaled(structure, scale)
-        attempt = _attempt(cell, scf, family, runner, f"bulk-{scale:.3f}")
-        seconds += attempt.seconds
+        attempt = _run(cell, current, family, runner, options, log, f"bulk-{scale:.3f}",
+                       reference=scf)
         if attempt.status != Status.OK:
-            return _failure(attempt, seconds, volume_scale=scale)
+            return _failure(attempt, log, volume_scale=scale)
+        current = attempt.settings  # numerical remedies that worked carry over
         volumes.append(cell.volume)
         energies.append(attempt.parsed.total_energy)
         if abs(scale - 1.0) < 1e-9:
@@ -288,7 +414,7 @@ def bulk_modulus(
     value, details = bulk_modulus_from_scan(
         volumes, energies, structure.volume, options.eos, options.eos_trust
     )
-    return OracleResult(value, Status.OK, "", seconds, {
+    return _result(value, log, {
         "energy_per_atom": energy_per_atom, "volumes": volumes, "energies": energies,
         **details,
     })
@@ -338,8 +464,8 @@ class Recipe:
     Attributes:
       name: the property's registry name (:mod:`crystaljax.properties`).
       compute: ``(structure, family, settings, runner, options) -> OracleResult``.
-      runs: the most pw.x runs one crystal takes under the given options (bounds a
-        job's wall time: runs x time limit).
+      runs: the pw.x runs one crystal takes under the given options when none fails
+        (bounds a job's wall time: its runs and their restarts share runs x time limit).
     """
 
     name: str
