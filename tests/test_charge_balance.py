@@ -100,6 +100,7 @@ def test_template_without_any_neutral_crystal_is_a_config_error():
     crystaljax.make(template="rocksalt", vocab=["Li", "Na"])  # no mask, no check
 
 
+@pytest.mark.filterwarnings("ignore:No Pauling electronegativity")
 def test_elements_without_common_states_count_as_neutral():
     assert Element("Ar").common_oxidation_states == ()
     tables = charge_tables(["Ar", "Na", "Cl"], 3)
@@ -207,3 +208,67 @@ def test_mask_is_order_and_template_padding_independent():
         np.testing.assert_array_equal(m, masks[0])
     assert masks[0].tolist() == [any(balanced(["O", s, t]) for t in vocab) for s in vocab]
     assert not masks[0].all()
+
+
+# ---- agents ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rocksalt_masked():
+    """Rock salt, small vocabulary, charge-balance mask: after the first element only its
+    counter-ions are allowed."""
+    return crystaljax.make(template="rocksalt", vocab="small", mask="charge_balance")
+
+
+def second_step_obs(env, params, num_envs):
+    """Observations [num_envs] at the second (last) site after varied first elements."""
+    first = jnp.asarray([0, 4, 8, 16, 10, 11, 13, 15], jnp.int32)  # Li Be H Cl N O S F
+    first = jnp.resize(first, (num_envs,))
+    _, state = jax.vmap(env.reset, in_axes=(0, None))(
+        jax.random.split(jax.random.PRNGKey(5), num_envs), params)
+    obs, *_ = jax.vmap(env.step_env, in_axes=(0, 0, None))(state, first, params)
+    assert not bool(obs.action_mask.all(axis=-1).any())
+    return obs
+
+
+def assert_allowed(actions, masks):
+    actions, masks = np.asarray(actions), np.asarray(masks)
+    picked = np.take_along_axis(masks, actions[..., None], axis=-1)[..., 0]
+    assert picked.all(), f"{(~picked).sum()} of {picked.size} actions were masked"
+
+
+@pytest.mark.parametrize("name", ["dqn", "rainbow", "ppo", "sac"])
+def test_agents_never_pick_a_masked_element(name, rocksalt_masked):
+    """Exploration/sampling and greedy action selection on masked observations, with
+    fresh tiny networks (which know nothing of the mask: unmasked they would pick an
+    excluded element for most envs). One compiled function per agent."""
+    from crystaljax.agents import make_agent
+    from crystaljax.testing.agents import PROBE_CONFIGS
+
+    env, params = rocksalt_masked
+    small = {"num_envs": 8, "num_steps": 4, "num_minibatches": 2} if name == "ppo" else {}
+    agent = make_agent(name, env, params, {**PROBE_CONFIGS[name], **small})
+    obs = second_step_obs(env, params, agent.config.num_envs)
+
+    @jax.jit
+    def select(key):
+        # one program (fresh state, then each way of choosing) compiles faster than three
+        state = agent.init_state(jax.random.PRNGKey(0)).replace(obs=obs)
+        greedy = agent.greedy_action(agent.network_params(state), obs)
+        if name == "ppo":  # the rollout's sampling, over both sites of a few episodes
+            rollout = agent._rollout(state.params, state.env_state, obs, key)[1]
+            return greedy, rollout.action, rollout.action, rollout.obs.action_mask
+        # the first env steps explore (random valid elements), later ones exploit
+        # (DQN, Rainbow: epsilon-greedy at epsilon_end; SAC: samples of the policy)
+        k1, k2, k3, k4 = jax.random.split(key, 4)
+        early = agent.act(state, k1, k2, jnp.int32(0))[0]
+        late = agent.act(state, k3, k4, jnp.int32(10 ** 6))[0]
+        return greedy, jnp.stack([early, late]), None, None
+
+    for seed in range(3):
+        greedy, sampled, rollout_actions, rollout_masks = select(jax.random.PRNGKey(seed))
+        assert_allowed(greedy, obs.action_mask)
+        if rollout_actions is not None:
+            assert_allowed(rollout_actions, rollout_masks)
+            assert not bool(rollout_masks.all(axis=-1).all())
+        else:
+            assert_allowed(sampled, jnp.broadcast_to(obs.action_mask,
+                                                     sampled.shape + (env.num_actions,)))

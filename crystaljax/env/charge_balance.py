@@ -21,8 +21,8 @@ vocabulary), C = size of the charge grid (every partial sum of at most S sites).
 
 Induction shows that a mask followed from the first step is never all False (an allowed
 element leaves a partial sum with a completion of the remaining sites, and a completion
-of k >= 1 sites starts with some element); :func:`charge_tables` checks on the host that
-the first step has an allowed element, i.e. that the template admits a neutral crystal.
+of k >= 1 sites starts with some element); :func:`mask_tables` checks on the host that
+the first step has an allowed element, i.e. that each template admits a neutral crystal.
 """
 
 from __future__ import annotations
