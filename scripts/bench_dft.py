@@ -1,13 +1,14 @@
-"""Benchmark the QE oracle; writes ``benchmarks/dft.json`` and prints a Markdown table.
+"""Benchmark the QE oracle; writes ``benchmarks/dft.json`` and prints Markdown tables.
 
-Wall time per property (default preset, the three template cells of REFERENCE.md),
-evaluations per hour of random decorations of the 4-site cell (1 worker, and a local pool
+Wall time per property of the ``default`` and ``gth`` presets side by side, same crystals,
+one after the other (the three CrystalGym cells, each with a soft decoration and one with
+O/N/F, and the validation crystals; ratio per row), evaluations per hour of random decorations of the 4-site cell (1 worker, and a local pool
 filling all cores) and the cache hit ratio of simulated training episodes. What each
 measures: ``crystaljax.benchmarks.dft``.
 
 Usage::
 
-    python scripts/bench_dft.py [--skip-throughput] [--batch 4] [--episodes 500]
+    python scripts/bench_dft.py [--presets default gth] [--skip-throughput] [--redo]
 """
 
 from __future__ import annotations
@@ -29,13 +30,17 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-properties", action="store_true")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="re-measure only these properties (rows of other ones are kept)")
+                        help="measure only these properties (rows already measured are kept)")
     parser.add_argument("--skip-hit-ratio", action="store_true")
-    parser.add_argument("--time-limit", type=float, default=900.0)
+    parser.add_argument("--time-limit", type=float, default=900.0,
+                        help="wall-clock limit of one pw.x run (s); a run past it is a TIMEOUT")
+    parser.add_argument("--presets", nargs=2, default=["default", "gth"])
+    parser.add_argument("--redo", action="store_true", help="re-measure rows already in --out")
     args = parser.parse_args(argv)
     data = dft.bench(args.out, args.batch, args.episodes, args.time_limit,
                      properties=not args.skip_properties, only=args.only,
-                     hit_ratios=not args.skip_hit_ratio, throughputs=not args.skip_throughput)
+                     hit_ratios=not args.skip_hit_ratio, throughputs=not args.skip_throughput,
+                     presets=args.presets, redo=args.redo)
     print(dft.bench_table(data))
 
 

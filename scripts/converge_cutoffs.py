@@ -1,14 +1,15 @@
-"""Measure plane-wave cutoff convergence of the generated GTH pseudopotentials.
+"""Measure plane-wave cutoff convergence of the generated pseudopotentials (PAW or GTH).
 
 One-atom fcc cells up a ladder of ``ecutwfc`` values; the chosen cutoff is the lowest one
 within ``--tol-mev`` meV/atom and ``--tol-gpa`` GPa of a run at >= 1.5 times that cutoff
 (method: ``crystaljax.benchmarks.cutoffs``). Results go to a JSON file (default
-``benchmarks/cutoff_convergence.json``), rewritten after each element, so the scan can be
-stopped and resumed.
+``benchmarks/cutoff_convergence_pslibrary.json``), rewritten after each element, so the scan can be
+stopped and resumed. ``--family gth --gth`` scans the GTH entries of ld1.x elements.
 
 Usage::
 
-    python scripts/converge_cutoffs.py [--elements Si Na ...] [--out FILE] [--redo]
+    python scripts/converge_cutoffs.py [--family pslibrary|gth] [--elements Si Na ...]
+        [--out FILE] [--redo]
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ from crystaljax.benchmarks import cutoffs  # noqa: E402
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--elements", nargs="*", default=cutoffs.LARGE_VOCABULARY)
-    parser.add_argument("--ladder", nargs="*", type=int, default=list(cutoffs.LADDER))
-    parser.add_argument("--out", default="benchmarks/cutoff_convergence.json")
+    parser.add_argument("--family", choices=sorted(cutoffs.FAMILIES), default="pslibrary",
+                        help="pslibrary: the default preset's PAW sets; gth: the gth preset's")
+    parser.add_argument("--ladder", nargs="*", type=int, default=None,
+                        help="ecutwfc values (Ry; default: the family's ladder)")
+    parser.add_argument("--out", default=None, help="default: benchmarks/cutoff_convergence"
+                        "_pslibrary.json (pslibrary) or benchmarks/cutoff_convergence.json (gth)")
     parser.add_argument("--family-dir", default="/tmp/crystaljax-conv-pseudos")
     parser.add_argument("--tol-mev", type=float, default=5.0)
     parser.add_argument("--tol-gpa", type=float, default=0.5)
@@ -34,12 +39,15 @@ def main(argv=None) -> None:
     parser.add_argument("--pw-command", default="pw.x", help="pw.x executable (or a wrapper)")
     parser.add_argument("--gth", action="store_true",
                         help="scan the GTH_VARIANTS entry of elements the default preset generates "
-                             "with ld1.x (stored under 'gth_alternatives'; used by FAST_GTH_FALLBACK)")
+                             "with ld1.x (stored under 'gth_alternatives')")
     parser.add_argument("--redo", action="store_true",
                         help="rescan the listed elements even if the JSON file has them")
     args = parser.parse_args(argv)
-    cutoffs.converge(args.out, args.elements, args.ladder, args.family_dir, args.tol_mev,
-                     args.tol_gpa, args.time_limit, args.pw_command, args.gth, args.redo)
+    out = args.out or ("benchmarks/cutoff_convergence_pslibrary.json" if args.family == "pslibrary"
+                       else "benchmarks/cutoff_convergence.json")
+    cutoffs.converge(out, args.elements, args.ladder, args.family_dir, args.tol_mev,
+                     args.tol_gpa, args.time_limit, args.pw_command, args.gth, args.redo,
+                     family=args.family)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
-"""Validate the default QE preset against published PBE numbers (Si, NaCl, MgO).
+"""Validate a QE preset (default: ``default``) against published PBE numbers.
 
 For each crystal at the lattice constant of docs/VALIDATION.md: the band gap and the bulk
-modulus with the default preset, and the density after a full vc-relax (``--nstep``) against
-the density of the PBE equilibrium lattice (``crystaljax.benchmarks.dft``). Writes
+modulus with the preset, and the density after a full vc-relax (``--nstep``) against
+the density of the PBE equilibrium lattice (``crystaljax.benchmarks.validation``). Writes
 ``benchmarks/validation.json`` and prints a Markdown table.
 
 Usage::
 
-    python scripts/validate_dft.py [--crystals Si NaCl MgO] [--mpi-ranks 1]
+    python scripts/validate_dft.py [--crystals Si NaCl ...] [--preset default] [--mpi-ranks 1]
 """
 
 from __future__ import annotations
@@ -18,18 +18,19 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crystaljax.benchmarks import dft  # noqa: E402
+from crystaljax.benchmarks import validation  # noqa: E402
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--crystals", nargs="*", default=list(dft.REFERENCE))
+    parser.add_argument("--crystals", nargs="*", default=list(validation.REFERENCE))
+    parser.add_argument("--preset", default="default")
     parser.add_argument("--mpi-ranks", type=int, default=1)
     parser.add_argument("--nstep", type=int, default=60)
     parser.add_argument("--out", default="benchmarks/validation.json")
     args = parser.parse_args(argv)
-    print(dft.validation_table(dft.validate_all(args.out, args.crystals, args.mpi_ranks,
-                                                args.nstep)))
+    print(validation.validation_table(validation.validate_all(
+        args.out, args.crystals, args.mpi_ranks, args.nstep, args.preset)))
 
 
 if __name__ == "__main__":

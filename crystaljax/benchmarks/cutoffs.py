@@ -3,7 +3,8 @@ summary (scripts/cutoff_table.py).
 
 For every element, a one-atom fcc cell (nearest-neighbour distance ``max(2 r_atomic, 2.2 Å)``;
 the pseudopotential's hardness, not the crystal, sets the convergence) is computed with pw.x
-at a ladder of ``ecutwfc`` values (``ecutrho = 4 ecutwfc``, norm-conserving), a Gamma-centred
+at a ladder of ``ecutwfc`` values (``ecutrho = 4 ecutwfc`` for the norm-conserving GTH family,
+``8 ecutwfc`` for the PAW family of pslibrary inputs), a Gamma-centred
 6x6x6 k-grid and Marzari-Vanderbilt smearing 0.02 Ry. Recorded per cutoff: total energy per
 atom, pressure and wall time. The chosen cutoff is the lowest ladder value whose energy and
 pressure (and those of every ladder value above it) are within both tolerances of a run at a
@@ -23,6 +24,18 @@ from crystaljax.elements import LARGE
 #: the elements whose cutoffs are converged: the large vocabulary
 LARGE_VOCABULARY = list(LARGE)
 LADDER = (30, 40, 50, 60, 80, 100, 120, 160, 200, 250, 300)
+#: the ladder of the soft PAW family (pslibrary inputs; ``ecutrho`` = 8 ``ecutwfc``)
+PAW_LADDER = (25, 30, 35, 40, 45, 50, 60, 70, 80, 100, 120, 150)
+
+#: family name -> (``ecutrho`` / ``ecutwfc``, default ladder)
+FAMILIES = {"gth": (4.0, LADDER), "pslibrary": (8.0, PAW_LADDER)}
+
+
+def family_inputs(family: str) -> dict[str, str]:
+    """The ld1.x inputs of ``family`` (``gth``: Na only; ``pslibrary``: every element)."""
+    from crystaljax.oracles.qe.presets import LD1_INPUTS, PSLIBRARY_INPUTS
+
+    return dict(PSLIBRARY_INPUTS if family == "pslibrary" else LD1_INPUTS)
 
 
 def fcc_cell(element: str):
@@ -34,12 +47,13 @@ def fcc_cell(element: str):
 
 
 def scan_element(element: str, ladder, family_dir: Path, runner, tol_mev: float, tol_gpa: float,
-                 generated: dict[str, str] | None = None) -> dict:
+                 generated: dict[str, str] | None = None, dual: float = 4.0) -> dict:
     """Energy, pressure and time of ``element``'s fcc cell up the cutoff ladder.
 
     The pseudopotential is the default preset's (ld1.x for the elements of ``generated``,
-    default ``LD1_INPUTS``; else the ``GTH_VARIANTS`` entry). The scan stops as soon as a
-    cutoff is confirmed by a run at >= 1.5 times that cutoff (:func:`choose_cutoff`).
+    default ``LD1_INPUTS``; else the ``GTH_VARIANTS`` entry), with ``ecutrho = dual ecutwfc``.
+    The scan stops as soon as a cutoff is confirmed by a run at >= 1.5 times that cutoff
+    (:func:`choose_cutoff`).
     """
     from crystaljax.oracles.qe.family import write_gth_family
     from crystaljax.oracles.qe.inputs import PwSettings, write_pw_input
@@ -48,12 +62,12 @@ def scan_element(element: str, ladder, family_dir: Path, runner, tol_mev: float,
     from crystaljax.oracles.qe.runner import run_pw
 
     generated = LD1_INPUTS if generated is None else generated
-    family = write_gth_family(family_dir, {element: (max(ladder), 4 * max(ladder))},
+    family = write_gth_family(family_dir, {element: (max(ladder), dual * max(ladder))},
                               variants=GTH_VARIANTS, generated=generated)
     structure = fcc_cell(element)
     rows: list[dict] = []
     for ecut in ladder:
-        settings = PwSettings(ecutwfc=float(ecut), ecutrho=4.0 * ecut, occupations="smearing",
+        settings = PwSettings(ecutwfc=float(ecut), ecutrho=dual * ecut, occupations="smearing",
                               smearing="mv", degauss=0.02, kgrid=(6, 6, 6),
                               conv_thr_per_atom=1e-8)
         run = run_pw(write_pw_input(structure, settings, family), runner,
@@ -116,21 +130,26 @@ def recommend_cutoff(rows: list[dict], tol_mev: float, tol_gpa: float,
     return best, ("relaxed" if best != ref["ecutwfc"] else "top")
 
 
-def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=LADDER,
+def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
              family_dir: str = "/tmp/crystaljax-conv-pseudos", tol_mev: float = 5.0,
              tol_gpa: float = 0.5, time_limit: float = 600.0, pw_command: str = "pw.x",
-             gth: bool = False, redo: bool = False) -> dict:
+             gth: bool = False, redo: bool = False, family: str = "gth") -> dict:
     """Scan ``elements`` into ``out`` (rewritten after each; elements already there are
-    skipped unless ``redo``). ``gth``: scan the GTH entries of the ld1.x elements instead
-    (stored under ``gth_alternatives``)."""
+    skipped unless ``redo``). ``family``: ``gth`` (the ``gth`` preset's: cp2k GTH, Na from
+    ld1.x) or ``pslibrary`` (the ``default`` preset's PAW sets); ``ladder`` defaults to the
+    family's. ``gth``: scan the GTH entries of the ld1.x elements instead (stored under
+    ``gth_alternatives``)."""
     from crystaljax.oracles.qe.runner import RunnerConfig
 
+    dual, default_ladder = FAMILIES[family]
+    ladder = tuple(ladder or default_ladder)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(path.read_text()) if path.exists() else {"elements": {}}
     data["method"] = {
         "cell": "1-atom fcc primitive, nn distance max(2 r_atomic, 2.2 A)", "kgrid": "6x6x6 Gamma",
-        "smearing": "mv 0.02 Ry", "ecutrho": "4 x ecutwfc", "ladder_ry": list(ladder),
+        "smearing": "mv 0.02 Ry", "ecutrho": f"{dual:g} x ecutwfc", "ladder_ry": list(ladder),
+        "family": family,
         "tol_mev_per_atom": tol_mev, "tol_gpa": tol_gpa,
         "criterion": "within tolerances of a run at >= 1.5x the cutoff",
     }
@@ -141,7 +160,7 @@ def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=LADDER
             continue
         t0 = time.time()
         result = scan_element(element, ladder, Path(family_dir), runner, tol_mev, tol_gpa,
-                              generated={} if gth else None)
+                              generated={} if gth else family_inputs(family), dual=dual)
         result["chosen_ecutwfc"] = choose_cutoff(result["rows"], tol_mev, tol_gpa)
         result["preset_ecutwfc"], result["rule"] = recommend_cutoff(result["rows"], tol_mev,
                                                                     tol_gpa)
@@ -182,13 +201,11 @@ def summary(paths: Sequence[str]) -> str:
     lines = ["| element | pseudopotential | ecutwfc (Ry) | rule | dE at chosen (meV/atom) |"
              " dP at chosen (GPa) | vs top (Ry) | s per run at chosen |",
              "|---|---|---|---|---|---|---|---|", *rows]
-    fallback: dict = {}
     if alternatives:
-        rows, fallback = _table(alternatives, *tol)
-        lines += ["", "GTH fall-backs of ld1.x elements (fast preset):", "", *rows]
-    lines += ["", f"DEFAULT_ECUTWFC = {json.dumps(chosen)}"]
-    if fallback:
-        lines.append(f"FAST_GTH_FALLBACK = {json.dumps(fallback)}")
+        rows, _ = _table(alternatives, *tol)
+        lines += ["", "GTH entries of the ld1.x elements (not used by a preset):", "", *rows]
+    name = "PAW_ECUTWFC" if method.get("family") == "pslibrary" else "GTH_ECUTWFC"
+    lines += ["", f"{name} = {json.dumps(chosen)}"]
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
-"""The QE oracle's benchmarks: wall time per property, evaluations per hour and cache hit
-ratio (scripts/bench_dft.py), and validation of the default preset against published PBE
-numbers (scripts/validate_dft.py). Results go to JSON files that are rewritten after every
-measurement, so a run can be stopped and resumed."""
+"""The QE oracle's benchmarks (scripts/bench_dft.py): wall time per property of two presets
+side by side (``default`` against ``gth``), evaluations per hour and cache hit ratio.
+Validation against published PBE numbers is :mod:`crystaljax.benchmarks.validation`.
+Results go to JSON files that are rewritten after every measurement, so a run can be
+stopped and resumed."""
 
 from __future__ import annotations
 
@@ -36,62 +37,122 @@ def cell4(species) -> Structure:
 
 
 def soft_elements() -> list[str]:
-    """Small-vocabulary elements whose default cutoff is <= 100 Ry."""
-    from crystaljax.oracles.qe.presets import DEFAULT_ECUTWFC
+    """Small-vocabulary elements whose ``gth`` cutoff is <= 100 Ry (the throughput crystals)."""
+    from crystaljax.oracles.qe.presets import GTH_ECUTWFC
 
-    return [e for e in SMALL if DEFAULT_ECUTWFC[e] <= 100]
+    return [e for e in SMALL if GTH_ECUTWFC[e] <= 100]
 
 
-#: (label, property, structure) of the wall-time measurements; NaSe4 on the 4.2748 Å cell is
-#: the original's bulk-modulus example, the other cells carry elements with cutoffs <= 100 Ry
+#: (label, property, structure) of the side-by-side wall-time measurements: each CrystalGym
+#: cell with a decoration of soft elements (NaSe4 on the 4.2748 Å cell is the original's
+#: bulk-modulus example) and one with O, N or F; then the validation crystals
+#: (:data:`crystaljax.benchmarks.validation.REFERENCE`) for band gap and bulk modulus.
 CASES = [
     ("4-site, a=5.1693 (SrLiSeBr)", "density", lambda: cell4(["Sr", "Li", "Se", "Br"])),
+    ("4-site, a=5.1693 (CaMgO2)", "density", lambda: cell4(["Ca", "Mg", "O", "O"])),
     ("5-site, a=4.2748 (NaSe4)", "bulk_modulus",
      lambda: cubic5(4.2748, ["Na", "Se", "Se", "Se", "Se"])),
+    ("5-site, a=4.2748 (KMgF3)", "bulk_modulus",
+     lambda: cubic5(4.2748, ["K", "Mg", "F", "F", "F"])),
     ("5-site, a=4.5443 (KMgCl3)", "band_gap",
      lambda: cubic5(4.5443, ["K", "Mg", "Cl", "Cl", "Cl"])),
+    ("5-site, a=4.5443 (SrTiO3)", "band_gap",
+     lambda: cubic5(4.5443, ["Sr", "Ti", "O", "O", "O"])),
 ]
 
 
-def _evaluate(prop: str, structures: list, runner, workers: int | None = 1, **options):
-    """QE results of ``structures`` with the default preset and no cache, and the seconds
-    (``workers``: a local pool of that many; None: the oracle's default executor)."""
-    from crystaljax.oracles.executors import LocalPoolExecutor
+def hardest_two_site(preset: str = "default") -> Structure:
+    """The 2-site rock-salt crystal of the large vocabulary that ``preset`` expects to be the
+    slowest (:func:`~crystaljax.oracles.qe.cost.expected_cost`; nearest-neighbour distance
+    the sum of the atomic radii): the bulk-modulus target is for *any* 2-site crystal."""
+    from pymatgen.core import Element
+
+    from crystaljax.elements import LARGE
+    from crystaljax.oracles.qe.cost import expected_cost
     from crystaljax.oracles.qe.oracle import QEOracle
 
-    if workers is not None:
-        options["executor"] = LocalPoolExecutor(workers)
-    oracle = QEOracle(prop, preset="default", cache=None, runner=runner,
-                      owns_executor=workers is not None, **options)
-    t0 = time.time()
-    try:
-        return oracle.evaluate(structures), time.time() - t0
-    finally:
-        oracle.close()
+    with QEOracle("bulk_modulus", preset=preset, cache=None, workers=1) as oracle:
+        best, cost = None, -1.0
+        for i, a in enumerate(LARGE):
+            for b in LARGE[i:]:
+                nn = (Element(a).atomic_radius or 1.5) + (Element(b).atomic_radius or 1.5)
+                structure = Structure(fcc_lattice(2.0 * float(nn)), [a, b],
+                                      [[0, 0, 0], [0.5, 0.5, 0.5]])
+                c = expected_cost(structure, oracle.family, oracle.settings)
+                if c > cost:
+                    best, cost = structure, c
+    return best
 
 
-def per_property(runner, only: Sequence[str] | None = None) -> list[dict]:
-    """Wall time of one evaluation per property (the cells of :data:`CASES`)."""
-    rows = []
-    for label, prop, make in CASES:
+def validation_cases() -> list:
+    """(label, property, structure maker) of the validation crystals, gap and modulus."""
+    from crystaljax.benchmarks.validation import REFERENCE
+
+    return [(f"{name} (validation, a={ref.a})", prop, ref.structure)
+            for name, ref in REFERENCE.items() for prop in ("band_gap", "bulk_modulus")]
+
+
+def _evaluate(prop: str, structures: list, runner, workers: int | None = 1,
+              preset: str = "default", **options):
+    from crystaljax.benchmarks.validation import evaluate
+
+    return evaluate(prop, structures, runner, preset, workers, **options)
+
+
+def _ecutwfc(preset: str, structure) -> float:
+    """The wavefunction cutoff (Ry) ``preset`` uses for ``structure``."""
+    from crystaljax.oracles.qe.presets import get_preset
+
+    cutoffs = get_preset(preset).cutoffs
+    return max(cutoffs[el.symbol][0] for el in structure.composition.elements)
+
+
+def has_hard_anion(structure) -> bool:
+    """Whether ``structure`` contains O, N or F (the elements GTH needs 200-300 Ry for)."""
+    return bool({"O", "N", "F"} & {el.symbol for el in structure.composition.elements})
+
+
+def per_property(runner, only: Sequence[str] | None = None,
+                 presets: Sequence[str] = ("default", "gth"), done: Sequence[dict] = (),
+                 on_row=None) -> list[dict]:
+    """Wall time of one evaluation per case and preset, the presets one after the other on
+    the same crystal; ``ratio`` = time of the second preset / time of the first. Rows of
+    ``done`` (same cell and property) are kept, not re-measured; ``on_row(rows)`` is called
+    after each new row (to save progress)."""
+    rows = list(done)
+    measured = {(r["cell"], r["property"]) for r in rows}
+    hardest = ("2-site rock salt, hardest pair expected ({})", "bulk_modulus", hardest_two_site)
+    for label, prop, make in [*CASES, *validation_cases(), hardest]:
         if only and prop not in only:
             continue
-        (result,), wall = _evaluate(prop, [make()], runner)
-        rows.append({"cell": label, "property": prop, "value": result.value,
-                     "status": result.status.name, "reason": result.reason,
-                     "wall_s": round(wall, 1),
-                     "energy_per_atom": result.extra.get("energy_per_atom"),
-                     "b_method": result.extra.get("b_method")})
-        print(rows[-1], flush=True)
+        structure = make()
+        label = label.format(structure.composition.reduced_formula)
+        if (label, prop) in measured:
+            continue
+        row = {"cell": label, "property": prop, "hard_anion": has_hard_anion(structure),
+               "presets": {}}
+        for preset in presets:
+            (result,), wall = _evaluate(prop, [structure], runner, preset=preset)
+            row["presets"][preset] = {
+                "value": result.value, "status": result.status.name, "reason": result.reason,
+                "wall_s": round(wall, 1), "ecutwfc_ry": _ecutwfc(preset, structure),
+            }
+        first, second = (row["presets"][p] for p in presets[:2])
+        row["ratio"] = round(second["wall_s"] / max(first["wall_s"], 1e-9), 2)
+        row["ratio_is_lower_bound"] = second["status"] == "TIMEOUT"
+        rows.append(row)
+        print(row, flush=True)
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 
-def throughput(runner, batch: int, workers: int, seed: int = 0) -> dict:
+def throughput(runner, batch: int, workers: int, seed: int = 0, preset: str = "default") -> dict:
     """Density evaluations per hour of ``batch`` random decorations of the 4-site cell."""
     rng = random.Random(seed)
     soft = soft_elements()
     crystals = [cell4([rng.choice(soft) for _ in range(4)]) for _ in range(batch)]
-    results, wall = _evaluate("density", crystals, runner, workers)
+    results, wall = _evaluate("density", crystals, runner, workers, preset=preset)
     return {"workers": workers, "batch": batch, "wall_s": round(wall, 1),
             "evaluations_per_hour": round(3600.0 * batch / wall, 1),
             "statuses": [r.status.name for r in results],
@@ -131,41 +192,60 @@ def _save(out: Path, data: dict) -> None:
 
 def bench(out: str, batch: int = 4, episodes: int = 500, time_limit: float = 900.0,
           properties: bool = True, only: Sequence[str] | None = None, hit_ratios: bool = True,
-          throughputs: bool = True) -> dict:
-    """The QE oracle benchmark into ``out`` (rows of properties not in ``only`` are kept)."""
+          throughputs: bool = True, presets: Sequence[str] = ("default", "gth"),
+          redo: bool = False) -> dict:
+    """The QE oracle benchmark into ``out``: side-by-side wall times of ``presets``
+    (:func:`per_property`; rows already in ``out`` are kept unless ``redo``), density
+    evaluations per hour with the first preset, and cache hit ratios."""
     from crystaljax.oracles.executors import available_cores
     from crystaljax.oracles.qe.runner import RunnerConfig
 
     runner = RunnerConfig(time_limit=time_limit)
     path = Path(out)
     data = _load(path)
-    data["machine"] = {"cores": available_cores(), "mpi_ranks_per_run": 1}
+    data["machine"] = {"cores": available_cores(), "mpi_ranks_per_run": 1,
+                       "time_limit_per_pw_run_s": time_limit}
     if hit_ratios or "hit_ratio" not in data:
         data["hit_ratio"] = [hit_ratio("random", episodes), hit_ratio("fixed", episodes)]
         print(data["hit_ratio"], flush=True)
     _save(path, data)
     if properties:
-        new = per_property(runner, only)
-        if only:
-            kept = [r for r in data.get("per_property", []) if r["property"] not in only]
-            order = [prop for _, prop, _ in CASES]
-            new = sorted(kept + new, key=lambda r: order.index(r["property"]))
-        data["per_property"] = new
-        _save(path, data)
+        done = [] if redo else [r for r in data.get("side_by_side", [])
+                                if list(r["presets"]) == list(presets)]
+
+        def save(rows):
+            data["side_by_side"] = rows
+            _save(path, data)
+
+        save(per_property(runner, only, presets, done, on_row=save))
     if throughputs:
         data["throughput"] = []
         for workers in (available_cores(), 1):
-            data["throughput"].append(throughput(runner, batch, workers))
+            data["throughput"].append(throughput(runner, batch, workers, preset=presets[0]))
             print(data["throughput"][-1], flush=True)
             _save(path, data)
     return data
 
 
 def bench_table(data: dict) -> str:
-    """The Markdown table of a :func:`bench` results file."""
-    lines = ["| measurement | setting | result |", "|---|---|---|"]
-    lines += [f"| {r['property']} wall time | {r['cell']} | {r['wall_s']} s "
-              f"({r['value']:.3g}, {r['status']}) |" for r in data.get("per_property", [])]
+    """The Markdown tables of a :func:`bench` results file."""
+    rows = data.get("side_by_side", [])
+    presets = list(rows[0]["presets"]) if rows else []
+    lines = []
+    if rows:
+        lines += [f"| crystal | property | O/N/F | {' | '.join(f'{p} (s)' for p in presets)} | "
+                  f"{presets[-1]} / {presets[0]} | values |",
+                  "|---|---|---|" + "---|" * len(presets) + "---|---|"]
+        for r in rows:
+            times = " | ".join(
+                f"{v['wall_s']}" + ("" if v["status"] == "OK" else f" ({v['status']})")
+                for v in r["presets"].values())
+            values = ", ".join(f"{v['value']:.3g}" for v in r["presets"].values())
+            ratio = ("≥ " if r["ratio_is_lower_bound"] else "") + f"{r['ratio']}"
+            lines.append(f"| {r['cell']} | {r['property']} | {'yes' if r['hard_anion'] else ''} "
+                         f"| {times} | {ratio} | {values} |")
+        lines.append("")
+    lines += ["| measurement | setting | result |", "|---|---|---|"]
     lines += [f"| evaluations/hour (density) | {r['workers']} worker(s), batch {r['batch']} | "
               f"{r['evaluations_per_hour']} |" for r in data.get("throughput", [])]
     lines += [f"| cache hit ratio | {r['policy']} policy, {r['episodes']} episodes | "
@@ -173,67 +253,5 @@ def bench_table(data: dict) -> str:
     return "\n".join(lines)
 
 
-# ---- validation against PBE --------------------------------------------------------------
-#: crystal -> (a in Å, species, fractional positions, PBE gap eV, PBE bulk modulus GPa)
-REFERENCE = {
-    "Si": (5.47, ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]], 0.6, 89.0),
-    "NaCl": (5.69, ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]], 5.0, 24.0),
-    "MgO": (4.25, ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]], 4.5, 155.0),
-}
-#: allowed error: absolute (eV) for the gap, relative for the others
-TARGETS = {"band_gap": 0.3, "bulk_modulus": 0.15, "density": 0.03}
-
-
-def validate(name: str, runner, nstep: int) -> dict:
-    """Gap, bulk modulus and relaxed density (vc-relax of ``nstep`` steps) of one crystal
-    of :data:`REFERENCE` against its PBE reference."""
-    from crystaljax.oracles.qe.recipes import density_of
-
-    a, species, coords, gap_ref, b_ref = REFERENCE[name]
-    structure = Structure(fcc_lattice(a), species, coords)
-    rows = {}
-    for prop, reference, recipe in (("band_gap", gap_ref, {}), ("bulk_modulus", b_ref, {}),
-                                    ("density", density_of(structure), {"nstep": nstep})):
-        (result,), wall = _evaluate(prop, [structure], runner, None, recipe=recipe)
-        error = result.value - reference
-        if prop != "band_gap":
-            error /= reference
-        rows[prop] = {
-            "value": result.value, "reference": reference, "error": error,
-            "within_target": bool(abs(error) <= TARGETS[prop]), "status": result.status.name,
-            "reason": result.reason, "seconds": round(wall, 1),
-            "extra": {k: v for k, v in result.extra.items() if k != "output_tail"},
-        }
-        print(f"{name} {prop}: {result.value:.4g} (ref {reference:.4g}) {result.status.name}",
-              flush=True)
-    return rows
-
-
-def validate_all(out: str, crystals: Sequence[str], mpi_ranks: int = 1, nstep: int = 60) -> dict:
-    """:func:`validate` every crystal into ``out`` (other crystals' entries are kept)."""
-    from crystaljax.oracles.qe.runner import RunnerConfig
-
-    runner = RunnerConfig(mpi_ranks=mpi_ranks, time_limit=3600.0)
-    path = Path(out)
-    data = _load(path)
-    for name in crystals:
-        data[name] = validate(name, runner, nstep)
-        _save(path, data)
-    return data
-
-
-def validation_table(data: dict) -> str:
-    """The Markdown table of a :func:`validate_all` results file."""
-    lines = ["| crystal | property | crystaljax | PBE reference | error | within target |",
-             "|---|---|---|---|---|---|"]
-    for name, rows in data.items():
-        for prop, r in rows.items():
-            err = f"{r['error']:+.2f} eV" if prop == "band_gap" else f"{100 * r['error']:+.1f}%"
-            lines.append(f"| {name} | {prop} | {r['value']:.3f} | {r['reference']:.3f} | {err} | "
-                         f"{'yes' if r['within_target'] else 'no'} |")
-    return "\n".join(lines)
-
-
-__all__ = ["CASES", "REFERENCE", "TARGETS", "bench", "bench_table", "cell4", "cubic5",
-           "fcc_lattice", "hit_ratio", "per_property", "throughput", "validate",
-           "validate_all", "validation_table"]
+__all__ = ["CASES", "bench", "bench_table", "cell4", "cubic5", "fcc_lattice", "has_hard_anion",
+           "hit_ratio", "per_property", "throughput", "validation_cases"]

@@ -36,7 +36,8 @@ def add_dft_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("file", help="crystal structure file (CIF, POSCAR, ...)")
     parser.add_argument("--property", required=True, choices=qe_properties(),
                         dest="property_name")
-    parser.add_argument("--preset", default="default", help="QE preset (default, fast, test)")
+    parser.add_argument("--preset", default="default",
+                        help="QE preset (default: pslibrary PAW; gth; fast; test)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--mpi-ranks", type=int, default=1, help="MPI ranks of pw.x")
     parser.add_argument("--threads", type=int, default=1, help="OpenMP threads per rank")

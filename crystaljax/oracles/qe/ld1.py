@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -19,6 +20,8 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+_log = logging.getLogger(__name__)
 
 #: ld1.x inputs shipped with crystaljax, ``<name>`` -> ``LD1_INPUT_DIR / <name>``.
 LD1_INPUT_DIR = Path(__file__).resolve().parent / "ld1"
@@ -33,9 +36,14 @@ _NUMBERS_ONLY = re.compile(r"^[\s0-9.EeDd+-]+$")
 
 
 def ld1_input_path(name: str | Path) -> Path:
-    """The ld1.x input ``name``: a path, or a file name in :data:`LD1_INPUT_DIR`."""
+    """The ld1.x input ``name``: an absolute path, a path relative to :data:`LD1_INPUT_DIR`
+    (e.g. ``Na.in``, ``pslibrary/O.pbe-n-kjpaw_psl.1.0.0.in``), or else relative to the
+    working directory."""
     path = Path(name)
-    return path if path.is_absolute() or path.parent != Path(".") else LD1_INPUT_DIR / path
+    if path.is_absolute():
+        return path
+    shipped = LD1_INPUT_DIR / path
+    return shipped if shipped.is_file() else path
 
 
 def normalize_ld1_upf(text: str, width: int = 4) -> str:
@@ -87,21 +95,32 @@ def _run_ld1(text: str, workdir: Path, ld1_command: str, time_limit: float) -> s
     return output
 
 
+def ld1_store() -> Path:
+    """Where generated pseudopotentials are kept once per machine (every family directory
+    links or copies them from here): ``$CRYSTALJAX_CACHE_DIR/pseudos/ld1``."""
+    from crystaljax.paths import default_cache_dir
+
+    return default_cache_dir() / "pseudos" / "ld1"
+
+
 def generate_ld1_pseudo(
     element: str,
     input_file: str | Path,
     directory: Path | str,
     ld1_command: str = "ld1.x",
     time_limit: float = 300.0,
+    store: Path | str | None = None,
 ) -> Path:
     """Generate ``element``'s pseudopotential with ld1.x, or reuse the one generated before.
 
     The file is ``<directory>/<El>.ld1-<hash>.UPF``, where ``hash`` is the
     SHA-256 of the input text: a changed input gives a new file (and a new
-    cache key), an unchanged one is generated once. ld1.x runs in a temporary
-    directory; the UPF file (normalised by :func:`normalize_ld1_upf`) and
-    ld1.x's output (``.out``, with its own test of the pseudopotential) are
-    moved in atomically, so concurrent workers never read a partial file.
+    cache key), an unchanged one is generated once per machine, into ``store``
+    (default :func:`ld1_store`), and linked (or copied) into ``directory``. ld1.x
+    runs in a temporary directory; the UPF file (normalised by
+    :func:`normalize_ld1_upf`), ld1.x's output (``.out``, with its own test of the
+    pseudopotential) and a record of the generation (``.json``: element, input,
+    seconds) are moved in atomically, so concurrent workers never read a partial file.
 
     Raises:
       PseudoGenerationError: ld1.x is missing, fails, or writes no file.
@@ -120,16 +139,63 @@ def generate_ld1_pseudo(
     target = directory / f"{stem}.UPF"
     if target.is_file():
         return target
-    with tempfile.TemporaryDirectory(dir=directory, prefix=f".{stem}.") as tmp:
+    store = Path(store) if store is not None else ld1_store()
+    stored = store / f"{stem}.UPF"
+    if not stored.is_file():
+        _generate_into(store, stem, element, source, text, match.group(1), ld1_command,
+                       time_limit)
+    if store.resolve() != directory.resolve():
+        for suffix in (".out", ".json", ".UPF"):  # the UPF last: its presence means done
+            _place(store / f"{stem}{suffix}", directory / f"{stem}{suffix}")
+    return target
+
+
+def _generate_into(store: Path, stem: str, element: str, source: Path, text: str,
+                   produced_name: str, ld1_command: str, time_limit: float) -> None:
+    """Run ld1.x on ``text`` and move its normalised UPF, log and record into ``store``."""
+    import json
+    import time
+
+    store.mkdir(parents=True, exist_ok=True)
+    _log.info("generating the %s pseudopotential with %s (%s; once per machine)", element,
+              ld1_command, source.name)
+    with tempfile.TemporaryDirectory(dir=store, prefix=f".{stem}.") as tmp:
+        t0 = time.perf_counter()
         output = _run_ld1(text, Path(tmp), ld1_command, time_limit)
-        produced = Path(tmp) / match.group(1)
+        seconds = time.perf_counter() - t0
+        produced = Path(tmp) / produced_name
         if not produced.is_file():
-            raise PseudoGenerationError(f"{ld1_command} wrote no {match.group(1)} for {element}")
+            raise PseudoGenerationError(f"{ld1_command} wrote no {produced_name} for {element}")
         (Path(tmp) / "upf").write_text(normalize_ld1_upf(produced.read_text()))
         (Path(tmp) / "log").write_text(output)
-        os.replace(Path(tmp) / "log", directory / f"{stem}.out")
-        os.replace(Path(tmp) / "upf", target)
-    return target
+        (Path(tmp) / "record").write_text(json.dumps({
+            "element": element, "input": str(source.relative_to(LD1_INPUT_DIR))
+            if source.is_relative_to(LD1_INPUT_DIR) else str(source),
+            "ld1_command": ld1_command, "seconds": round(seconds, 3)}))
+        os.replace(Path(tmp) / "log", store / f"{stem}.out")
+        os.replace(Path(tmp) / "record", store / f"{stem}.json")
+        os.replace(Path(tmp) / "upf", store / f"{stem}.UPF")
+
+
+def _place(source: Path, target: Path) -> None:
+    """Hard-link ``source`` to ``target`` (copy across file systems), atomically."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def generation_seconds(upf: Path | str) -> float | None:
+    """Seconds ld1.x took to generate ``upf`` (its ``.json`` record), if recorded."""
+    import json
+
+    record = Path(upf).with_suffix(".json")
+    try:
+        return float(json.loads(record.read_text())["seconds"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,12 +207,31 @@ class Ld1Test:
       etot_ae: all-electron total energy (Ry).
       etot_ps: pseudo-atom total energy (Ry).
       eigenvalues: state label (e.g. ``"3S"``) -> (AE, PS) eigenvalue (Ry).
+      converged: whether the pseudo-atom's self-consistency converged in this
+        configuration (ld1.x stops after :data:`LD1_MAX_ITER` iterations and prints its
+        numbers anyway; they are then not a test of the pseudopotential).
     """
 
     config: str
     etot_ae: float
     etot_ps: float
     eigenvalues: Mapping[str, tuple[float, float]]
+    converged: bool = True
+
+
+_CONFIG_STATE = re.compile(r"^\d[spdfSPDF](-?[0-9.]+)$")
+
+
+def config_electrons(config: str) -> float:
+    """Electrons in the occupied states of a valence configuration, e.g.
+    ``"4d9.5 5s1.5 5p0"`` -> 11.0 (negative occupations mark unbound states: not counted)."""
+    total = 0.0
+    for token in config.split():
+        match = _CONFIG_STATE.match(token)
+        if match is None:
+            raise ValueError(f"not a valence configuration state: {token!r} in {config!r}")
+        total += max(float(match.group(1)), 0.0)
+    return total
 
 
 def ld1_transferability(
@@ -155,16 +240,20 @@ def ld1_transferability(
     ld1_command: str = "ld1.x",
     time_limit: float = 120.0,
 ) -> list[Ld1Test]:
-    """Test an ld1.x pseudopotential in other atomic configurations (ionised, excited).
+    """Test an ld1.x pseudopotential in other atomic configurations (excited states).
 
-    ld1.x 6.7 accepts one test configuration per generation run (and its
-    separate test mode, ``iswitch = 2``, does not converge for PAW sets read
-    back from a file), so the input is run once per configuration with a
-    ``&test`` namelist appended; the pseudopotential generated is the same each
-    time. Transferability: the all-electron and pseudo-atom total energy
-    differences between configurations (``etot_ae`` and ``etot_ps`` relative
-    to the first) must agree, and so must the eigenvalues; a ghost state or a
-    poor core description shows up as a mismatch.
+    ld1.x 6.7 accepts one test configuration per generation run, so the input is
+    run once per configuration with a ``&test`` namelist appended. In that mode
+    ld1.x takes the valence charge from the test configuration, so only
+    configurations with the reference's number of valence electrons test the
+    same pseudopotential (:func:`config_electrons`; callers filter: an ionised
+    configuration would generate a different one). Its separate test mode,
+    ``iswitch = 2``, does not converge for PAW sets read back from a file
+    (``eps = NaN`` after 200 iterations, measured for pslibrary's Na, O and Fe).
+    Transferability: the all-electron and pseudo-atom total energy differences
+    between configurations (``etot_ae`` and ``etot_ps`` relative to the first)
+    must agree, and so must the eigenvalues; a ghost state or a poor core
+    description shows up as a mismatch.
 
     Raises:
       PseudoGenerationError: ld1.x is missing or fails, or prints no test.
@@ -179,9 +268,15 @@ def ld1_transferability(
     return results
 
 
+# one state of a test block: "1 0  3S  1( 2.00)  -0.72653  -0.75300  0.02648  !" (ld1.x
+# flags a large AE-PS difference with a trailing "!")
 _LD1_EIG = re.compile(
-    r"^\s*\d+\s+\d+\s+(\w+)\s+\d\(\s*[0-9.]+\)\s+(-?[0-9.]+)\s+(-?[0-9.]+)\s+(-?[0-9.]+)\s*$"
+    r"^\s*\d+\s+\d+\s+(\w+)\s+\d\(\s*[0-9.]+\)\s+(-?[0-9.]+)\s+(-?[0-9.]+)\s+(-?[0-9.]+)"
+    r"\s*!?\s*$"
 )
+_LD1_ITER = re.compile(r"eps =\s*\S+\s+iter =\s*(\d+)")
+#: ld1.x stops its self-consistency loop after this many iterations (then prints 201)
+LD1_MAX_ITER = 200
 
 
 def _parse_ld1_test(config: str, output: str) -> Ld1Test:
@@ -202,8 +297,12 @@ def _parse_ld1_test(config: str, output: str) -> Ld1Test:
                 break
             continue
         eigenvalues[m.group(1)] = (float(m.group(2)), float(m.group(3)))
-    return Ld1Test(config, float(etot.group(1)), float(etotps.group(1)), eigenvalues)
+    if not eigenvalues:
+        raise PseudoGenerationError(f"no test eigenvalues in ld1.x's output for {config!r}")
+    iterations = _LD1_ITER.search(test)
+    converged = iterations is None or int(iterations.group(1)) <= LD1_MAX_ITER
+    return Ld1Test(config, float(etot.group(1)), float(etotps.group(1)), eigenvalues, converged)
 
 
-__all__ = ["LD1_INPUT_DIR", "Ld1Test", "PseudoGenerationError", "generate_ld1_pseudo",
+__all__ = ["LD1_INPUT_DIR", "Ld1Test", "config_electrons", "generation_seconds", "ld1_store", "PseudoGenerationError", "generate_ld1_pseudo",
            "ld1_input_path", "ld1_transferability", "normalize_ld1_upf"]

@@ -1,0 +1,34 @@
+"""Run ld1.x's transferability test on the default preset's PAW family.
+
+Writes ``benchmarks/pslibrary_transferability.json`` and prints the Markdown table of
+docs/PSEUDOPOTENTIALS.md (method: ``crystaljax.benchmarks.pseudo_tests``).
+
+Usage::
+
+    python scripts/test_pseudos.py [--elements O Na ...] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from crystaljax.benchmarks import pseudo_tests  # noqa: E402
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--elements", nargs="*", default=None)
+    parser.add_argument("--out", default="benchmarks/pslibrary_transferability.json")
+    args = parser.parse_args(argv)
+    pseudo_tests.run(args.out, args.elements)
+    print(pseudo_tests.summary(args.out))
+
+
+if __name__ == "__main__":
+    from crystaljax.benchmarks.machine import run_script
+
+    run_script(main)
