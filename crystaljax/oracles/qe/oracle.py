@@ -36,6 +36,7 @@ from crystaljax.oracles.executors import (
     LocalPoolExecutor,
     plan_local_workers,
 )
+from crystaljax.oracles.qe.cost import expected_cost
 from crystaljax.oracles.qe.family import FamilySource, PseudoFamily
 from crystaljax.oracles.qe.inputs import PwSettings
 from crystaljax.oracles.qe.options import QEOptions, check_recipe, check_settings, default_cache_dir
@@ -132,6 +133,7 @@ class QEOracle:
                 cutoffs=tuple(sorted(self.preset.cutoffs.items())),
                 variants=tuple(sorted(GTH_VARIANTS.items())),
                 generated=tuple(sorted(self.preset.generated.items())),
+                name=self.preset.family,
             )
         self.family: PseudoFamily = self.family_source.load()
         self.settings_hash = settings_hash({
@@ -148,6 +150,8 @@ class QEOracle:
         self._counts: collections.Counter[str] = collections.Counter()
         self._failures: collections.Counter[str] = collections.Counter()
         self._dft_seconds = 0.0
+        self._batch_seconds = 0.0  # wall time from the first submit to the last result
+        self._batch_busy_seconds = 0.0  # job seconds inside those batches
         self._closed = False
 
     @classmethod
@@ -213,7 +217,10 @@ class QEOracle:
         and returned a result), ``cache_hits``, ``batch_duplicates`` (answered by an
         identical crystal of the same batch), ``invalid_input`` (rejected before any
         run), ``executor_errors``, ``not_cached`` (results kept out of the cache: machine
-        failures), ``dft_seconds`` (wall time of the computed jobs), ``failures`` (status
+        failures), ``dft_seconds`` (wall time of the computed jobs), ``batch_seconds``
+        (wall time from a batch's first submitted job to its last result, summed),
+        ``core_utilisation`` (busy core-seconds of those jobs / core-seconds the executor's
+        workers had during the batches; NaN before any batch), ``failures`` (status
         name -> count over computed jobs and executor errors), and ``cache`` (the cache's
         own counters, when there is a cache).
         """
@@ -221,6 +228,11 @@ class QEOracle:
             "evaluated", "computed", "cache_hits", "batch_duplicates", "invalid_input",
             "executor_errors", "not_cached")}
         out["dft_seconds"] = self._dft_seconds
+        out["batch_seconds"] = self._batch_seconds
+        cores = self.runner.mpi_ranks * self.runner.threads
+        available = self._batch_seconds * self.executor.max_workers * cores
+        out["core_utilisation"] = (self._batch_busy_seconds * cores / available
+                                   if available > 0 else float("nan"))
         out["failures"] = dict(self._failures)
         if self.cache is not None:
             out["cache"] = self.cache.stats.as_dict()
@@ -287,6 +299,7 @@ class QEOracle:
         results: list[OracleResult | None] = [None] * len(structures)
         groups: dict[str, list[int]] = {}
         futures: dict[str, Any] = {}
+        pending: list[tuple[float, str, Structure]] = []
         limit = self.runner.time_limit
         self._counts["evaluated"] += len(structures)
         for i, structure in enumerate(structures):
@@ -307,11 +320,21 @@ class QEOracle:
                     results[i] = cached
                     continue
                 groups[key] = [i]
-                futures[key] = self.executor.submit(run_job, self._job(structure))
+                pending.append((self._expected_cost(structure), key, structure))
             except Exception as exc:
                 results[i] = OracleResult.failure(
                     Status.ORACLE_ERROR, f"{type(exc).__name__}: {exc}"
                 )
+        # longest expected first: the last wave of a batch is then its shortest jobs
+        started = time.monotonic()
+        for _, key, structure in sorted(pending, key=lambda job: -job[0]):
+            try:
+                futures[key] = self.executor.submit(run_job, self._job(structure))
+            except Exception as exc:
+                failed = OracleResult.failure(Status.ORACLE_ERROR, f"{type(exc).__name__}: {exc}")
+                for i in groups[key]:
+                    results[i] = failed
+        computed_before = self._dft_seconds
         waves = math.ceil(len(futures) / max(1, self.executor.max_workers))
         deadline = time.monotonic() + waves * self.job_time_limit()
         overran = False
@@ -323,10 +346,20 @@ class QEOracle:
                 self._store(key, structures[groups[key][0]], result)
             for i in groups[key]:
                 results[i] = result
+        if futures:
+            self._batch_seconds += time.monotonic() - started
+            self._batch_busy_seconds += self._dft_seconds - computed_before
         if overran and isinstance(self.executor, LocalPoolExecutor):
             self.executor.reset()
         return [r if r is not None else OracleResult.failure(Status.ORACLE_ERROR, "no result")
                 for r in results]
+
+    def _expected_cost(self, structure: Structure) -> float:
+        """:func:`~crystaljax.oracles.qe.cost.expected_cost` (0 if it cannot be estimated)."""
+        try:
+            return expected_cost(structure, self.family, self.settings)
+        except Exception:  # noqa: BLE001 - an estimate only orders the queue
+            return 0.0
 
     def _wait(self, future: Any, deadline: float) -> OracleResult:
         """The job's result by ``deadline``; executor trouble becomes a failed result."""
