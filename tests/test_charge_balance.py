@@ -272,3 +272,17 @@ def test_agents_never_pick_a_masked_element(name, rocksalt_masked):
         else:
             assert_allowed(sampled, jnp.broadcast_to(obs.action_mask,
                                                      sampled.shape + (env.num_actions,)))
+
+
+def test_sample_crystals_for_the_metal_measurement_are_finished_and_balanced():
+    from crystaljax.benchmarks.mask_metals import sample_crystals
+    from crystaljax.env.charge_balance import oxidation_states
+
+    crystals = sample_crystals("density-perovskite454-small-v0", 6, use_mask=True, seed=3)
+    assert len(crystals) == 6 and all(len(c) == 5 for c in crystals)
+    for crystal in crystals:  # every masked crystal admits a neutral assignment
+        symbols = [site.specie.symbol for site in crystal]
+        sums = {0}
+        for symbol in symbols:
+            sums = {s + q for s in sums for q in oxidation_states(symbol)}
+        assert 0 in sums, symbols

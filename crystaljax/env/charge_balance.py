@@ -185,15 +185,15 @@ def is_balanced(tables: ChargeTables, tokens: jax.Array, num_sites: jax.Array) -
     return partial_sums(tables, tokens, placed)[tables.offset]
 
 
-def random_balanced_fraction(env, params, key: jax.Array, num_crystals: int = 1000,
-                             use_mask: bool = True) -> float:
-    """The fraction of ``num_crystals`` random crystals that are charge balanced.
+def random_crystals(env, params, key: jax.Array, num_crystals: int = 1000,
+                    use_mask: bool = True):
+    """Final env states (batched, leading axis ``num_crystals``) of random episodes.
 
     Each step takes a uniformly random element among those the observation's
     ``action_mask`` allows (``use_mask``) or among all of them; templates and start sites
     are drawn as at reset. ``env`` is a CrystalEnv (any ``mask``; with ``mask: none`` both
-    settings draw from every element)."""
-    tables = charge_tables(env.vocab, env.max_sites)
+    settings draw from every element). :meth:`CrystalEnv.to_structure` turns one into a
+    crystal."""
     k_reset, k_act = jax.random.split(key)
 
     @jax.jit
@@ -210,11 +210,21 @@ def random_balanced_fraction(env, params, key: jax.Array, num_crystals: int = 10
             return (obs, state), None
 
         (_, state), _ = jax.lax.scan(body, (obs, state), jax.random.split(k_act, env.max_sites))
-        n = params.templates.num_sites[state.template_id]
-        return jax.vmap(lambda t, m: is_balanced(tables, t, m))(state.tokens, n).mean()
+        return state
 
-    return float(run(k_reset, k_act))
+    return run(k_reset, k_act)
+
+
+def random_balanced_fraction(env, params, key: jax.Array, num_crystals: int = 1000,
+                             use_mask: bool = True) -> float:
+    """The fraction of ``num_crystals`` random crystals (:func:`random_crystals`) that are
+    charge balanced."""
+    tables = charge_tables(env.vocab, env.max_sites)
+    state = random_crystals(env, params, key, num_crystals, use_mask)
+    n = params.templates.num_sites[state.template_id]
+    return float(jax.vmap(lambda t, m: is_balanced(tables, t, m))(state.tokens, n).mean())
 
 
 __all__ = ["MASK_CHOICES", "ChargeTables", "action_mask", "charge_tables", "is_balanced",
-           "mask_tables", "oxidation_states", "partial_sums", "placed_sites", "random_balanced_fraction"]
+           "mask_tables", "oxidation_states", "partial_sums", "placed_sites", "random_balanced_fraction",
+           "random_crystals"]
