@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from crystaljax.oracles.qe.ld1 import PseudoGenerationError
     from crystaljax.templates.core import TemplateError
 
     args = build_parser().parse_args(argv)
@@ -187,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`
         sys.stderr.close()
         return 0
-    except (ConfigError, TemplateError, FileNotFoundError, KeyError, ValueError) as exc:
+    except (ConfigError, TemplateError, FileNotFoundError, KeyError, ValueError,
+            PseudoGenerationError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         first = str(msg).strip().splitlines()[0] if str(msg).strip() else type(exc).__name__
         print(f"crystaljax: error: {first}", file=sys.stderr)

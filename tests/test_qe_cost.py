@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import shutil
+import time
 
 import pytest
 from pymatgen.core import Lattice, Structure
@@ -15,22 +16,27 @@ from crystaljax.oracles.qe.oracle import QEOracle
 pytestmark = pytest.mark.skipif(shutil.which("ld1.x") is None, reason="ld1.x not installed")
 
 
+def _work(seconds):
+    time.sleep(seconds)
+    return OracleResult(1.0, Status.OK, "", seconds)
+
+
 class RecordingExecutor:
-    """Runs nothing: records the order of submitted crystals, answers each with 1 s of work."""
+    """Runs no DFT: records the order of submitted crystals; each job sleeps 0.3 s on one of
+    two threads and reports those seconds."""
 
     max_workers = 2
 
     def __init__(self):
         self.order: list[str] = []
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.max_workers)
 
     def submit(self, fn, job):
         self.order.append(Structure.from_dict(job.structure).composition.reduced_formula)
-        future = concurrent.futures.Future()
-        future.set_result(OracleResult(1.0, Status.OK, "", 1.0))
-        return future
+        return self.pool.submit(_work, 0.3)
 
     def shutdown(self):
-        pass
+        self.pool.shutdown()
 
 
 def _cubic(a, species):
@@ -63,5 +69,6 @@ def test_batch_starts_longest_expected_first_and_reports_utilisation(tmp_path):
     expected = [crystals[i].composition.reduced_formula
                 for i in sorted(range(3), key=lambda i: -costs[i])]
     assert executor.order == expected and executor.order[0] == "SrTiO3"
-    assert stats["batch_seconds"] >= 0 and stats["dft_seconds"] == 3.0
-    assert stats["core_utilisation"] > 0
+    # 3 jobs of 0.3 s on 2 workers: two waves (>= 0.6 s), 0.9 busy of >= 1.2 core-seconds
+    assert stats["batch_seconds"] >= 0.6 and stats["dft_seconds"] == pytest.approx(0.9)
+    assert 0.3 < stats["core_utilisation"] <= 0.76

@@ -15,6 +15,7 @@ from crystaljax.oracles.base import Status
 from crystaljax.oracles.qe.family import MissingPseudopotential, load_upf_family, write_gth_family
 from crystaljax.oracles.qe.gth import CP2K_GTH_FILES, format_pspcod10, parse_cp2k_gth
 from crystaljax.oracles.qe.ld1 import (
+    PseudoGenerationError,
     config_electrons,
     generate_ld1_pseudo,
     generation_seconds,
@@ -177,7 +178,7 @@ def test_ld1_generates_the_gth_preset_na_pseudopotential(tmp_path):
 
 
 @requires_ld1
-def test_the_default_family_is_pslibrary_paw_and_gth_keeps_the_gth_files(tmp_path):
+def test_the_paw_family_of_the_presets_and_gth_keeps_the_gth_files(tmp_path):
     with QEOracle("band_gap", preset="test", cache=None, pseudo_dir=tmp_path / "pp",
                   runner=RunnerConfig(scratch_root=str(tmp_path))) as oracle:
         family = oracle.family
@@ -194,7 +195,11 @@ def test_the_default_family_is_pslibrary_paw_and_gth_keeps_the_gth_files(tmp_pat
         assert gth.family.spec("Na").filename.startswith("Na.ld1-")
         assert gth.family.spec("K").filename == "K.gth"
         assert upf_valence(gth.family.directory / gth.family.spec("Na").filename) == 9.0
-    assert oracle.settings_hash != gth.settings_hash  # another family, other cache keys
+    # the family is part of the cache key even where the cutoffs agree
+    same_cutoffs = {"Na": (35.0, 140.0), "Cl": (35.0, 140.0)}
+    paw = write_gth_family(tmp_path / "k1", same_cutoffs, generated=PSLIBRARY_INPUTS)
+    other = write_gth_family(tmp_path / "k2", same_cutoffs, GTH_VARIANTS, generated=LD1_INPUTS)
+    assert paw.fingerprint() != other.fingerprint()
 
 
 @requires_ld1
@@ -202,12 +207,12 @@ def test_ld1_transferability_of_the_paw_sets():
     # ld1.x's own test in neutral configurations written in card order (reference and two
     # excitations): AE and PAW excitation energies and eigenvalues agree, and the
     # pseudo-atom converges (a ghost state or a poor core shows up as a mismatch)
-    from crystaljax.benchmarks.pseudo_tests import neutral_excitations, test_element
+    from crystaljax.benchmarks.pseudo_tests import check_element, neutral_excitations
 
     assert neutral_excitations(ld1_input_path(PSLIBRARY_INPUTS["O"]).read_text()) == [
         "2s2 2p4", "2s1.5 2p4.5", "2s1 2p5"]
     for element, z in (("O", 6.0), ("Na", 9.0), ("Fe", 8.0)):
-        row = test_element(element, PSLIBRARY_INPUTS[element], z)
+        row = check_element(element, PSLIBRARY_INPUTS[element], z)
         assert row["passed"], row
         assert len(row["tests"]) == 3 and all(t["converged"] for t in row["tests"])
     # the generated Na PAW set of the gth preset, same test
@@ -216,14 +221,52 @@ def test_ld1_transferability_of_the_paw_sets():
     assert all(t.converged and set(t.eigenvalues) == {"2S", "3S", "2P", "3P"} for t in tests)
 
 
-def test_missing_ld1_leaves_the_element_out_with_the_reason(tmp_path, monkeypatch):
+def test_missing_ld1_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CRYSTALJAX_CACHE_DIR", str(tmp_path / "cache"))  # nothing generated yet
+    with pytest.raises(PseudoGenerationError, match="no-such-ld1.x not found.*quantum-espresso"):
+        write_gth_family(tmp_path, {"Na": (80, 320), "Cl": (100, 400)}, GTH_VARIANTS,
+                         generated=LD1_INPUTS, ld1_command="no-such-ld1.x")
+    with pytest.raises(PseudoGenerationError, match="cannot read ld1.x input"):
+        ld1_transferability("no-such-input.in", ["3s1"])
+
+
+def test_failing_ld1_leaves_the_element_out_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRYSTALJAX_CACHE_DIR", str(tmp_path / "cache"))
+    fake = tmp_path / "ld1-fails"
+    fake.write_text("#!/bin/sh\necho ' Program LD1 v.6.7 starts'\n"
+                    "echo ' Error in routine ld1_readin (1):'\nexit 1\n")
+    fake.chmod(0o755)
     with pytest.warns(RuntimeWarning, match="no Na pseudopotential"):
-        family = write_gth_family(tmp_path, {"Na": (80, 320), "Cl": (100, 400)}, GTH_VARIANTS,
-                                  generated=LD1_INPUTS, ld1_command="no-such-ld1.x")
+        family = write_gth_family(tmp_path / "pp", {"Na": (80, 320), "Cl": (100, 400)},
+                                  GTH_VARIANTS, generated=LD1_INPUTS, ld1_command=str(fake))
     assert family.missing(["Na", "Cl"]) == ["Na"]
-    with pytest.raises(MissingPseudopotential, match="no-such-ld1.x not found"):
+    with pytest.raises(MissingPseudopotential, match="ld1-fails failed"):
         family.spec("Na")
+
+
+@requires_ld1
+def test_an_input_with_a_non_positive_valence_is_left_out(tmp_path, monkeypatch):
+    # pslibrary's Cs.pbe-spnl input has 14 electrons too many: ld1.x writes z_valence -5
+    monkeypatch.setenv("CRYSTALJAX_CACHE_DIR", str(tmp_path / "cache"))
+    broken = tmp_path / "Cs-broken.in"
+    broken.write_text(ld1_input_path(PSLIBRARY_INPUTS["Cs"]).read_text().replace(
+        "config='[Xe] 6s1 6p0 5d-1 4f-1'", "config='[Xe] 4f14 6s1 6p0 5d-1'"))
+    with pytest.warns(RuntimeWarning, match="z_valence"):
+        family = write_gth_family(tmp_path / "pp", {"Cs": (30, 240)}, generated={"Cs": broken})
+    assert family.missing(["Cs"]) == ["Cs"]
+
+
+@requires_ld1
+def test_store_without_logs_and_stale_temp_files_still_links(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRYSTALJAX_CACHE_DIR", str(tmp_path / "cache"))
+    first = generate_ld1_pseudo("O", PSLIBRARY_INPUTS["O"], tmp_path / "a")
+    store = tmp_path / "cache" / "pseudos" / "ld1"
+    for suffix in (".out", ".json"):
+        (store / first.name).with_suffix(suffix).unlink()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / f".{first.name}.stale").write_text("left by a crashed run")
+    second = generate_ld1_pseudo("O", PSLIBRARY_INPUTS["O"], tmp_path / "b")
+    assert second.read_bytes() == first.read_bytes()
 
 
 @requires_ld1

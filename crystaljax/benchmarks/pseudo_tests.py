@@ -8,8 +8,8 @@ of valence electrons in that mode, and its separate test mode does not converge 
 Recorded per configuration: the error of the pseudo-atom's excitation energy against the
 all-electron one (mRy), the largest eigenvalue error (mRy) and whether the pseudo-atom
 converged. An element passes when every configuration converged and is within
-:data:`ENERGY_TOL_MRY` and :data:`EIGENVALUE_TOL_MRY`; with one configuration only (H: a
-single bound state) it is reported as untested.
+:data:`ENERGY_TOL_MRY` and :data:`EIGENVALUE_TOL_MRY`; an input that allows only its
+reference configuration would be reported as untested (none of the 50 does).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def neutral_excitations(input_text: str, amounts: Sequence[float] = (0.5, 1.0)) 
     return configs
 
 
-def test_element(element: str, input_name: str, z_valence: float) -> dict:
+def check_element(element: str, input_name: str, z_valence: float) -> dict:
     """Run ld1.x's test of one element's set in its reference configuration and two neutral
     excitations (:func:`neutral_excitations`), all written in the order of the input's
     wavefunction card: in generation mode ld1.x pairs the test states with the card's
@@ -137,18 +137,16 @@ def test_element(element: str, input_name: str, z_valence: float) -> dict:
 
 def run(out: str, elements: Sequence[str] | None = None, pseudo_dir: str | None = None) -> dict:
     """Test ``elements`` (default: all of the family) and write ``out`` (JSON)."""
-    import tempfile
-
-    from crystaljax.oracles.qe.ld1 import generate_ld1_pseudo
+    from crystaljax.oracles.qe.ld1 import generate_ld1_pseudo, ld1_store
     from crystaljax.oracles.qe.presets import PSLIBRARY_INPUTS
     from crystaljax.oracles.qe.upf import upf_valence
 
-    directory = Path(pseudo_dir or tempfile.mkdtemp(prefix="crystaljax-ld1-test-"))
+    directory = Path(pseudo_dir) if pseudo_dir else ld1_store()  # the machine's store
     results = {}
     for element in elements or sorted(PSLIBRARY_INPUTS):
         name = PSLIBRARY_INPUTS[element]
         z = upf_valence(generate_ld1_pseudo(element, name, directory))
-        results[element] = test_element(element, name, z)
+        results[element] = check_element(element, name, z)
         row = results[element]
         worst = max((abs(r["excitation_error_mry"]) for r in row["tests"]), default=float("nan"))
         print(f"{element}: {_verdict(row['passed'])} ({len(row['tests'])} tested, "
@@ -182,4 +180,4 @@ def summary(path: str) -> str:
 
 
 __all__ = ["EIGENVALUE_TOL_MRY", "ENERGY_TOL_MRY", "neutral_excitations", "run", "summary",
-           "test_element"]
+           "check_element"]

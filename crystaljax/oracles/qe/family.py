@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from crystaljax.oracles.qe.gth import CP2K_GTH_FILES, format_pspcod10, parse_cp2k_gth, softest_entry
-from crystaljax.oracles.qe.ld1 import PseudoGenerationError, generate_ld1_pseudo
+from crystaljax.oracles.qe.ld1 import PseudoGenerationError, generate_ld1_pseudo, ld1_version
 from crystaljax.oracles.qe.upf import PseudoSpec, read_upf_mapping, upf_valence
 
 
@@ -105,12 +105,17 @@ def write_gth_family(
       The family; elements (or named variants) missing from ``sources``, and
       elements whose ld1.x generation failed (with a warning), are left out
       of it, so they report a missing pseudopotential (with the reason).
+
+    Raises:
+      PseudoGenerationError: ``generated`` is not empty and ``ld1_command`` is not found.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     entries = parse_cp2k_gth(sources)
     variants = dict(variants or {})
-    generated = dict(generated or {})
+    generated = {e: f for e, f in (generated or {}).items() if e in cutoffs}
+    if generated:
+        ld1_version(ld1_command)  # no ld1.x at all: one clear error, not one per element
     specs: dict[str, PseudoSpec] = {}
     unavailable: dict[str, str] = {}
     for element, (ecutwfc, ecutrho) in cutoffs.items():
@@ -121,8 +126,14 @@ def write_gth_family(
                 warnings.warn(f"no {element} pseudopotential: {exc}", RuntimeWarning, stacklevel=2)
                 unavailable[element] = str(exc)
                 continue
+            z_valence = upf_valence(path)
+            if not z_valence > 0:  # e.g. an input whose configuration has too many electrons
+                why = f"{path.name} has z_valence {z_valence} (a broken ld1.x input)"
+                warnings.warn(f"no {element} pseudopotential: {why}", RuntimeWarning, stacklevel=2)
+                unavailable[element] = why
+                continue
             specs[element] = PseudoSpec(
-                element, path.name, upf_valence(path), float(ecutwfc), float(ecutrho),
+                element, path.name, z_valence, float(ecutwfc), float(ecutrho),
                 hashlib.sha256(path.read_bytes()).hexdigest(),
             )
             continue

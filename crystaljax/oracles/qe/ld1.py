@@ -11,6 +11,7 @@ generated set in other atomic configurations.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -18,6 +19,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -70,21 +72,25 @@ def normalize_ld1_upf(text: str, width: int = 4) -> str:
     return "\n".join(lines)
 
 
+def _ld1_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    return env
+
+
 def _run_ld1(text: str, workdir: Path, ld1_command: str, time_limit: float) -> str:
     """Run ld1.x on input ``text`` in ``workdir``; its output (raises on failure)."""
     if shutil.which(ld1_command) is None:
         raise PseudoGenerationError(
             f"{ld1_command} not found (it is in Debian's quantum-espresso package, like pw.x)"
         )
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     try:
         proc = subprocess.run(
             [ld1_command], input=text, cwd=workdir, capture_output=True, text=True,
-            timeout=time_limit, env=env,
+            timeout=time_limit, env=_ld1_env(),
         )
     except subprocess.TimeoutExpired:
         raise PseudoGenerationError(f"{ld1_command} ran past {time_limit:.0f} s") from None
@@ -114,8 +120,9 @@ def generate_ld1_pseudo(
     """Generate ``element``'s pseudopotential with ld1.x, or reuse the one generated before.
 
     The file is ``<directory>/<El>.ld1-<hash>.UPF``, where ``hash`` is the
-    SHA-256 of the input text: a changed input gives a new file (and a new
-    cache key), an unchanged one is generated once per machine, into ``store``
+    SHA-256 of the input text, the ld1.x version (:func:`ld1_version`) and
+    :data:`NORMALIZE_VERSION`: a changed input or program gives a new file (and a
+    new cache key), an unchanged one is generated once per machine, into ``store``
     (default :func:`ld1_store`), and linked (or copied) into ``directory``. ld1.x
     runs in a temporary directory; the UPF file (normalised by
     :func:`normalize_ld1_upf`), ld1.x's output (``.out``, with its own test of the
@@ -123,7 +130,8 @@ def generate_ld1_pseudo(
     seconds) are moved in atomically, so concurrent workers never read a partial file.
 
     Raises:
-      PseudoGenerationError: ld1.x is missing, fails, or writes no file.
+      PseudoGenerationError: ld1.x is missing, fails, or writes no file; a file cannot
+        be written.
     """
     source = ld1_input_path(input_file)
     try:
@@ -134,20 +142,48 @@ def generate_ld1_pseudo(
     if match is None:
         raise PseudoGenerationError(f"ld1.x input {source} sets no file_pseudopw")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = f"{element}.ld1-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    key = hashlib.sha256(f"{text}\0{ld1_version(ld1_command)}\0{NORMALIZE_VERSION}".encode())
+    stem = f"{element}.ld1-{key.hexdigest()[:16]}"
     target = directory / f"{stem}.UPF"
     if target.is_file():
         return target
     store = Path(store) if store is not None else ld1_store()
-    stored = store / f"{stem}.UPF"
-    if not stored.is_file():
-        _generate_into(store, stem, element, source, text, match.group(1), ld1_command,
-                       time_limit)
-    if store.resolve() != directory.resolve():
-        for suffix in (".out", ".json", ".UPF"):  # the UPF last: its presence means done
-            _place(store / f"{stem}{suffix}", directory / f"{stem}{suffix}")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if not (store / f"{stem}.UPF").is_file():
+            _generate_into(store, stem, element, source, text, match.group(1), ld1_command,
+                           time_limit)
+        if store.resolve() != directory.resolve():
+            for suffix in (".out", ".json"):  # logs: optional
+                if (store / f"{stem}{suffix}").is_file():
+                    _place(store / f"{stem}{suffix}", directory / f"{stem}{suffix}")
+            _place(store / f"{stem}.UPF", target)  # the UPF last: its presence means done
+    except OSError as exc:  # a full disk, a read-only store, ...
+        raise PseudoGenerationError(
+            f"cannot write the {element} pseudopotential under {store} or {directory}: {exc}"
+        ) from None
     return target
+
+
+#: version of :func:`normalize_ld1_upf`'s output (part of a generated file's name)
+NORMALIZE_VERSION = "1"
+
+
+@functools.lru_cache(maxsize=8)
+def ld1_version(ld1_command: str = "ld1.x") -> str:
+    """The version ld1.x prints (e.g. ``6.7MaX``; part of a generated file's name, so a
+    different ld1.x build generates its own files). ``unknown`` if it cannot be read."""
+    if shutil.which(ld1_command) is None:
+        raise PseudoGenerationError(
+            f"{ld1_command} not found (it is in Debian's quantum-espresso package, like pw.x; "
+            "`make setup` installs it)")
+    try:
+        proc = subprocess.run([ld1_command], input="", capture_output=True, text=True,
+                              timeout=30, env=_ld1_env())
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    match = re.search(r"Program LD1 v\.(\S+)", proc.stdout + proc.stderr)
+    return match.group(1) if match else "unknown"
 
 
 def _generate_into(store: Path, stem: str, element: str, source: Path, text: str,
@@ -179,7 +215,7 @@ def _generate_into(store: Path, stem: str, element: str, source: Path, text: str
 
 def _place(source: Path, target: Path) -> None:
     """Hard-link ``source`` to ``target`` (copy across file systems), atomically."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
     try:
         os.link(source, tmp)
     except OSError:
@@ -258,7 +294,10 @@ def ld1_transferability(
     Raises:
       PseudoGenerationError: ld1.x is missing or fails, or prints no test.
     """
-    base = ld1_input_path(input_file).read_text()
+    try:
+        base = ld1_input_path(input_file).read_text()
+    except OSError as exc:
+        raise PseudoGenerationError(f"cannot read ld1.x input {input_file}: {exc}") from None
     results = []
     for config in configs:
         text = base.rstrip() + f"\n &test\n    nconf=1,\n    configts(1)='{config}',\n /\n"
@@ -304,5 +343,6 @@ def _parse_ld1_test(config: str, output: str) -> Ld1Test:
     return Ld1Test(config, float(etot.group(1)), float(etotps.group(1)), eigenvalues, converged)
 
 
-__all__ = ["LD1_INPUT_DIR", "Ld1Test", "config_electrons", "generation_seconds", "ld1_store", "PseudoGenerationError", "generate_ld1_pseudo",
+__all__ = ["LD1_INPUT_DIR", "NORMALIZE_VERSION", "Ld1Test", "config_electrons",
+           "generation_seconds", "ld1_store", "ld1_version", "PseudoGenerationError", "generate_ld1_pseudo",
            "ld1_input_path", "ld1_transferability", "normalize_ld1_upf"]
