@@ -2,8 +2,9 @@
 
 Wall time per property of the ``default`` and ``gth`` presets side by side, same crystals,
 one after the other (the three CrystalGym cells, each with a soft decoration and one with
-O/N/F, and the validation crystals; ratio per row), evaluations per hour of random decorations of the 4-site cell (1 worker, and a local pool
-filling all cores) and the cache hit ratio of simulated training episodes. What each
+O/N/F, and the validation crystals; ratio per row), evaluations per hour of random
+decorations of the 4-site cell (1 worker, and a local pool filling all cores) and the cache
+hit ratio of simulated training episodes. What each
 measures: ``crystaljax.benchmarks.dft``.
 
 Usage::

@@ -19,7 +19,6 @@ from crystaljax.oracles.qe.recipes import density_of
 from crystaljax.oracles.qe.runner import RunnerConfig
 
 
-
 def _evaluate(prop, structure, tmp_path, **recipe):
     oracle = QEOracle(prop, preset="default", cache=None, recipe=recipe,
                       pseudo_dir=tmp_path / "pp",

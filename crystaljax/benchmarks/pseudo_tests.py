@@ -35,15 +35,15 @@ def _valence_states(input_text: str) -> list[tuple[str, int, float]]:
         fields = line.split()
         if len(fields) < 5 or not fields[0][:1].isdigit() or len(fields[0]) != 2:
             continue
-        label, l, occ = fields[0].upper(), int(fields[2]), float(fields[3])
+        label, ang, occ = fields[0].upper(), int(fields[2]), float(fields[3])
         if occ >= 0.0 and label not in states:
-            states[label] = (int(label[0]), l, occ)
+            states[label] = (int(label[0]), ang, occ)
     valence = []
-    for label, (n, l, occ) in states.items():
-        semicore = occ >= 2 * (2 * l + 1) and any(
-            l2 == l and n2 > n for n2, l2, _ in states.values())
+    for label, (n, ang, occ) in states.items():
+        semicore = occ >= 2 * (2 * ang + 1) and any(
+            a2 == ang and n2 > n for n2, a2, _ in states.values())
         if not semicore:
-            valence.append((label, l, occ))
+            valence.append((label, ang, occ))
     return valence
 
 
