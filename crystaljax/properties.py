@@ -13,8 +13,12 @@ With p the computed property and p̂ the target (CrystalGym's forms, ``beta = 1`
 * bulk_modulus (GPa):   r = max(-|p̂ - p| / p̂, floor)              failure: -5
 
 Every reward is clipped below at ``floor``; a status other than OK or a non-finite value
-gives the failure ``penalty``. Reward functions take the array module ``xp`` (``jnp``
-inside the jitted step, ``numpy`` on the host), so both sides compute the same number.
+gives the failure ``penalty``, except a status of
+:data:`crystaljax.oracles.base.FLOOR_STATUSES` (``NO_MINIMUM``: the crystal has no
+equilibrium volume in the searched range), which gives the lowest reward of a computed
+value, ``max(floor, the shape's minimum)``. Reward functions take the array module
+``xp`` (``jnp`` inside the jitted step, ``numpy`` on the host), so both sides compute the
+same number.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from crystaljax.config import add_entry
+from crystaljax.oracles.base import FLOOR_STATUSES
 
 #: reward of a computed value before the floor: (value, target, beta, xp) -> reward
 RewardShape = Callable[[Any, Any, Any, Any], Any]
@@ -81,18 +86,28 @@ class Property:
             raise ValueError(f"target for {self.name} must be {bound} {self.unit}, got {value:g}")
         return value
 
+    @property
+    def shape_minimum(self) -> float:
+        """Infimum of the reward shape (0 for the Gaussians, which lie in (0, 1])."""
+        return 0.0 if self.max_reward == 1.0 else -math.inf
+
     def reward(self, value: Any, status: Any, params: Any, xp: Any = jnp) -> Any:
         """Reward of computed values (any shape; ``status`` 0 = OK) as float32.
-        ``params`` has target, beta, floor, penalty (a RewardParams)."""
+        ``params`` has target, beta, floor, penalty (a RewardParams). A status of
+        :data:`~crystaljax.oracles.base.FLOOR_STATUSES` gets max(floor, shape minimum)."""
         r = xp.maximum(self.shape(value, params.target, params.beta, xp), params.floor)
         ok = (status == 0) & xp.isfinite(value)
-        return xp.where(ok, r, params.penalty).astype(xp.float32)
+        floor_status = xp.zeros_like(ok)
+        for code in sorted(FLOOR_STATUSES):
+            floor_status = floor_status | (status == int(code))
+        lowest = xp.maximum(params.floor, self.shape_minimum)
+        return xp.where(ok, r, xp.where(floor_status, lowest, params.penalty)).astype(xp.float32)
 
     def reward_bounds(self, params: Any, can_fail: bool = True) -> tuple[float, float]:
         """(lowest, highest) reward an episode can end with: the floor or the shape's own
-        minimum, the penalty only when the oracle can fail."""
-        shape_low = 0.0 if self.max_reward == 1.0 else -math.inf  # Gaussians lie in (0, 1]
-        low = max(shape_low, float(params.floor))
+        minimum (also the reward of a :data:`~crystaljax.oracles.base.FLOOR_STATUSES`
+        status), the penalty only when the oracle can fail."""
+        low = max(self.shape_minimum, float(params.floor))
         if can_fail:
             low = min(low, float(params.penalty))
         return low, float(self.max_reward)

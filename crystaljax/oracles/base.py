@@ -9,8 +9,9 @@ Two kinds share one result convention, ``(value, status)``:
   (see :mod:`crystaljax.oracles.bridge`).
 
 A status other than :data:`Status.OK` makes the reward the configured failure
-penalty; the reason travels in :class:`OracleResult` and is recorded, never
-raised.
+penalty, except the statuses of :data:`FLOOR_STATUSES` (an answer about the crystal,
+not a failure to compute it: ``NO_MINIMUM``), which get the floor reward; the reason
+travels in :class:`OracleResult` and is recorded, never raised.
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ class Status(enum.IntEnum):
     PARSE_ERROR = 5  # missing or unparsable output
     INVALID_INPUT = 6  # the crystal cannot be computed (e.g. no pseudopotential)
     ORACLE_ERROR = 7  # an exception in crystaljax's own host code
+    NO_MINIMUM = 8  # E(V) has no minimum in the searched range (QE relax: volume / full)
     NOT_EVALUATED = -1  # the env was not terminal at this step
+
+
+#: Statuses that are an outcome of the crystal, not a failure: no value, and the reward
+#: is the floor (the lowest reward of a computed value), not the failure penalty.
+FLOOR_STATUSES: frozenset[Status] = frozenset({Status.NO_MINIMUM})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +49,8 @@ class OracleResult:
     """One host evaluation.
 
     Attributes:
-      value: property value in the oracle's unit (nan when ``status != OK``).
+      value: property value in the oracle's unit (nan when ``status != OK``, also for
+        a :data:`FLOOR_STATUSES` status).
       status: a :class:`Status`.
       reason: human-readable failure reason ('' on success).
       seconds: wall time spent computing (0 for cache hits).

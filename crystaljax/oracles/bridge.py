@@ -5,8 +5,9 @@ host receives the whole batch (any number of leading axes), the terminal mask an
 reward parameters, builds pymatgen Structures of the finished crystals only, and calls
 the oracle once with all of them. Each evaluation is recorded with its tokens, template
 and the reward the step gives it (the registry's reward function, on the host with
-NumPy). Nothing raises across the callback: errors become ``Status.ORACLE_ERROR``
-results with the reason recorded.
+NumPy: a failure gets the penalty, a ``NO_MINIMUM`` outcome the floor). Nothing raises
+across the callback: errors become ``Status.ORACLE_ERROR`` results with the reason
+recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crystaljax.oracles.base import (
+    FLOOR_STATUSES,
     HostOracle,
     OracleResult,
     Status,
@@ -158,7 +160,10 @@ class HostOracleBridge:
                     name, int(flat_tids[i]), tuple(int(k) for k in flat_tokens[i][:len(symbols)]),
                     s.composition.reduced_formula, symbols, float(res.value), int(res.status),
                     res.reason, float(res.seconds), float(rewards[j])))
-                if res.status != Status.OK:
+                if res.status in FLOOR_STATUSES:  # an outcome (floor reward), not a failure
+                    log.info("oracle status %s on %s (%s): %s", Status(res.status).name,
+                             s.composition.reduced_formula, name, res.reason)
+                elif res.status != Status.OK:
                     log.warning("oracle failure %s on %s (%s): %s", Status(res.status).name,
                                 s.composition.reduced_formula, name, res.reason)
         return values.reshape(lead), status.reshape(lead)

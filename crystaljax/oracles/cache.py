@@ -13,9 +13,10 @@ shift or a site permutation maps onto each other). It is built in two stages:
    crystal matching none becomes a new representative.
 
 Only outcomes of the crystal under the oracle's settings are stored
-(:func:`is_cacheable`): a program that could not start, a job that overran the
-executor's deadline or an error of crystaljax's own code belongs to the machine, not
-the crystal, and is computed again next time. A TIMEOUT is stored with the time
+(:func:`is_cacheable`; ``NO_MINIMUM``, a crystal without an E(V) minimum, is one): a
+program that could not start, a job that overran the executor's deadline or an error
+of crystaljax's own code belongs to the machine, not the crystal, and is computed again
+next time. A TIMEOUT is stored with the time
 limit it ran under and answers only lookups whose limit is not larger. Every stored
 result, failures included, is committed before :meth:`ResultCache.put` returns, so a
 killed process loses nothing it computed. Counters (hits,
