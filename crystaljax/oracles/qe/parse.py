@@ -1,8 +1,13 @@
-"""Reading pw.x output: energies, band edges, eigenvalues, final cell, failures.
+"""Reading pw.x output: energies, band edges, eigenvalues, magnetisation, final cell and
+positions, failures.
 
 Energies are returned in eV (pw.x prints Ry), lengths in Å, pressure in GPa.
 :func:`classify` turns a run into a :class:`~crystaljax.oracles.base.Status`
 with a one-line reason; :func:`output_tail` gives the text kept for diagnosis.
+
+A spin-polarised run (``nspin = 2``) prints its band listing in two blocks, ``SPIN UP``
+then ``SPIN DOWN``: :attr:`PwOutput.eigenvalues` and :attr:`PwOutput.occupations` stack
+them (the up channel's k-points first) and :meth:`PwOutput.channels` splits them.
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ _HOMO_LUMO = re.compile(
 _HOMO = re.compile(rf"highest occupied level \(ev\):\s+({_FLOAT})")
 _FERMI = re.compile(rf"the Fermi energy is\s+({_FLOAT})\s+ev")
 _PRESSURE = re.compile(rf"P=\s*({_FLOAT})")
+_TOTAL_MAGNETIZATION = re.compile(rf"total magnetization\s+=\s+({_FLOAT})\s+Bohr mag/cell")
+_ABSOLUTE_MAGNETIZATION = re.compile(
+    rf"absolute magnetization\s+=\s+({_FLOAT})\s+Bohr mag/cell")
+_POSITIONS_HEADER = re.compile(r"^ATOMIC_POSITIONS\s*\(?\s*crystal\s*\)?\s*$", re.MULTILINE)
+_POSITION_LINE = re.compile(rf"^\s*([A-Z][a-z]?\w*)\s+({_FLOAT})\s+({_FLOAT})\s+({_FLOAT})")
+_SPIN_DOWN = "SPIN DOWN"
+_RELAX_CONVERGED = ("bfgs converged", "End final coordinates")
 _CELL = re.compile(
     rf"CELL_PARAMETERS \((alat=\s*({_FLOAT})|angstrom|bohr)\)\s*\n"
     rf"\s*({_FLOAT})\s+({_FLOAT})\s+({_FLOAT})\s*\n"
@@ -61,6 +73,13 @@ class PwOutput:
         high``), same shape; ``None`` when not printed.
       cell: last printed cell (rows, Å), e.g. after a vc-relax step.
       job_done: pw.x reached its normal end.
+      nspin: 2 when the band listing has spin-up and spin-down blocks, else 1.
+      magnetization: last total magnetisation (Bohr magnetons per cell; spin-polarised
+        runs only).
+      absolute_magnetization: last absolute magnetisation (Bohr magnetons per cell).
+      positions: last printed fractional atomic positions (``ATOMIC_POSITIONS (crystal)``
+        of a relaxation), shape (n_atoms, 3); ``None`` when not printed.
+      relax_converged: a relaxation reached its convergence criteria (BFGS converged).
     """
 
     total_energy: float | None = None
@@ -74,6 +93,11 @@ class PwOutput:
     occupations: np.ndarray | None = None
     cell: np.ndarray | None = None
     job_done: bool = False
+    nspin: int = 1
+    magnetization: float | None = None
+    absolute_magnetization: float | None = None
+    positions: np.ndarray | None = None
+    relax_converged: bool = False
 
     @property
     def energy_per_atom(self) -> float | None:
@@ -81,6 +105,18 @@ class PwOutput:
         if self.total_energy is None or not self.n_atoms:
             return None
         return self.total_energy / self.n_atoms
+
+    def channels(self, values: np.ndarray | None = None) -> list[np.ndarray]:
+        """``values`` (default :attr:`eigenvalues`; shape (nspin x n_k, n_bands)) as one
+        (n_k, n_bands) array per spin channel: ``[all]`` or ``[up, down]``; ``[]`` when
+        absent."""
+        values = self.eigenvalues if values is None else values
+        if values is None:
+            return []
+        if self.nspin == 2 and len(values) % 2 == 0:
+            half = len(values) // 2
+            return [values[:half], values[half:]]
+        return [values]
 
 
 def _last(pattern: re.Pattern, text: str) -> re.Match | None:
@@ -92,54 +128,73 @@ def _f(s: str) -> float:
     return float(s.replace("D", "E").replace("d", "e"))
 
 
-def parse_eigenvalues(text: str) -> np.ndarray | None:
-    """Eigenvalues (eV) of the last band listing, shape (n_k, n_bands)."""
+def _listing(text: str, occupations: bool = False) -> tuple[list[list[float]], int | None]:
+    """The k-point blocks of the last band listing (eigenvalues, or with ``occupations``
+    the occupation numbers), and the index of the first spin-down block (None: no spin)."""
     start = max(text.rfind(m) for m in _END_MARKERS)
     if start < 0:
-        return None
-    lines = text[start:].splitlines()
+        return [], None
     blocks: list[list[float]] = []
     current: list[float] | None = None
-    for line in lines[1:]:
+    down: int | None = None
+    for line in text[start:].splitlines()[1:]:
         stripped = line.strip()
-        if stripped.startswith("k =") and "bands (ev)" in stripped:
+        opens = (stripped.startswith("occupation numbers") if occupations else
+                 stripped.startswith("k =") and "bands (ev)" in stripped)
+        if opens:
             current = []
             blocks.append(current)
         elif re.search(r"[A-Za-z]", stripped):
             # "occupation numbers" (verbosity high) ends a block; band edges end the listing.
             current = None
-            if stripped.startswith(("highest", "the Fermi", "!", "total energy")):
+            if _SPIN_DOWN in stripped:
+                down = len(blocks)
+            if stripped.startswith(("highest", "the Fermi", "the spin", "!", "total energy")):
                 break
         elif current is not None:
             current.extend(float(x) for x in _NUMBER.findall(stripped))
-    blocks = [b for b in blocks if b]
+    if down is not None:  # count only the non-empty blocks before it
+        down = sum(1 for b in blocks[:down] if b)
+    return [b for b in blocks if b], down
+
+
+def _array(blocks: list[list[float]]) -> np.ndarray | None:
     if not blocks or len({len(b) for b in blocks}) != 1:
         return None
     return np.asarray(blocks, dtype=float)
+
+
+def parse_eigenvalues(text: str) -> np.ndarray | None:
+    """Eigenvalues (eV) of the last band listing, shape (nspin x n_k, n_bands): with
+    spin, the spin-up k-points then the spin-down ones."""
+    return _array(_listing(text)[0])
 
 
 def parse_occupations(text: str) -> np.ndarray | None:
-    """Occupations of the last band listing, shape (n_k, n_bands) (``None`` if not printed)."""
-    start = max(text.rfind(m) for m in _END_MARKERS)
-    if start < 0:
+    """Occupations of the last band listing, shape (nspin x n_k, n_bands) (``None`` if
+    not printed)."""
+    return _array(_listing(text, occupations=True)[0])
+
+
+def parse_nspin(text: str) -> int:
+    """2 when the last band listing has a spin-down block that halves it, else 1."""
+    blocks, down = _listing(text)
+    return 2 if down is not None and blocks and 2 * down == len(blocks) else 1
+
+
+def parse_positions(text: str) -> np.ndarray | None:
+    """The last ``ATOMIC_POSITIONS (crystal)`` block pw.x printed (a relaxation step),
+    fractional, shape (n_atoms, 3); ``None`` when there is none."""
+    headers = list(_POSITIONS_HEADER.finditer(text))
+    if not headers:
         return None
-    blocks: list[list[float]] = []
-    current: list[float] | None = None
-    for line in text[start:].splitlines()[1:]:
-        stripped = line.strip()
-        if stripped.startswith("occupation numbers"):
-            current = []
-            blocks.append(current)
-        elif re.search(r"[A-Za-z]", stripped):
-            current = None
-            if stripped.startswith(("highest", "the Fermi", "!", "total energy")):
-                break
-        elif current is not None:
-            current.extend(float(x) for x in _NUMBER.findall(stripped))
-    blocks = [b for b in blocks if b]
-    if not blocks or len({len(b) for b in blocks}) != 1:
-        return None
-    return np.asarray(blocks, dtype=float)
+    rows = []
+    for line in text[headers[-1].end():].lstrip("\n").splitlines():
+        m = _POSITION_LINE.match(line)
+        if m is None:
+            break
+        rows.append([_f(m.group(i)) for i in (2, 3, 4)])
+    return np.asarray(rows, dtype=float) if rows else None
 
 
 def parse_output(text: str) -> PwOutput:
@@ -169,6 +224,13 @@ def parse_output(text: str) -> PwOutput:
         out.cell = rows
     out.eigenvalues = parse_eigenvalues(text)
     out.occupations = parse_occupations(text)
+    out.nspin = parse_nspin(text)
+    if m := _last(_TOTAL_MAGNETIZATION, text):
+        out.magnetization = _f(m.group(1))
+    if m := _last(_ABSOLUTE_MAGNETIZATION, text):
+        out.absolute_magnetization = _f(m.group(1))
+    out.positions = parse_positions(text)
+    out.relax_converged = any(marker in text for marker in _RELAX_CONVERGED)
     if out.occupations is not None and (
             out.eigenvalues is None or out.occupations.shape != out.eigenvalues.shape):
         out.occupations = None
