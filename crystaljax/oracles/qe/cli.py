@@ -2,7 +2,10 @@
 
 Prints the value, unit, status and wall time (also how users check their QE
 set-up). With ``--json``: one JSON object with keys ``property``, ``value``,
-``unit``, ``status``, ``seconds`` (plus ``reason`` and ``energy_per_atom``).
+``unit``, ``status``, ``seconds`` (plus ``reason``, ``energy_per_atom`` and
+``magnetization``: the total magnetisation in Bohr magnetons per cell of a
+spin-polarised crystal, ``null`` for a spin-degenerate one). ``--relax none | volume |
+full`` chooses the cell of the density and bulk modulus (``recipe.relax``).
 Exit status: 0 when the computation succeeded, 1 when DFT failed (the status
 says why), 2 for unusable input (unreadable file).
 """
@@ -14,9 +17,11 @@ import json
 import math
 import sys
 import time
+import typing
 import warnings
 from pathlib import Path
 
+from crystaljax.oracles.qe.recipes import Relax
 from crystaljax.properties import PROPERTIES
 
 EXIT_OK, EXIT_DFT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -47,6 +52,9 @@ def add_dft_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--upf-mapping", default=None,
                         help="JSON mapping element -> UPF file and cutoffs (instead of GTH)")
     parser.add_argument("--nstep", type=int, default=None, help="vc-relax steps (density)")
+    parser.add_argument("--relax", default=None, choices=typing.get_args(Relax),
+                        help="density / bulk modulus at the template cell (none, default), "
+                             "at the E(V) minimum (volume) or after a vc-relax (full)")
     parser.set_defaults(func=run_dft)
     return parser
 
@@ -74,6 +82,8 @@ def run_dft(args: argparse.Namespace) -> int:
     from crystaljax.oracles.qe.oracle import make_qe_oracle
 
     recipe = {"nstep": args.nstep} if args.nstep is not None else {}
+    if args.relax is not None:
+        recipe["relax"] = args.relax
     start = time.monotonic()
     try:
         oracle = make_qe_oracle(
@@ -93,11 +103,14 @@ def run_dft(args: argparse.Namespace) -> int:
             "property": args.property_name, "value": value, "unit": oracle.unit,
             "status": result.status.name, "seconds": round(seconds, 3),
             "reason": result.reason, "energy_per_atom": result.extra.get("energy_per_atom"),
+            "magnetization": result.extra.get("magnetization"),
         }))
     else:
         shown = f"{value:.4f} {oracle.unit}" if value is not None else "n/a"
         print(f"{args.property_name}: {shown}  status: {result.status.name}  "
               f"time: {seconds:.1f} s")
+        if result.extra.get("magnetization") is not None:
+            print(f"magnetization: {result.extra['magnetization']:.2f} Bohr mag/cell")
         if result.reason:
             print(f"reason: {result.reason}")
         if "scratch" in result.extra:

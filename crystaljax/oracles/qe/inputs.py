@@ -5,6 +5,13 @@ fractional (``ATOMIC_POSITIONS crystal``), cutoffs in Ry, smearing width in Ry.
 k-points follow pymatgen's ``Kpoints.automatic_density`` divisions (k-points per
 reciprocal atom, 1000 by default like the original CrystalGym), written as a
 Gamma-centred grid so band extrema at Gamma are always sampled.
+
+Spin: a crystal with an element of :data:`MAGNETIC_ELEMENTS` is computed spin-polarised
+(``nspin = 2``) when ``PwSettings.spin`` is ``auto`` (the default), with a ferromagnetic
+start: :data:`STARTING_MOMENT` Bohr magnetons on every atom of a magnetic species, none
+on the others (:func:`starting_magnetization`), as high-throughput databases do. Such a
+run needs smeared occupations (pw.x's fixed occupations would need the total
+magnetisation fixed in advance); the recipes set them.
 """
 
 from __future__ import annotations
@@ -24,6 +31,17 @@ Calculation = Literal["scf", "vc-relax", "relax"]
 Diagonalization = Literal["david", "cg", "ppcg", "paro"]
 #: pw.x's charge-mixing modes (``&electrons mixing_mode``)
 MixingMode = Literal["plain", "TF", "local-TF"]
+#: ``PwSettings.spin``: ``auto`` (spin-polarised when a magnetic element is present) or
+#: ``off`` (always spin-degenerate, like the original CrystalGym)
+Spin = Literal["auto", "off"]
+
+#: Elements whose crystals are computed spin-polarised under ``spin: auto``: the 3d
+#: elements with a magnetic ground state in their common compounds (V, Cr, Mn, Fe, Co,
+#: Ni), the ones high-throughput databases start with a large moment.
+MAGNETIC_ELEMENTS: frozenset[str] = frozenset({"V", "Cr", "Mn", "Fe", "Co", "Ni"})
+#: Starting moment (Bohr magnetons) of each atom of a magnetic species: a high-spin
+#: ferromagnetic start (the Materials Project's 5 uB for these elements); pw.x relaxes it.
+STARTING_MOMENT = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +68,8 @@ class PwSettings:
         least ``extra_bands_fraction`` of the occupied count (4 and 20 % by default).
       extra_bands_fraction: see ``extra_bands``.
       kgrid: explicit Gamma-centred k-grid; overrides ``kppa`` when given.
+      spin: ``auto``: spin-polarised (``nspin = 2``, ferromagnetic start) when the crystal
+        has an element of :data:`MAGNETIC_ELEMENTS`; ``off``: never (``nspin = 1``).
     """
 
     calculation: Calculation = "scf"
@@ -69,6 +89,7 @@ class PwSettings:
     extra_bands: int = option(4, ge=0)
     extra_bands_fraction: float = option(0.2, ge=0)
     kgrid: tuple[int, int, int] | None = option(None, ge=1)
+    spin: Spin = "auto"
 
     def __post_init__(self) -> None:
         check(self, "settings")
@@ -99,10 +120,40 @@ def valence_electrons(structure: Structure, family: PseudoFamily) -> float:
     return sum(family.spec(site.specie.symbol).z_valence for site in structure)
 
 
-def number_of_bands(n_electrons: float, extra_bands: int, fraction: float = 0.2) -> int:
-    """Bands to compute (spin off): occupied ones plus max(extra_bands, fraction x occupied)
-    empty ones."""
-    occupied = math.ceil(n_electrons / 2)
+def spin_polarized(structure: Structure, settings: PwSettings) -> bool:
+    """Whether ``structure`` is computed spin-polarised under ``settings`` (``spin: auto``
+    and an element of :data:`MAGNETIC_ELEMENTS` present)."""
+    if settings.spin == "off":
+        return False
+    return any(site.specie.symbol in MAGNETIC_ELEMENTS for site in structure)
+
+
+def starting_magnetization(structure: Structure, family: PseudoFamily) -> dict[str, float]:
+    """pw.x's ``starting_magnetization`` per magnetic species of ``structure``: the
+    fraction (at most 1) of the species' valence charge that :data:`STARTING_MOMENT`
+    is. Species not in :data:`MAGNETIC_ELEMENTS` are left out (pw.x's default, 0)."""
+    out = {}
+    for element in sorted({site.specie.symbol for site in structure}):
+        if element in MAGNETIC_ELEMENTS:
+            z = family.spec(element).z_valence
+            out[element] = min(1.0, STARTING_MOMENT / z) if z > 0 else 0.0
+    return out
+
+
+def starting_moment(structure: Structure, family: PseudoFamily) -> float:
+    """Total starting moment of the cell (Bohr magnetons) of a spin-polarised run."""
+    fractions = starting_magnetization(structure, family)
+    return sum(fractions[s.specie.symbol] * family.spec(s.specie.symbol).z_valence
+               for s in structure if s.specie.symbol in fractions)
+
+
+def number_of_bands(n_electrons: float, extra_bands: int, fraction: float = 0.2,
+                    magnetization: float = 0.0) -> int:
+    """Bands to compute (per spin channel): the occupied ones plus max(extra_bands,
+    fraction x occupied) empty ones. ``magnetization``: the starting moment of a
+    spin-polarised run (Bohr magnetons); the majority channel holds (N + m) / 2 electrons."""
+    m = min(max(magnetization, 0.0), n_electrons)
+    occupied = math.ceil((n_electrons + m) / 2 - 1e-9)
     return occupied + max(extra_bands, math.ceil(fraction * occupied))
 
 
@@ -139,6 +190,7 @@ def write_pw_input(
 
     Raises:
       MissingPseudopotential: an element of ``structure`` is not in ``family``.
+      ValueError: a spin-polarised run (:func:`spin_polarized`) with fixed occupations.
     """
     elements = sorted({site.specie.symbol for site in structure})
     specs = {e: family.spec(e) for e in elements}
@@ -146,6 +198,12 @@ def write_pw_input(
     ecutwfc = settings.ecutwfc if settings.ecutwfc is not None else fam_wfc
     ecutrho = settings.ecutrho if settings.ecutrho is not None else max(fam_rho, 4.0 * ecutwfc)
     n_el = valence_electrons(structure, family)
+    spin = spin_polarized(structure, settings)
+    if spin and settings.occupations == "fixed":
+        raise ValueError("a spin-polarised pw.x run needs smeared occupations "
+                         "(fixed ones need the total magnetisation); use spin: off or smearing")
+    magnetic = starting_magnetization(structure, family) if spin else {}
+    moment = starting_moment(structure, family) if spin else 0.0
     control = {
         "calculation": settings.calculation,
         "prefix": prefix,
@@ -164,10 +222,15 @@ def write_pw_input(
         "ntyp": len(elements),
         "ecutwfc": float(ecutwfc),
         "ecutrho": float(ecutrho),
-        "nspin": 1,  # spin off: every recipe assumes spin-degenerate bands
-        "nbnd": number_of_bands(n_el, settings.extra_bands, settings.extra_bands_fraction),
+        "nspin": 2 if spin else 1,
+        "nbnd": number_of_bands(n_el, settings.extra_bands, settings.extra_bands_fraction,
+                                moment),
         "occupations": settings.occupations,
     }
+    if spin:
+        for index, element in enumerate(elements, start=1):
+            if element in magnetic:
+                system[f"starting_magnetization({index})"] = float(magnetic[element])
     if settings.occupations == "smearing":
         system["smearing"] = settings.smearing
         system["degauss"] = float(settings.degauss)

@@ -1,0 +1,280 @@
+"""Density and bulk modulus at the equilibrium volume (issue 13 item 6): ``recipe.relax``,
+the E(V) minimum search, the NO_MINIMUM status and its floor reward."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from ase.units import GPa
+from pymatgen.core import Lattice, Structure
+from qe_helpers import requires_pw
+
+from crystaljax.config import ConfigError
+from crystaljax.oracles.base import FLOOR_STATUSES, OracleResult, Status
+from crystaljax.oracles.cache import ResultCache
+from crystaljax.oracles.qe import recipes
+from crystaljax.oracles.qe.family import write_gth_family
+from crystaljax.oracles.qe.options import QEOptions
+from crystaljax.oracles.qe.parse import PwOutput, parse_output
+from crystaljax.oracles.qe.presets import GTH_VARIANTS, PSLIBRARY_INPUTS, get_preset
+from crystaljax.oracles.qe.recipes import (
+    RECIPES,
+    RecipeOptions,
+    bulk_modulus,
+    density,
+    density_of,
+    search_energy_minimum,
+)
+from crystaljax.oracles.qe.runner import RunnerConfig
+from crystaljax.properties import get_property
+from crystaljax.rewards import RewardParams
+
+PRESET = get_preset("test")
+B0_EV = 80.0 * GPa  # eV/Å^3
+
+
+def fcc(a: float, element: str = "Al") -> Structure:
+    h = a / 2
+    return Structure(Lattice([[0, h, h], [h, 0, h], [h, h, 0]]), [element], [[0, 0, 0]])
+
+
+def birch_murnaghan(v, v0, e0=-10.0, b0=B0_EV, bp=4.5):
+    eta = (v0 / v) ** (2.0 / 3.0)
+    return e0 + 9.0 * v0 * b0 / 16.0 * ((eta - 1) ** 3 * bp + (eta - 1) ** 2 * (6 - 4 * eta))
+
+
+# -- options -------------------------------------------------------------------------------
+
+def test_relax_is_a_checked_recipe_option():
+    assert RecipeOptions().relax == "none"
+    assert QEOptions.from_mapping({"recipe.relax": "volume"}).recipe == {"relax": "volume"}
+    for values, message in [({"relax": "sideways"}, "recipe.relax must be one of"),
+                            ({"relax_range": [1.0, 1.3]}, "relax_range must hold"),
+                            ({"relax_step": 0.5}, "relax_step must be <= 0.1"),
+                            ({"relax_max_runs": 3}, "relax_max_runs must be >= 7")]:
+        with pytest.raises(ConfigError, match=message):
+            QEOptions.from_mapping({"recipe": values})
+
+
+def test_env_oracle_options_take_relax():
+    from crystaljax.training.config import load_run_config
+
+    task = {"env": {"task": "bulk-modulus-perovskite-small-v0"}}
+    cfg = load_run_config(task, ["env.oracle_options.recipe.relax=volume"])
+    assert cfg.env.oracle_options == {"recipe": {"relax": "volume"}}
+    with pytest.raises(ConfigError, match="recipe.relax must be one of"):
+        load_run_config(task, ["env.oracle_options.recipe.relax=sideways"])
+
+
+def test_dft_takes_relax():
+    import argparse
+
+    from crystaljax.oracles.qe.cli import add_dft_parser
+
+    parser = argparse.ArgumentParser(prog="crystaljax")
+    add_dft_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["dft", "x.cif", "--property", "density", "--relax", "full"])
+    assert args.relax == "full"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["dft", "x.cif", "--property", "density", "--relax", "sideways"])
+
+
+def test_the_time_budget_counts_the_search():
+    none, volume, full = (RecipeOptions(relax=r) for r in ("none", "volume", "full"))
+    assert RECIPES["bulk_modulus"].runs(none) == 5 and RECIPES["density"].runs(none) == 1
+    assert RECIPES["bulk_modulus"].runs(volume) == RECIPES["density"].runs(volume) == 12
+    assert RECIPES["bulk_modulus"].runs(full) == 13
+
+
+# -- the search (no pw.x) --------------------------------------------------------------------
+
+@pytest.mark.parametrize("a0", [1.0, 0.95, 1 / 0.95, 0.82, 1.2, 1.28])
+def test_the_search_brackets_and_samples_the_minimum(a0):
+    calls = []
+
+    def energy(s):
+        calls.append(s)
+        return birch_murnaghan(16.0 * s ** 3, 16.0 * a0 ** 3)
+
+    found = search_energy_minimum(energy)
+    assert found.found and not found.reason
+    assert len(calls) == len(set(calls)) <= 12
+    assert found.window[0] < a0 < found.window[-1] and len(found.window) >= 4
+    b0, v0, _ = recipes.fit_bulk_modulus([16.0 * s ** 3 for s in found.window],
+                                         [found.points[s] for s in found.window])
+    assert b0 == pytest.approx(80.0, rel=1e-3) and v0 == pytest.approx(16.0 * a0 ** 3, rel=1e-4)
+
+
+def test_at_equilibrium_the_search_costs_the_five_runs_of_the_scan():
+    found = search_energy_minimum(lambda s: birch_murnaghan(16.0 * s ** 3, 16.0))
+    assert sorted(found.points) == found.window == [0.98, 0.99, 1.0, 1.01, 1.02]
+
+
+@pytest.mark.parametrize("energy, why", [
+    (lambda s: -s, "still falls at the largest"),  # expands without end
+    (lambda s: s, "still falls at the smallest"),  # collapses
+    (lambda s: birch_murnaghan(16.0 * s ** 3, 16.0 * 1.5 ** 3), "largest"),  # minimum beyond
+])
+def test_no_minimum_in_the_range(energy, why):
+    found = search_energy_minimum(energy)
+    assert not found.found and why in found.reason and found.window == []
+    assert len(found.points) <= 12
+
+
+def test_a_small_run_budget_gives_up_before_the_bound():
+    found = search_energy_minimum(lambda s: -s, max_runs=7)
+    assert not found.found and "within 7 runs" in found.reason and len(found.points) <= 7
+
+
+# -- the recipes on a synthetic E(V) (no pw.x) -------------------------------------------------
+
+def _fake_pw(monkeypatch, energy_of_volume, relaxed_cell=None):
+    """Replace recipes._run: each scf returns E(V); a vc-relax returns ``relaxed_cell``."""
+    runs = []
+
+    def fake_run(structure, settings, family, runner, options, log, label, reference=None,
+                 handled=frozenset()):
+        runs.append((label, settings.calculation, structure.volume))
+        parsed = PwOutput(total_energy=float(energy_of_volume(structure.volume)),
+                          n_atoms=len(structure), job_done=True)
+        if settings.calculation == "vc-relax":
+            parsed.cell, parsed.relax_converged = relaxed_cell, True
+        log.record(label, 1, recipes.Failure.OK, Status.OK, "", 0.1, 60.0, None, {})
+        return recipes._Attempt(Status.OK, "", parsed, 0.1, {}, settings)
+
+    monkeypatch.setattr(recipes, "_run", fake_run)
+    return runs
+
+
+RUNNER = RunnerConfig(time_limit=60.0)
+
+
+def test_relax_none_is_the_template_scan(monkeypatch):
+    runs = _fake_pw(monkeypatch, lambda v: birch_murnaghan(v, 15.0))
+    result = bulk_modulus(fcc(4.0), None, PRESET.settings, RUNNER, RecipeOptions())
+    assert result.status == Status.OK
+    assert [r[0] for r in runs] == [f"bulk-{s:.3f}" for s in RecipeOptions().volume_scales]
+    assert "relax" not in result.extra and result.extra["b_method"] in ("eos", "local")
+
+
+def test_relax_volume_reports_b0_v0_and_the_relaxed_density(monkeypatch):
+    template = fcc(4.0)
+    v_eq = template.volume * 1.05 ** 3
+    runs = _fake_pw(monkeypatch, lambda v: birch_murnaghan(v, v_eq))
+    options = RecipeOptions(relax="volume")
+    modulus = bulk_modulus(template, None, PRESET.settings, RUNNER, options)
+    assert modulus.status == Status.OK, modulus.reason
+    assert modulus.value == pytest.approx(80.0, rel=1e-3)
+    extra = modulus.extra
+    assert extra["v0"] == pytest.approx(v_eq, rel=1e-4) and extra["relax"] == "volume"
+    assert extra["lattice_factor"] == pytest.approx(1.05, rel=1e-4)
+    assert len(runs) == len(extra["attempts"]) <= options.relax_max_runs
+    assert all(calc == "scf" for _, calc, _ in runs)
+    rho = density(template, None, PRESET.settings, RUNNER, options)
+    assert rho.status == Status.OK
+    assert rho.value == pytest.approx(density_of(template) / 1.05 ** 3, rel=1e-4)
+    assert rho.value == pytest.approx(extra["relaxed_density"])
+
+
+def test_relax_full_scans_around_the_vc_relaxed_cell(monkeypatch):
+    template = fcc(4.0)
+    relaxed = template.lattice.matrix * 1.04
+    v_eq = template.volume * 1.05 ** 3
+    runs = _fake_pw(monkeypatch, lambda v: birch_murnaghan(v, v_eq), relaxed_cell=relaxed)
+    result = density(template, None, PRESET.settings, RUNNER, RecipeOptions(relax="full"))
+    assert result.status == Status.OK, result.reason
+    assert runs[0][:2] == ("relax-vc", "vc-relax")
+    assert result.extra["vc_relax_volume"] == pytest.approx(template.volume * 1.04 ** 3)
+    assert runs[2][2] == pytest.approx(template.volume * 1.04 ** 3)  # the scan's centre
+    assert result.extra["v0"] == pytest.approx(v_eq, rel=1e-4)
+    assert result.value == pytest.approx(density_of(template) / 1.05 ** 3, rel=1e-4)
+
+
+@pytest.mark.parametrize("prop", [bulk_modulus, density])
+def test_no_minimum_is_its_own_status_without_a_value(monkeypatch, prop):
+    _fake_pw(monkeypatch, lambda v: -0.1 * v)  # E(V) falls: the crystal would expand
+    result = prop(fcc(4.0), None, PRESET.settings, RUNNER, RecipeOptions(relax="volume"))
+    assert result.status == Status.NO_MINIMUM and math.isnan(result.value)
+    assert "no minimum" in result.reason and result.extra["attempts"]
+    assert "b0" not in result.extra and result.extra["lattice_factors"][-1] == 1.3
+
+
+# -- the status: cache and reward ----------------------------------------------------------------
+
+def test_no_minimum_round_trips_the_cache(tmp_path):
+    cache = ResultCache(tmp_path / "c.sqlite")
+    result = OracleResult(float("nan"), Status.NO_MINIMUM, "no minimum", 3.0, {"volumes": [1.0]})
+    assert cache.put("k", "s", "bulk_modulus", result, time_limit=60.0)
+    back = cache.get("k", "s", 60.0)
+    assert back.status == Status.NO_MINIMUM and math.isnan(back.value)
+    assert back.reason == "no minimum" and cache.totals()["by_status"] == {"NO_MINIMUM": 1}
+    cache.close()
+
+
+@pytest.mark.parametrize("name, floor_reward", [("bulk_modulus", -3.0), ("density", 0.0)])
+def test_no_minimum_gets_the_floor_not_the_penalty(name, floor_reward):
+    assert Status.NO_MINIMUM in FLOOR_STATUSES
+    params = RewardParams(*(np.float32(x) for x in (300.0, 1.0, -3.0, -7.0)))
+    prop = get_property(name)
+    status = np.array([Status.NO_MINIMUM, Status.CRASH, Status.OK])
+    reward = prop.reward(np.array([np.nan, np.nan, np.nan]), status, params, xp=np)
+    # the floor is the lowest reward of a computed value (a Gaussian's is 0)
+    np.testing.assert_allclose(reward, [floor_reward, -7.0, -7.0])
+    assert prop.reward_bounds(params)[0] <= floor_reward
+
+
+# -- real pw.x -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def paw(tmp_path_factory):
+    return write_gth_family(tmp_path_factory.mktemp("paw"), {"Al": PRESET.cutoffs["Al"]},
+                            GTH_VARIANTS, generated={"Al": PSLIBRARY_INPUTS["Al"]},
+                            name=PRESET.family)
+
+
+#: fcc Al's lattice constant with the test preset (35 Ry, coarse k): about 4.025 Å
+A_TEST = 4.025
+
+
+@requires_pw
+def test_relax_volume_finds_the_same_minimum_from_both_sides(paw, tmp_path):
+    runner = RunnerConfig(time_limit=PRESET.time_limit, scratch_root=str(tmp_path))
+    options = RecipeOptions(relax="volume")
+    low, high = (bulk_modulus(fcc(A_TEST * f), paw, PRESET.settings, runner, options)
+                 for f in (0.95, 1.05))
+    for result in (low, high):
+        assert result.status == Status.OK, result.reason
+        assert len(result.extra["attempts"]) <= options.relax_max_runs
+    # started 5 % compressed and 5 % expanded: the same V0 and B0
+    assert low.extra["v0"] == pytest.approx(high.extra["v0"], rel=0.005)
+    assert low.extra["lattice_factor"] == pytest.approx(1 / 0.95, rel=0.01)
+    assert high.extra["lattice_factor"] == pytest.approx(1 / 1.05, rel=0.01)
+    assert low.value == pytest.approx(high.value, rel=0.05)
+    assert 50.0 < low.value < 120.0  # fcc Al: about 76 GPa converged PBE
+
+
+@requires_pw
+def test_relax_full_density_with_pw(paw, tmp_path):
+    runner = RunnerConfig(time_limit=PRESET.time_limit, scratch_root=str(tmp_path))
+    template = fcc(A_TEST * 0.95)
+    result = density(template, paw, PRESET.settings, runner, RecipeOptions(relax="full"))
+    assert result.status == Status.OK, result.reason
+    extra = result.extra
+    assert extra["vc_relax_volume"] == pytest.approx(extra["v0"], rel=0.01)
+    assert result.value == pytest.approx(density_of(template) / (1 / 0.95) ** 3, rel=0.02)
+    assert [a["run"] for a in extra["attempts"]][0] == "relax-vc"
+
+
+def test_relaxation_positions_are_parsed():
+    text = ("     number of atoms/cell      =            2\n"
+            "ATOMIC_POSITIONS (crystal)\n"
+            "Si            0.0100000000        0.0000000000       -0.0050000000\n"
+            "Si            0.2600000000        0.2500000000        0.2450000000\n\n"
+            "     bfgs converged in   3 scf cycles and   2 bfgs steps\n"
+            "End final coordinates\n")
+    out = parse_output(text)
+    np.testing.assert_allclose(out.positions, [[0.01, 0.0, -0.005], [0.26, 0.25, 0.245]])
+    assert out.relax_converged
+    assert parse_output("JOB DONE").positions is None
