@@ -20,7 +20,7 @@ from crystaljax.properties import get_property
     ({"time_limit": -1}, "time_limit must be > 0"),
     ({"workers": 0}, "workers must be >= 1"),
     ({"mpi_ranks": "two"}, "mpi_ranks must be an integer"),
-    ({"preset": "turbo"}, r"preset must be one of \['default', 'fast', 'test'\]"),
+    ({"preset": "turbo"}, r"preset must be one of \['default', 'gth', 'fast', 'test'\]"),
     ({"executor": "slurm"}, "executor must be one of"),
     ({"keep_failed_runs": -2}, "keep_failed_runs must be >= 0"),
     ({"settings": {"kpa": 100}}, r"settings: unknown key\(s\) \['kpa'\]; allowed: .*'kppa'"),

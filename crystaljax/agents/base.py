@@ -31,7 +31,7 @@ METRICS: dict[str, str] = {
     "terminal_reward_sum": "sum",  # sum of the rewards of the steps that ended an episode
     "best_reward": "last",  # best finished crystal of training so far
     "best_property": "last",
-    "oracle_failures": "sum",  # finished episodes whose info["status"] != 0
+    "oracle_failures": "sum",  # finished episodes whose status is a failure (not OK/floor)
     "invalid_actions": "sum",  # steps with info["invalid_action"]
     "updates": "last",  # cumulative gradient steps
     "skipped_updates": "sum",  # gradient steps skipped for a non-finite loss or gradient

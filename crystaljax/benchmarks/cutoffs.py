@@ -69,7 +69,7 @@ def scan_element(element: str, ladder, family_dir: Path, runner, tol_mev: float,
     for ecut in ladder:
         settings = PwSettings(ecutwfc=float(ecut), ecutrho=dual * ecut, occupations="smearing",
                               smearing="mv", degauss=0.02, kgrid=(6, 6, 6),
-                              conv_thr_per_atom=1e-8)
+                              conv_thr_per_atom=1e-8, spin="off")  # as the recorded scans
         run = run_pw(write_pw_input(structure, settings, family), runner,
                      label=f"conv-{element}-{ecut}")
         parsed = parse_output(run.output)

@@ -16,6 +16,12 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from crystaljax.oracles.base import FLOOR_STATUSES, Status
+
+#: statuses that are an answer about the crystal, not a failure: OK and the floor statuses
+#: (e.g. NO_MINIMUM: no E(V) minimum in the searched range)
+_ANSWERED = tuple(int(s) for s in (Status.OK, *sorted(FLOOR_STATUSES)))
+
 #: per-step statistics returned by :meth:`VecEpisodeStats.step` (summed over the N envs)
 STEP_STATS = ("episodes_done", "terminal_reward_sum", "oracle_failures", "invalid_actions")
 
@@ -108,7 +114,8 @@ class VecEpisodeStats:
         step_stats = {
             "episodes_done": done.sum().astype(jnp.int32),
             "terminal_reward_sum": jnp.sum(jnp.where(done, reward, 0.0)).astype(jnp.float32),
-            "oracle_failures": jnp.sum(done & (info["status"] != 0)).astype(jnp.int32),
+            "oracle_failures": jnp.sum(done & ~jnp.isin(info["status"], jnp.array(_ANSWERED))
+                                       ).astype(jnp.int32),
             "invalid_actions": invalid.sum().astype(jnp.int32),
         }
         stats = state.stats

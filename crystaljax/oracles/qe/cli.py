@@ -79,6 +79,7 @@ def run_dft(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"crystaljax dft: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from crystaljax.oracles.qe.ld1 import PseudoGenerationError
     from crystaljax.oracles.qe.oracle import make_qe_oracle
 
     recipe = {"nstep": args.nstep} if args.nstep is not None else {}
@@ -91,7 +92,7 @@ def run_dft(args: argparse.Namespace) -> int:
             mpi_ranks=args.mpi_ranks, threads=args.threads, time_limit=args.time_limit,
             upf_mapping=args.upf_mapping, recipe=recipe,
         )
-    except (KeyError, ValueError, FileNotFoundError) as exc:
+    except (KeyError, ValueError, FileNotFoundError, PseudoGenerationError) as exc:
         print(f"crystaljax dft: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
     with oracle:

@@ -177,9 +177,10 @@ def ld1_version(ld1_command: str = "ld1.x") -> str:
         raise PseudoGenerationError(
             f"{ld1_command} not found (it is in Debian's quantum-espresso package, like pw.x; "
             "`make setup` installs it)")
-    try:
-        proc = subprocess.run([ld1_command], input="", capture_output=True, text=True,
-                              timeout=30, env=_ld1_env())
+    try:  # in a scratch folder: ld1.x writes CRASH and input_tmp.in where it runs
+        with tempfile.TemporaryDirectory(prefix="crystaljax-ld1-version-") as tmp:
+            proc = subprocess.run([ld1_command], input="", capture_output=True, text=True,
+                                  timeout=30, env=_ld1_env(), cwd=tmp)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     match = re.search(r"Program LD1 v\.(\S+)", proc.stdout + proc.stderr)
