@@ -10,6 +10,7 @@ import pytest
 
 from crystaljax.elements import LARGE
 from crystaljax.oracles.qe.presets import (
+    FAST_DUAL,
     FAST_ECUTWFC_CAP,
     GTH_ECUTWFC,
     LD1_INPUTS,
@@ -81,7 +82,7 @@ def test_fast_preset_caps_the_default_cutoffs():
     fast, default = get_preset("fast"), get_preset("default")
     for element, (wfc, rho) in fast.cutoffs.items():
         assert wfc == min(default.cutoffs[element][0], FAST_ECUTWFC_CAP), element
-        assert rho == PAW_DUAL * wfc
+        assert rho == FAST_DUAL * wfc
     assert fast.settings.kppa < default.settings.kppa
     assert fast.generated == default.generated
 
