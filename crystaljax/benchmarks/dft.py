@@ -98,6 +98,15 @@ def _evaluate(prop: str, structures: list, runner, workers: int | None = 1,
     return evaluate(prop, structures, runner, preset, workers, **options)
 
 
+def ratio_bound(first: str, second: str) -> str | None:
+    """What a time ratio second / first is when runs hit their time limit: ``"lower"``
+    (only the second timed out: it would have taken longer), ``"upper"`` (only the first),
+    ``"none"`` (both: not a measurement), or ``None`` (an exact ratio)."""
+    timed_out = (first == "TIMEOUT", second == "TIMEOUT")
+    return {(False, False): None, (False, True): "lower", (True, False): "upper",
+            (True, True): "none"}[timed_out]
+
+
 def _ecutwfc(preset: str, structure) -> float:
     """The wavefunction cutoff (Ry) ``preset`` uses for ``structure``."""
     from crystaljax.oracles.qe.presets import get_preset
@@ -140,7 +149,7 @@ def per_property(runner, only: Sequence[str] | None = None,
             }
         first, second = (row["presets"][p] for p in presets[:2])
         row["ratio"] = round(second["wall_s"] / max(first["wall_s"], 1e-9), 2)
-        row["ratio_is_lower_bound"] = second["status"] == "TIMEOUT"
+        row["ratio_bound"] = ratio_bound(first["status"], second["status"])
         rows.append(row)
         print(row, flush=True)
         if on_row is not None:
@@ -242,7 +251,9 @@ def bench_table(data: dict) -> str:
                 f"{v['wall_s']}" + ("" if v["status"] == "OK" else f" ({v['status']})")
                 for v in r["presets"].values())
             values = ", ".join(f"{v['value']:.3g}" for v in r["presets"].values())
-            ratio = ("≥ " if r["ratio_is_lower_bound"] else "") + f"{r['ratio']}"
+            bound = r.get("ratio_bound")
+            ratio = {"lower": f"≥ {r['ratio']}", "upper": f"≤ {r['ratio']}",
+                     "none": "(both timed out)"}.get(bound, f"{r['ratio']}")
             lines.append(f"| {r['cell']} | {r['property']} | {'yes' if r['hard_anion'] else ''} "
                          f"| {times} | {ratio} | {values} |")
         lines.append("")
@@ -254,5 +265,5 @@ def bench_table(data: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CASES", "bench", "bench_table", "cell4", "cubic5", "fcc_lattice", "has_hard_anion",
+__all__ = ["CASES", "bench", "bench_table", "ratio_bound", "cell4", "cubic5", "fcc_lattice", "has_hard_anion",
            "hit_ratio", "per_property", "throughput", "validation_cases"]
