@@ -67,3 +67,19 @@ def probe_run():
         return runs[name]
 
     return get
+
+
+@pytest.fixture
+def isolated_cache_dir(tmp_path, monkeypatch):
+    """A fresh ``CRYSTALJAX_CACHE_DIR`` (no cached results) that shares this machine's
+    generated pseudopotentials: they are generated once per machine (about 30 s for the
+    PAW family), not once per test."""
+    from crystaljax.oracles.qe.ld1 import ld1_store
+
+    store = ld1_store()
+    store.mkdir(parents=True, exist_ok=True)
+    home = tmp_path / "crystaljax-home"
+    (home / "pseudos").mkdir(parents=True)
+    (home / "pseudos" / "ld1").symlink_to(store, target_is_directory=True)
+    monkeypatch.setenv("CRYSTALJAX_CACHE_DIR", str(home))
+    return home

@@ -12,9 +12,8 @@ NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
                         "notebooks", "quickstart.ipynb")
 
 
-def test_quickstart_notebook_runs(tmp_path, monkeypatch):
+def test_quickstart_notebook_runs(tmp_path, monkeypatch, isolated_cache_dir):
     monkeypatch.setenv("QUICKSTART_STEPS", "400")
-    monkeypatch.setenv("CRYSTALJAX_CACHE_DIR", str(tmp_path / "cache"))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})

@@ -18,8 +18,7 @@ def _parse(argv):
 
 
 @requires_pw
-def test_json_output(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("CRYSTALJAX_CACHE_DIR", str(tmp_path / "home"))
+def test_json_output(tmp_path, capsys, isolated_cache_dir):
     cif = tmp_path / "nacl.cif"
     rocksalt(5.69, "Na", "Cl").to(filename=str(cif))
     args = _parse(["dft", str(cif), "--property", "band_gap", "--preset", "test", "--json"])
@@ -48,8 +47,7 @@ def test_unknown_property_is_an_argparse_error():
 
 
 @requires_pw
-def test_failed_dft_exits_1_with_reason(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("CRYSTALJAX_CACHE_DIR", str(tmp_path / "home"))
+def test_failed_dft_exits_1_with_reason(tmp_path, capsys, isolated_cache_dir):
     cif = tmp_path / "naxe.cif"
     rocksalt(5.69, "Na", "Xe").to(filename=str(cif))
     assert run_dft(_parse(["dft", str(cif), "--property", "density", "--preset", "test"])) == 1
