@@ -154,8 +154,8 @@ def test_diagonalization_error_switches_to_cg(family, tmp_path):
 
 
 @requires_pw
-def test_bands_not_converged_gets_more_bands(family, tmp_path):
-    pw = fake_pw(tmp_path, BANDS)
+def test_too_few_bands_gets_more_bands(family, tmp_path):
+    pw = fake_pw(tmp_path, FEW_BANDS)
     result = band_gap(SI, family, SETTINGS, _runner(tmp_path, pw))
     assert result.status == Status.OK, result.reason
     assert _value(_input(tmp_path, 1), "nbnd") == "8"  # 4 occupied + 4
@@ -297,7 +297,7 @@ def test_a_retry_gets_only_what_is_left_of_the_budget(family, tmp_path):
     (Failure.DIAGONALIZATION, Status.CRASH, S_MATRIX[0]),
     (Failure.DIAGONALIZATION, Status.CRASH, CHOLESKY[0]),
     (Failure.DIAGONALIZATION, Status.CRASH, _error("cegterg", "cannot allocate ...")),
-    (Failure.TOO_FEW_BANDS, Status.CRASH, BANDS[0]),
+    (Failure.DIAGONALIZATION, Status.CRASH, BANDS[0]),  # c_bands: the diagonaliser failed
     (Failure.TOO_FEW_BANDS, Status.CRASH, FEW_BANDS[0]),
     (Failure.TOO_FEW_BANDS, Status.CRASH, _error("efermig", "internal error, cannot bracket Ef")),
     (Failure.SCF_NOT_CONVERGED, Status.CRASH, _error("broyden", "factorization")),

@@ -78,8 +78,11 @@ class Failure(enum.Enum):
 
 
 _ERROR_ROUTINE = re.compile(r"Error in routine\s+(\S+)\s*\(")
-_BANDS_MARKERS = ("too many bands are not converged", "too few bands", "cannot bracket ef")
-_DIAG_MARKERS = ("s matrix not positive definite", "problems computing cholesky",
+_BANDS_MARKERS = ("too few bands", "cannot bracket ef")
+# "too many bands are not converged" (c_bands) is the iterative diagonaliser failing, as in
+# AiiDA's PwBaseWorkChain (handle_diagonalization_errors): another diagonaliser, not more bands
+_DIAG_MARKERS = ("too many bands are not converged", "s matrix not positive definite",
+                 "problems computing cholesky",
                  "cholesky failed", "eigenvectors failed to converge", "zhegvd failed",
                  "qr(x, 0) failed")
 #: pw.x / LAXlib routines of the iterative and dense diagonalisation
