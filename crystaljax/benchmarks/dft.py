@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pymatgen.core import Lattice, Structure
 
+from crystaljax.benchmarks.validation import evaluate
+
 SMALL = "Li Na K Rb Be Ca Mg Sr H C N O P S Se F Cl Br".split()
 PEROVSKITE = [(0, 0, 0), (0.5, 0.5, 0.5), (0, 0.5, 0.5), (0.5, 0, 0.5), (0.5, 0.5, 0)]
 BCC4 = [(0, 0, 0), (0.5, 0.5, 0), (0, 0.5, 0.5), (0.5, 0, 0.5)]
@@ -91,13 +93,6 @@ def validation_cases() -> list:
             for name, ref in REFERENCE.items() for prop in ("band_gap", "bulk_modulus")]
 
 
-def _evaluate(prop: str, structures: list, runner, workers: int | None = 1,
-              preset: str = "default", **options):
-    from crystaljax.benchmarks.validation import evaluate
-
-    return evaluate(prop, structures, runner, preset, workers, **options)
-
-
 def ratio_bound(first: str, second: str) -> str | None:
     """What a time ratio second / first is when runs hit their time limit: ``"lower"``
     (only the second timed out: it would have taken longer), ``"upper"`` (only the first),
@@ -142,7 +137,7 @@ def per_property(runner, only: Sequence[str] | None = None,
         row = {"cell": label, "property": prop, "hard_anion": has_hard_anion(structure),
                "presets": {}}
         for preset in presets:
-            (result,), wall = _evaluate(prop, [structure], runner, preset=preset)
+            (result,), wall = evaluate(prop, [structure], runner, preset)
             row["presets"][preset] = {
                 "value": result.value, "status": result.status.name, "reason": result.reason,
                 "wall_s": round(wall, 1), "ecutwfc_ry": _ecutwfc(preset, structure),
@@ -162,7 +157,7 @@ def throughput(runner, batch: int, workers: int, seed: int = 0, preset: str = "d
     rng = random.Random(seed)
     soft = soft_elements()
     crystals = [cell4([rng.choice(soft) for _ in range(4)]) for _ in range(batch)]
-    results, wall = _evaluate("density", crystals, runner, workers, preset=preset)
+    results, wall = evaluate("density", crystals, runner, preset, workers)
     return {"workers": workers, "batch": batch, "wall_s": round(wall, 1),
             "evaluations_per_hour": round(3600.0 * batch / wall, 1),
             "statuses": [r.status.name for r in results],
@@ -191,11 +186,13 @@ def hit_ratio(policy: str, episodes: int, seed: int = 0) -> dict:
             "hit_ratio": round(hits / episodes, 3), "distinct_crystals": len(seen)}
 
 
-def _load(out: Path) -> dict:
+def load_json(out: Path) -> dict:
+    """A results file's contents ({} if it does not exist yet)."""
     return json.loads(out.read_text()) if out.exists() else {}
 
 
-def _save(out: Path, data: dict) -> None:
+def save_json(out: Path, data: dict) -> None:
+    """Write ``data`` to ``out`` (folders created), indented."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1, default=str))
 
@@ -212,20 +209,20 @@ def bench(out: str, batch: int = 4, episodes: int = 500, time_limit: float = 900
 
     runner = RunnerConfig(time_limit=time_limit)
     path = Path(out)
-    data = _load(path)
+    data = load_json(path)
     data["machine"] = {"cores": available_cores(), "mpi_ranks_per_run": 1,
                        "time_limit_per_pw_run_s": time_limit}
     if hit_ratios or "hit_ratio" not in data:
         data["hit_ratio"] = [hit_ratio("random", episodes), hit_ratio("fixed", episodes)]
         print(data["hit_ratio"], flush=True)
-    _save(path, data)
+    save_json(path, data)
     if properties:
         done = [] if redo else [r for r in data.get("side_by_side", [])
                                 if list(r["presets"]) == list(presets)]
 
         def save(rows):
             data["side_by_side"] = rows
-            _save(path, data)
+            save_json(path, data)
 
         save(per_property(runner, only, presets, done, on_row=save))
     if throughputs:
@@ -233,7 +230,7 @@ def bench(out: str, batch: int = 4, episodes: int = 500, time_limit: float = 900
         for workers in (available_cores(), 1):
             data["throughput"].append(throughput(runner, batch, workers, preset=presets[0]))
             print(data["throughput"][-1], flush=True)
-            _save(path, data)
+            save_json(path, data)
     return data
 
 

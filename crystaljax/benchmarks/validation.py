@@ -9,7 +9,6 @@ density of that PBE lattice. Results go to a JSON file rewritten after every cry
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,15 +105,15 @@ def validate(name: str, runner, nstep: int, preset: str = "default") -> dict:
 def validate_all(out: str, crystals: Sequence[str], mpi_ranks: int = 1, nstep: int = 60,
                  preset: str = "default") -> dict:
     """:func:`validate` every crystal into ``out`` (other crystals' entries are kept)."""
+    from crystaljax.benchmarks.dft import load_json, save_json
     from crystaljax.oracles.qe.runner import RunnerConfig
 
     runner = RunnerConfig(mpi_ranks=mpi_ranks, time_limit=3600.0)
     path = Path(out)
-    data = json.loads(path.read_text()) if path.exists() else {}
+    data = load_json(path)
     for name in crystals:
         data[name] = validate(name, runner, nstep, preset)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=1, default=str))
+        save_json(path, data)
     return data
 
 

@@ -456,6 +456,15 @@ def density_of(structure: Structure, cell: np.ndarray | None = None) -> float:
     return float(mass / volume * AMU_PER_A3_TO_G_PER_CM3)
 
 
+def _at_equilibrium(structure: Structure, family: PseudoFamily, settings: PwSettings,
+                    runner: RunnerConfig, options: RecipeOptions, log, key: str
+                    ) -> OracleResult:
+    """The ``key`` value (``b0``, ``relaxed_density``) of :func:`_equilibrium`, or its
+    failure (``NO_MINIMUM``, a failed run)."""
+    found = _equilibrium(structure, family, settings, runner, options, log)
+    return found if isinstance(found, OracleResult) else _result(found[key], log, found)
+
+
 def density(
     structure: Structure, family: PseudoFamily, settings: PwSettings, runner: RunnerConfig,
     options: RecipeOptions = RecipeOptions(),
@@ -464,10 +473,8 @@ def density(
     E(V) minimum (``relax: volume`` / ``full``); see the module docstring."""
     log = AttemptLog(_density_runs(options) * runner.time_limit)
     if options.relax != "none":
-        found = _equilibrium(structure, family, settings, runner, options, log)
-        if isinstance(found, OracleResult):
-            return found
-        return _result(found["relaxed_density"], log, found)
+        return _at_equilibrium(structure, family, settings, runner, options, log,
+                               "relaxed_density")
     relax = settings.replace(
         calculation="vc-relax", nstep=options.nstep, occupations="smearing",
         smearing="gaussian", degauss=options.density_degauss,
@@ -535,10 +542,7 @@ def bulk_modulus(
     none``), or B0 at the E(V) minimum (``relax: volume`` / ``full``)."""
     log = AttemptLog(_scan_runs(options) * runner.time_limit)
     if options.relax != "none":
-        found = _equilibrium(structure, family, settings, runner, options, log)
-        if isinstance(found, OracleResult):
-            return found
-        return _result(found["b0"], log, found)
+        return _at_equilibrium(structure, family, settings, runner, options, log, "b0")
     scf = _smeared(settings, options)
     volumes, energies = [], []
     energy_per_atom = None
