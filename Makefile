@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := quantum-espresso cp2k-data python3-venv python3-dev build-essential
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# PyTorch for the chgnet package (CHGNet weights, reference tests): the CPU build, installed
+# before the package so that chgnet's torch requirement is already met.
+TORCH_VERSION ?= 2.13.0
 # test processes (pytest-xdist; 0 = one process). Compilation is single-threaded: one per core.
 TEST_WORKERS ?= 2
 
@@ -26,14 +29,15 @@ system:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# Python environment with the package (editable) and test tools.
+# Python environment with the package (editable), CHGNet (torch CPU) and test tools.
 python: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "crystaljax needs Python >= 3.11"'
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install -q -e ".[test,mlip]"
 	touch $@
 
 demo: setup

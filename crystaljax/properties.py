@@ -11,6 +11,7 @@ With p the computed property and p̂ the target (CrystalGym's forms, ``beta = 1`
 * density (g/cm³):      r = exp(-(p̂ - p)² / (beta · p̂))          failure: -1
 * band_gap (eV):        r = exp(-(p̂ - max(p, 0))² / beta)         failure: -1
 * bulk_modulus (GPa):   r = max(-|p̂ - p| / p̂, floor)              failure: -5
+* energy (eV/atom):     r = exp(-(p̂ - p)² / beta)                  failure: -1
 
 Every reward is clipped below at ``floor``; a status other than OK or a non-finite value
 gives the failure ``penalty``, except a status of
@@ -121,6 +122,10 @@ def _gaussian_gap(value, target, beta, xp):
     return xp.exp(-((target - xp.maximum(value, 0.0)) ** 2) / beta)
 
 
+def _gaussian_energy(value, target, beta, xp):
+    return xp.exp(-((target - value) ** 2) / beta)
+
+
 def _relative_error(value, target, beta, xp):
     return -xp.abs(target - value) / target
 
@@ -134,11 +139,15 @@ def register(prop: Property) -> Property:
 
 
 register(Property("density", "g/cm3", 3.0, -1.0, 10.0, False, _gaussian_density, 1.0,
-                  ("analytic", "qe"), "mass / volume (in-graph: fixed lattice; QE: vc-relax)"))
+                  ("analytic", "qe", "chgnet"),
+                  "mass / volume (analytic: fixed lattice; QE and CHGNet: as relaxed)"))
 register(Property("band_gap", "eV", 1.12, -1.0, 10.0, True, _gaussian_gap, 1.0, ("qe",),
                   "Kohn-Sham band gap (PBE)"))
 register(Property("bulk_modulus", "GPa", 300.0, -5.0, 500.0, False, _relative_error, 0.0,
-                  ("qe",), "Birch-Murnaghan fit of E(V)"))
+                  ("qe", "chgnet"), "B = V d2E/dV2 (QE: Birch-Murnaghan fit; CHGNet: autodiff)"))
+register(Property("energy", "eV/atom", -5.0, -1.0, 10.0, True, _gaussian_energy, 1.0,
+                  ("chgnet",), "total energy per atom (CHGNet, MP-compatible scale)",
+                  allow_negative_target=True))
 
 
 def get_property(name: str) -> Property:

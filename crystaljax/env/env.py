@@ -60,7 +60,7 @@ class CrystalEnv(EnvBase):
                  property_name: str, oracle: StepOracle, oracle_name: str, max_sites: int,
                  max_edges: int, num_rbf: int, substitution: bool, host_bridge=None,
                  config: Any = None, oracle_can_fail: bool | None = None,
-                 mask: str = "none"):
+                 mask: str = "none", in_graph_oracle: Any = None):
         self.templates = tuple(templates)
         self.vocab = tuple(vocab)
         self.property_name = property_name
@@ -71,6 +71,8 @@ class CrystalEnv(EnvBase):
         self.num_rbf = int(num_rbf)
         self.substitution = bool(substitution)
         self.host_bridge = host_bridge
+        #: the in-graph oracle object behind ``oracle`` (e.g. a CHGNetStepOracle), or None
+        self.in_graph_oracle = in_graph_oracle
         self.config = config
         self.property = get_property(property_name)
         self._oracle_can_fail = (host_bridge is not None if oracle_can_fail is None

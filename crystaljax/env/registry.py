@@ -15,7 +15,8 @@ from crystaljax.env.config import DEFAULT_MAX_SITES_LIMIT, ConfigError, EnvConfi
 from crystaljax.env.env import CrystalEnv
 from crystaljax.env.table import build_template_table
 from crystaljax.env.types import EnvParams
-from crystaljax.oracles.base import HostOracle, oracle_can_fail
+from crystaljax.oracles.base import HostOracle, Status, oracle_can_fail
+from crystaljax.oracles.batching import only_finished
 from crystaljax.oracles.bridge import HostOracleBridge
 from crystaljax.oracles.registry import ORACLES, get_oracle
 from crystaljax.properties import PROPERTIES, get_property
@@ -101,16 +102,28 @@ def resolve_config(task_or_config: Any = None, **overrides) -> EnvConfig:
     return EnvConfig.from_dict({**base, **overrides})
 
 
+def _in_graph_step_oracle(built):
+    """The step's ``(tokens, tid, terminated, params) -> (value, status)`` of an in-graph
+    oracle; one that declares ``expensive = True`` runs only when an env finished (see
+    :func:`crystaljax.oracles.batching.only_finished`)."""
+    if not getattr(built, "expensive", False):
+        return lambda tokens, tid, terminated, params: built(tokens, tid, params)
+    fill = lambda: (jnp.float32(jnp.nan), jnp.int32(Status.NOT_EVALUATED))  # noqa: E731
+    call = only_finished(built, fill)
+    return lambda tokens, tid, terminated, params: call(terminated, tokens, tid, params)
+
+
 def _make_oracle(config: EnvConfig, templates, vocab):
-    """(step oracle, name, bridge, can_fail) for the config."""
+    """(step oracle, name, bridge, can_fail, in-graph oracle object or None) for the config."""
     oracle = config.oracle
     if isinstance(oracle, str):
         spec = get_oracle(oracle, config.property)
         options = spec.parse_options(config.oracle_options)
-        built = spec.build(config.property, options)
         if spec.in_graph:
-            return ((lambda tokens, tid, terminated, params: built(tokens, tid, params)),
-                    spec.name, None, False)
+            built = spec.build(config.property, options, templates, vocab)
+            return (_in_graph_step_oracle(built), spec.name, None,
+                    bool(getattr(built, "can_fail", False)), built)
+        built = spec.build(config.property, options)
         oracle = built
     if not isinstance(oracle, HostOracle):
         raise ConfigError(f"oracle {oracle!r} does not implement HostOracle "
@@ -121,7 +134,7 @@ def _make_oracle(config: EnvConfig, templates, vocab):
     bridge = HostOracleBridge(oracle, vocab, templates)
     step_oracle = lambda tokens, tid, terminated, params: bridge(  # noqa: E731
         tokens, tid, terminated, params.reward)
-    return step_oracle, type(oracle).__name__, bridge, oracle_can_fail(oracle)
+    return step_oracle, type(oracle).__name__, bridge, oracle_can_fail(oracle), None
 
 
 def make(task_or_config: Any = "density-perovskite-small-v0", **overrides
@@ -163,7 +176,7 @@ def make(task_or_config: Any = "density-perovskite-small-v0", **overrides
         probs = weights / weights.sum()
     spec = get_property(config.property)
     mask_tables(config.mask, vocab, templates, S)  # a ConfigError before any oracle starts
-    step_oracle, oracle_name, bridge, can_fail = _make_oracle(config, templates, vocab)
+    step_oracle, oracle_name, bridge, can_fail, in_graph = _make_oracle(config, templates, vocab)
     params = EnvParams(
         templates=table,
         template_probs=jnp.asarray(probs, jnp.float32),
@@ -180,5 +193,5 @@ def make(task_or_config: Any = "density-perovskite-small-v0", **overrides
                      oracle=step_oracle, oracle_name=oracle_name, max_sites=S, max_edges=E,
                      num_rbf=config.num_rbf, substitution=config.substitution,
                      host_bridge=bridge, config=config, oracle_can_fail=can_fail,
-                     mask=config.mask)
+                     mask=config.mask, in_graph_oracle=in_graph)
     return env, params

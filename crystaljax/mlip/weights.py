@@ -21,12 +21,17 @@ import numpy as np
 
 from crystaljax.paths import default_cache_dir
 
-#: checkpoint file of each model version inside the chgnet package
+#: checkpoint file of each model version inside the chgnet package (the port implements the
+#: 0.3.0 layout; 0.2.0 differs: no layer norms, 9 bases, a 5 Å atom graph)
 CHECKPOINTS = {
     "0.3.0": "pretrained/0.3.0/chgnet_0.3.0_e29f68s314m37.pth.tar",
-    "0.2.0": "pretrained/0.2.0/chgnet_0.2.0_e30f77s348m32.pth.tar",
 }
 DEFAULT_VERSION = "0.3.0"
+#: model arguments the JAX port implements (checked against the checkpoint's)
+PORTED_ARGS = {"atom_fea_dim": 64, "bond_fea_dim": 64, "angle_fea_dim": 64, "num_radial": 31,
+               "num_angular": 31, "n_conv": 4, "atom_graph_cutoff": 6, "bond_graph_cutoff": 3,
+               "cutoff_coeff": 8, "mlp_first": True, "is_intensive": True,
+               "non_linearity": "silu", "gMLP_norm": "layer", "readout_norm": "layer"}
 
 
 class WeightsError(RuntimeError):
@@ -71,14 +76,30 @@ def convert_checkpoint(source: Path, target: Path) -> dict:
                              if isinstance(v, (int, float, str, bool, list, type(None)))},
               "num_parameters": int(sum(a.size for a in arrays.values())),
               "torch": torch.__version__}
+    different = {k: (record["model_args"].get(k), v) for k, v in PORTED_ARGS.items()
+                 if record["model_args"].get(k) != v}
+    if different:
+        raise WeightsError(f"{source.name} is not the CHGNet layout the JAX port implements "
+                           f"(checkpoint vs port: {different})")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".npz")
-    os.close(fd)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, target)
+    _atomic_write(target, lambda path: np.savez(path, **arrays), ".npz")
     record["seconds"] = round(time.perf_counter() - start, 3)
-    target.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    _atomic_write(target.with_suffix(".json"),
+                  lambda path: Path(path).write_text(json.dumps(record, indent=1)), ".json")
     return record
+
+
+def _atomic_write(target: Path, write, suffix: str) -> None:
+    """Write through a temporary file in the same folder and rename it (readers in other
+    processes never see a half-written file)."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def load_weights(version: str = DEFAULT_VERSION, cache_dir: str | Path | None = None

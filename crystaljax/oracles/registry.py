@@ -25,10 +25,13 @@ class OracleSpec:
     Attributes:
       name: the config spelling (``oracle: qe``).
       in_graph: True: ``build`` returns ``fn(tokens, template_id, params) -> (value,
-        status)`` evaluated inside the jitted step (cannot fail); False: a HostOracle.
+        status)`` evaluated inside the jitted step (its ``can_fail`` attribute, False when
+        absent, says whether a status can be other than OK); False: a HostOracle.
       options: ``"module:Class"`` of its typed options dataclass, or None (no options).
-      build: ``(property_name, options) -> oracle``; ``options`` is an instance of the
-        options class (or None).
+      build: host oracles ``(property_name, options) -> oracle``; in-graph ones
+        ``(property_name, options, templates, vocab) -> fn`` (the env's templates and
+        vocabulary, for per-template tables). ``options`` is an instance of the options
+        class (or None).
       description: one line for listings.
     """
 
@@ -88,7 +91,7 @@ def oracles_for(property_name: str) -> list[str]:
     return [o for o in get_property(property_name).oracles if o in ORACLES]
 
 
-def _build_analytic(property_name: str, options: Any):
+def _build_analytic(property_name: str, options: Any, templates=None, vocab=None):
     from crystaljax.oracles.analytic import IN_GRAPH_ORACLES
 
     return IN_GRAPH_ORACLES[property_name]
@@ -100,8 +103,16 @@ def _build_qe(property_name: str, options: Any):
     return QEOracle.from_options(property_name, options)
 
 
+def _build_chgnet(property_name: str, options: Any, templates, vocab):
+    from crystaljax.oracles.chgnet import build_in_graph
+
+    return build_in_graph(property_name, options, templates, vocab)
+
+
 register(OracleSpec("analytic", True, None, _build_analytic,
                     "in-graph jnp formulas (fixed-lattice density)"))
+register(OracleSpec("chgnet", True, "crystaljax.oracles.chgnet:CHGNetOptions", _build_chgnet,
+                    "CHGNet 0.3.0 ported to JAX, inside the jitted step (relax none | volume)"))
 register(OracleSpec("qe", False, "crystaljax.oracles.qe.options:QEOptions", _build_qe,
                     "Quantum ESPRESSO pw.x in a process pool or on Dask"))
 

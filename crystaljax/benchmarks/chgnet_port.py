@@ -1,0 +1,158 @@
+"""The JAX port of CHGNet (:mod:`crystaljax.mlip`) against the torch reference (``chgnet``).
+
+Random decorations of prototype templates (elements drawn from a vocabulary, every site
+displaced by a fixed distance in a random direction, the cell optionally scaled
+isotropically) are predicted by ``CHGNet.predict_structure(..., task="efs")`` and by
+:func:`crystaljax.mlip.chgnet.energy_forces_stress`. Each graph is built at scale 1 with
+``min_scale`` = the lowest scale drawn (the skin the oracle uses), all graphs are padded to
+one shape, and the port is compiled once for it. Errors are absolute: energy in eV/atom,
+forces (largest component) in eV/Å, stress (largest component) in GPa.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+#: bounds of the port's errors: eV/atom, eV/Å, GPa
+BOUNDS = {"energy": 1e-4, "forces": 1e-3, "stress": 0.05}
+UNITS = {"energy": "eV/atom", "forces": "eV/A", "stress": "GPa"}
+
+
+def random_crystals(prototypes: Sequence[str], count: int, vocabulary: str = "medium",
+                    seed: int = 0, displacement: float = 0.05,
+                    scale_range: tuple[float, float] | None = (0.85, 1.15)) -> list[dict]:
+    """``count`` decorations, cycling through ``prototypes`` (every one used when count
+    allows). Each is a dict: ``prototype``, ``structure`` (pymatgen, at scale 1, sites
+    displaced by ``displacement`` Å) and ``scale`` (isotropic factor of the lattice,
+    uniform in ``scale_range``; 1 when None)."""
+    from pymatgen.core import Structure
+
+    from crystaljax.elements import VOCABULARIES
+    from crystaljax.templates.prototypes import prototype
+
+    rng = np.random.default_rng(seed)
+    symbols = list(VOCABULARIES[vocabulary])
+    crystals = []
+    for k in range(count):
+        template = prototype(prototypes[k % len(prototypes)])
+        lattice = np.asarray(template.lattice, float)
+        species = [str(s) for s in rng.choice(symbols, template.num_sites)]
+        step = rng.normal(size=(template.num_sites, 3))
+        step *= displacement / np.linalg.norm(step, axis=1, keepdims=True)
+        frac = np.asarray(template.frac_coords, float) + step @ np.linalg.inv(lattice)
+        scale = 1.0 if scale_range is None else float(rng.uniform(*scale_range))
+        crystals.append({"prototype": template.name, "scale": scale,
+                         "structure": Structure(lattice, species, frac)})
+    return crystals
+
+
+def compare(crystals: Sequence[dict], model=None, params=None, min_scale: float | None = None,
+            batch_size: int = 16) -> dict:
+    """Torch and JAX predictions of ``crystals`` (:func:`random_crystals`) and their errors.
+
+    ``model``: a loaded ``CHGNet`` (default: ``CHGNet.load()``); ``params``: the port's
+    parameters (default: from :func:`~crystaljax.mlip.weights.load_weights`); ``min_scale``:
+    the graphs' skin (default: the smallest scale among ``crystals``, at most 1).
+    Returns ``{"rows": [...], "summary": {...}}`` (see :func:`summarize`).
+    """
+    import jax
+
+    from crystaljax.mlip import chgnet
+    from crystaljax.mlip.graph import GRAPH_FIELDS, build_graph, stack_graphs
+    from crystaljax.mlip.weights import load_weights
+
+    if model is None:
+        from chgnet.model import CHGNet
+
+        model = CHGNet.load(verbose=False)
+    if params is None:
+        params = chgnet.to_params(load_weights()[0])
+    min_scale = min([1.0] + [c["scale"] for c in crystals]) if min_scale is None else min_scale
+    scaled = []
+    for c in crystals:
+        s = c["structure"].copy()
+        s.scale_lattice(s.volume * c["scale"] ** 3)
+        scaled.append(s)
+    start = time.perf_counter()
+    reference = model.predict_structure(scaled, task="efs", batch_size=batch_size)
+    torch_seconds = time.perf_counter() - start
+
+    graphs = [build_graph(c["structure"].lattice.matrix, c["structure"].frac_coords,
+                          min_scale=min_scale) for c in crystals]
+    table = stack_graphs(graphs)
+    size = table["atom_mask"].shape[1]
+
+    def inputs(t):
+        s = scaled[t]
+        numbers = np.ones(size, np.int32)
+        numbers[:len(s)] = s.atomic_numbers
+        frac = np.zeros((size, 3), np.float32)
+        frac[:len(s)] = s.frac_coords
+        return ({f: table[f][t] for f in GRAPH_FIELDS}, numbers, frac,
+                s.lattice.matrix.astype(np.float32))
+
+    start = time.perf_counter()
+    compiled = jax.jit(chgnet.energy_forces_stress).lower(params, *inputs(0)).compile()
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    outputs = [jax.device_get(compiled(params, *inputs(t))) for t in range(len(crystals))]
+    jax_seconds = time.perf_counter() - start
+
+    rows = []
+    for c, s, ref, out in zip(crystals, scaled, reference, outputs):
+        n = len(s)
+        rows.append({"prototype": c["prototype"], "formula": s.formula.replace(" ", ""),
+                     "sites": n, "scale": round(c["scale"], 4),
+                     "energy": float(abs(out["energy"] - ref["e"])),
+                     "forces": float(np.abs(out["forces"][:n] - ref["f"]).max()),
+                     "stress": float(np.abs(out["stress"] - ref["s"]).max()),
+                     "energy_torch": float(ref["e"])})
+    summary = summarize(rows)
+    summary.update(min_scale=min_scale, padded_sizes=[int(v.shape[1]) for v in (
+        table["atom_mask"], table["edge_mask"], table["bond_mask"], table["angle_mask"])],
+        torch_seconds=round(torch_seconds, 3), jax_compile_seconds=round(compile_seconds, 3),
+        jax_seconds=round(jax_seconds, 3))
+    return {"rows": rows, "summary": summary}
+
+
+def summarize(rows: Sequence[dict]) -> dict:
+    """Max and mean abs error per quantity (energy eV/atom, forces eV/Å, stress GPa), the
+    bounds, whether each max is within its bound, and the counts."""
+    summary = {"count": len(rows), "prototypes": len({r["prototype"] for r in rows}),
+               "bounds": dict(BOUNDS), "units": dict(UNITS)}
+    for q, bound in BOUNDS.items():
+        values = np.asarray([r[q] for r in rows], float)
+        summary[q] = {"max": float(values.max()), "mean": float(values.mean()),
+                      "within": bool(values.max() <= bound)}
+    return summary
+
+
+def summary_line(summary: dict) -> str:
+    """One-line table of the maxima against the bounds."""
+    cells = [f"{q} max {summary[q]['max']:.2e} {UNITS[q]} (mean {summary[q]['mean']:.1e}, "
+             f"bound {BOUNDS[q]:g}{'' if summary[q]['within'] else ' EXCEEDED'})" for q in BOUNDS]
+    return f"{summary['count']} crystals, {summary['prototypes']} prototypes | " + " | ".join(cells)
+
+
+def write_json(result: dict, path: str, **settings) -> None:
+    """``result`` as JSON at ``path``, with ``settings``, this machine's description and the
+    SHA-256 of the port's source (crystaljax/mlip/chgnet.py) the numbers belong to."""
+    import hashlib
+    import os
+
+    from crystaljax.benchmarks.machine import machine_description
+    from crystaljax.mlip import chgnet
+
+    source = hashlib.sha256(open(chgnet.__file__, "rb").read()).hexdigest()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"settings": settings, "machine": machine_description(),
+                   "port_sha256": source, **result}, f, indent=1)
+
+
+__all__ = ["BOUNDS", "UNITS", "compare", "random_crystals", "summarize", "summary_line",
+           "write_json"]

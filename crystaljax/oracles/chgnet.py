@@ -1,0 +1,148 @@
+"""In-graph CHGNet oracle (``oracle: chgnet``): a machine-learned potential inside the step.
+
+The finished crystal's energy comes from the JAX port of CHGNet 0.3.0
+(:mod:`crystaljax.mlip.chgnet`) on a graph built on the host once per template
+(:mod:`crystaljax.mlip.graph`); the species come from the env state. Everything is pure
+``jnp``: it jits, vmaps over envs and runs on a GPU with no host round trip.
+
+Properties: ``density`` (g/cm³), ``bulk_modulus`` (GPa, B = V d2E/dV2 by autodiff) and
+``energy`` (eV/atom). Options (:class:`CHGNetOptions`, key ``env.oracle_options``):
+
+* ``relax: volume`` (default): the lattice is scaled isotropically (fractional
+  coordinates fixed) to the minimum of E inside ``[min_scale, max_scale]`` x the template's
+  lattice constants (:func:`crystaljax.mlip.relax.relax_volume`); the property is read
+  there. A crystal without a minimum in that range gets status ``NO_MINIMUM`` (the floor
+  reward), never a made-up number.
+* ``relax: none``: CrystalGym's protocol, everything at the template's volume (the bulk
+  modulus is the local curvature there, and may be negative).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from pymatgen.core import Element
+
+from crystaljax.config import check, option
+from crystaljax.mlip import chgnet
+from crystaljax.mlip.graph import build_graph, stack_graphs
+from crystaljax.mlip.relax import bulk_modulus, derivatives, relax_volume
+from crystaljax.mlip.weights import CHECKPOINTS, load_weights
+from crystaljax.oracles.analytic import AMU_PER_A3_TO_G_PER_CM3
+from crystaljax.oracles.base import Status
+
+#: properties the in-graph CHGNet oracle computes
+PROPERTIES = ("density", "bulk_modulus", "energy")
+
+
+@dataclasses.dataclass(frozen=True)
+class CHGNetOptions:
+    """Options of the CHGNet oracles (``env.oracle_options``).
+
+    Attributes:
+      relax: ``volume`` (isotropic volume relaxation, default) or ``none`` (template volume).
+      min_scale, max_scale: the searched range of the lattice-constant scale factor.
+      steps: Newton/bisection steps of the volume search (fixed, so it jits).
+      version: CHGNet checkpoint bundled with the ``chgnet`` package.
+    """
+
+    relax: str = option("volume", choices=("none", "volume"))
+    min_scale: float = option(0.8, gt=0.5, le=1.0)
+    max_scale: float = option(1.3, ge=1.0, le=2.0)
+    steps: int = option(8, ge=1, le=100)
+    version: str = option("0.3.0", choices=tuple(CHECKPOINTS))
+
+    def __post_init__(self):
+        check(self)
+
+
+class CHGNetStepOracle:
+    """``fn(tokens [S], template_id [], params) -> (value f32 [], status int32 [])``.
+
+    Holds the CHGNet parameters and the stacked, padded graphs of the env's templates
+    (arrays closed over by the jitted step). ``can_fail``: True with ``relax: volume``
+    (``NO_MINIMUM``), False with ``relax: none`` (a value is always returned).
+    ``expensive``: the env evaluates it only at steps where an env finished.
+    """
+
+    expensive = True
+
+    def __init__(self, property_name: str, options: CHGNetOptions, templates: Sequence[Any],
+                 vocab: Sequence[str], cache_dir: str | None = None):
+        if property_name not in PROPERTIES:
+            raise ValueError(f"the CHGNet oracle computes {list(PROPERTIES)}, not "
+                             f"{property_name!r}")
+        self.property_name = property_name
+        self.options = options
+        self.can_fail = options.relax == "volume"
+        state_dict, self.weights_record = load_weights(options.version, cache_dir)
+        self.params = chgnet.to_params(state_dict)
+        min_scale = options.min_scale if options.relax == "volume" else 1.0
+        graphs = [build_graph(t.lattice, t.frac_coords, min_scale=min_scale) for t in templates]
+        table = stack_graphs(graphs)
+        n = table["atom_mask"].shape[1]
+        self.graphs = {k: jnp.asarray(v) for k, v in table.items() if k != "num_atoms"}
+        frac = np.zeros((len(templates), n, 3), np.float32)
+        for i, t in enumerate(templates):
+            frac[i, :t.num_sites] = t.frac_coords
+        self.frac_coords = jnp.asarray(frac)
+        self.lattices = jnp.asarray(np.stack([np.asarray(t.lattice, np.float32)
+                                              for t in templates]))
+        self.volumes = jnp.asarray([abs(np.linalg.det(t.lattice)) for t in templates],
+                                   jnp.float32)
+        # atomic number per token; the empty token (index V) is H on a masked site
+        self.atomic_numbers = jnp.asarray([Element(s).Z for s in vocab] + [1], jnp.int32)
+        self.masses = jnp.asarray([float(Element(s).atomic_mass) for s in vocab] + [0.0],
+                                  jnp.float32)
+
+    def energy_of_scale(self, tokens: jnp.ndarray, template_id: jnp.ndarray):
+        """E(s) in eV per cell of the decorated template with its lattice scaled by s."""
+        n = self.frac_coords.shape[1]
+        graph = jax.tree.map(lambda x: x[template_id], self.graphs)
+        numbers = self.atomic_numbers[tokens[:n]]
+        frac, lattice = self.frac_coords[template_id], self.lattices[template_id]
+        return lambda s: chgnet.energy(self.params, graph, numbers, frac, s * lattice)
+
+    def __call__(self, tokens: jnp.ndarray, template_id: jnp.ndarray, params: Any = None
+                 ) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(value in the property's unit, Status code) of one finished crystal."""
+        n = self.frac_coords.shape[1]
+        e_of_s = self.energy_of_scale(tokens, template_id)
+        volume0 = self.volumes[template_id]
+        atoms = self.graphs["atom_mask"][template_id].sum()
+        mass = self.masses[tokens[:n]].sum()
+        if self.options.relax == "volume":
+            found = relax_volume(e_of_s, self.options.min_scale, self.options.max_scale,
+                                 self.options.steps)
+            scale, energy, ok = found.scale, found.energy, found.has_minimum
+            gradient, curvature = found.gradient, found.curvature
+        else:
+            scale = jnp.float32(1.0)
+            energy = e_of_s(scale)
+            if self.property_name == "bulk_modulus":
+                gradient, curvature = derivatives(e_of_s, scale)
+            else:
+                gradient = curvature = jnp.float32(jnp.nan)
+            ok = jnp.isfinite(energy)
+        if self.property_name == "density":
+            value = mass / (volume0 * scale ** 3) * AMU_PER_A3_TO_G_PER_CM3
+        elif self.property_name == "bulk_modulus":
+            value = bulk_modulus(gradient, curvature, scale, volume0)
+        else:
+            value = energy / atoms
+        status = jnp.where(ok, int(Status.OK), int(Status.NO_MINIMUM)).astype(jnp.int32)
+        return jnp.where(ok, value, jnp.nan).astype(jnp.float32), status
+
+
+def build_in_graph(property_name: str, options: CHGNetOptions | None, templates: Sequence[Any],
+                   vocab: Sequence[str]) -> CHGNetStepOracle:
+    """The registry's builder of ``oracle: chgnet``."""
+    return CHGNetStepOracle(property_name, options or CHGNetOptions(), templates, vocab)
+
+
+__all__ = ["CHGNetOptions", "CHGNetStepOracle", "PROPERTIES", "build_in_graph"]
