@@ -1,0 +1,123 @@
+"""The in-graph CHGNet oracle measured: property distribution of random crystals, throughput.
+
+* :func:`distribution`: the property of ``num`` uniformly random decorations of a task's
+  cell, computed by the in-graph oracle inside the jitted env step (the random policy's
+  final crystals); percentiles and the NO_MINIMUM fraction. The learning benchmark sets its
+  target at the 95th percentile.
+* :func:`throughput`: finished crystals per second of the env step with the oracle at a
+  list of env counts (compile time apart).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from crystaljax.benchmarks.machine import machine_description
+from crystaljax.oracles.base import Status
+
+
+def _random_episodes(env, params, num_envs: int, episodes: int, seed: int):
+    """Run ``episodes`` rounds of random-policy episodes over ``num_envs`` envs; returns
+    (values, statuses, formulas, compile seconds, run seconds of the rounds after the first)."""
+    steps = max(t.num_sites for t in env.templates)
+    v_reset = jax.jit(jax.vmap(env.reset, (0, None)))
+    v_step = jax.jit(jax.vmap(env.step_env, (0, 0, None)))
+    key = jax.random.PRNGKey(seed)
+    values, statuses, formulas = [], [], []
+    compile_s, run_s = 0.0, 0.0
+    for episode in range(episodes):
+        key, k_reset, k_act = jax.random.split(key, 3)
+        start = time.perf_counter()
+        _, state = v_reset(jax.random.split(k_reset, num_envs), params)
+        actions = jax.random.randint(k_act, (steps, num_envs), 0, env.num_actions)
+        for k in range(steps):
+            _, state, _, done, _, info = v_step(state, actions[k], params)
+        jax.block_until_ready(info["property"])
+        elapsed = time.perf_counter() - start
+        if episode == 0:
+            compile_s = elapsed
+        else:
+            run_s += elapsed
+        finished = np.asarray(done)
+        values += np.asarray(info["property"])[finished].tolist()
+        statuses += np.asarray(info["status"])[finished].tolist()
+        formulas += [env.to_structure(state, int(i)).composition.reduced_formula
+                     for i in np.flatnonzero(finished)]
+    return values, statuses, formulas, compile_s, run_s
+
+
+def distribution(task: str, num: int, seed: int = 0, num_envs: int = 64,
+                 overrides: dict | None = None) -> dict[str, Any]:
+    """Property of ``num`` random crystals of ``task`` with the in-graph CHGNet oracle."""
+    import crystaljax
+
+    overrides = {"oracle": "chgnet", **(overrides or {})}
+    env, params = crystaljax.make(task, **overrides)
+    rounds = max(2, -(-num // num_envs))
+    values, statuses, formulas, compile_s, run_s = _random_episodes(env, params, num_envs,
+                                                                     rounds, seed)
+    timed = len(values) - num_envs  # crystals of the rounds after the compiling one
+    values, statuses, formulas = values[:num], statuses[:num], formulas[:num]
+    ok = np.asarray(statuses) == Status.OK
+    good = np.asarray(values)[ok]
+    order = np.argsort(good)[::-1]
+    return {
+        "task": task, "overrides": overrides, "num": len(values), "seed": seed,
+        "property": env.property_name, "unit": env.property.unit,
+        "oracle_options": dict(vars(env.in_graph_oracle.options)),
+        "ok": int(ok.sum()), "no_minimum": int((np.asarray(statuses) == Status.NO_MINIMUM).sum()),
+        "percentiles": {str(q): float(np.percentile(good, q)) for q in (5, 25, 50, 75, 90, 95, 99)}
+        if good.size else {},
+        "max": float(good.max()) if good.size else None,
+        "top": [[np.asarray(formulas)[ok][i], float(good[i])] for i in order[:10]],
+        "values": [None if not np.isfinite(v) else float(v) for v in values],
+        "statuses": [int(s) for s in statuses],
+        "compile_seconds": compile_s, "seconds": run_s,
+        "crystals_per_second": timed / run_s if run_s else None,
+        "machine": machine_description(),
+    }
+
+
+def throughput(task: str, env_counts: list[int], episodes: int = 2,
+               overrides: dict | None = None) -> list[dict[str, Any]]:
+    """Finished crystals per second of the jitted env step with the in-graph CHGNet oracle
+    (random actions; the first round, which compiles, is timed apart)."""
+    import crystaljax
+
+    env, params = crystaljax.make(task, **{"oracle": "chgnet", **(overrides or {})})
+    rows = []
+    for n in env_counts:
+        values, _, _, compile_s, run_s = _random_episodes(env, params, n, episodes + 1, 0)
+        rows.append({"envs": n, "compile_seconds": compile_s,
+                     "crystals_per_second": (len(values) - n) / run_s})
+    return rows
+
+
+def markdown(result: dict, source: str) -> str:
+    """BENCHMARKS.md section of a :func:`distribution` result."""
+    p = result["percentiles"]
+    lines = [
+        f"## Relaxed {result['property']} of random crystals, in-graph CHGNet "
+        f"(`scripts/bench_mlip.py`)", "",
+        f"{result['machine']}. Task `{result['task']}`, {result['num']} uniformly random "
+        f"decorations (seed {result['seed']}), oracle options {result['oracle_options']}. "
+        f"Raw numbers: `{source}`.", "",
+        f"| computed | no minimum in range | 5 % | 25 % | median | 75 % | 90 % | 95 % | 99 % "
+        f"| max ({result['unit']}) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {result['ok']} | {result['no_minimum']} | " + " | ".join(
+            f"{p[q]:.1f}" for q in ("5", "25", "50", "75", "90", "95", "99"))
+        + f" | {result['max']:.1f} |", "",
+        "Highest: " + ", ".join(f"{f} {v:.1f}" for f, v in result["top"][:5]) + ".", "",
+        f"Throughput of this run: {result['crystals_per_second']:.2f} crystals/s "
+        f"({result['seconds']:.0f} s after a first round of {result['compile_seconds']:.0f} s "
+        "that includes compilation).",
+    ]
+    return "\n".join(lines)
+
+
+__all__ = ["distribution", "markdown", "throughput"]

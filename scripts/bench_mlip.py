@@ -1,0 +1,45 @@
+"""In-graph CHGNet: the relaxed property of random crystals (the learning target is its 95th
+percentile) and the oracle's throughput.
+
+Writes ``benchmarks/chgnet_distribution.json`` and the "mlip-distribution" section of
+BENCHMARKS.md (method: ``crystaljax.benchmarks.mlip``).
+
+Usage::
+
+    python scripts/bench_mlip.py [--task bulk-modulus-perovskite-small-v0] [--num 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from crystaljax.benchmarks import mlip  # noqa: E402
+from crystaljax.benchmarks.machine import write_results  # noqa: E402
+from crystaljax.config import nest_dotted, parse_overrides  # noqa: E402
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="bulk-modulus-perovskite-small-v0")
+    parser.add_argument("--num", type=int, default=512, help="random crystals")
+    parser.add_argument("--envs", type=int, default=64, help="envs per jitted batch")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="env overrides, e.g. oracle_options.relax=none")
+    parser.add_argument("--out", default="benchmarks/chgnet_distribution.json")
+    parser.add_argument("--no-markdown", action="store_true")
+    args = parser.parse_args(argv)
+    result = mlip.distribution(args.task, args.num, args.seed, args.envs,
+                               nest_dotted(parse_overrides(args.set)))
+    write_results(result, args.out, None if args.no_markdown else "BENCHMARKS.md",
+                  "mlip-distribution", mlip.markdown)
+
+
+if __name__ == "__main__":
+    from crystaljax.benchmarks.machine import run_script
+
+    run_script(main)
