@@ -1,4 +1,5 @@
-"""The ``crystaljax`` command line: tasks, prototypes, random-policy rollouts, DFT runs."""
+"""The ``crystaljax`` command line: tasks, prototypes, random-policy rollouts, DFT runs,
+one crystal through any oracle (``compute``)."""
 
 from __future__ import annotations
 
@@ -175,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     from crystaljax.oracles.qe.cli import add_dft_parser
 
     add_dft_parser(sub)
+    from crystaljax.verify_cli import add_report_parser, add_verify_parser
+
+    add_verify_parser(sub)
+    add_report_parser(sub)
+    from crystaljax.compute_cli import add_compute_parser
+
+    add_compute_parser(sub)
     return parser
 
 

@@ -139,14 +139,15 @@ def register(prop: Property) -> Property:
 
 
 register(Property("density", "g/cm3", 3.0, -1.0, 10.0, False, _gaussian_density, 1.0,
-                  ("analytic", "qe", "chgnet"),
+                  ("analytic", "qe", "chgnet", "chgnet-host"),
                   "mass / volume (analytic: fixed lattice; QE and CHGNet: as relaxed)"))
 register(Property("band_gap", "eV", 1.12, -1.0, 10.0, True, _gaussian_gap, 1.0, ("qe",),
                   "Kohn-Sham band gap (PBE)"))
 register(Property("bulk_modulus", "GPa", 300.0, -5.0, 500.0, False, _relative_error, 0.0,
-                  ("qe", "chgnet"), "B = V d2E/dV2 (QE: Birch-Murnaghan fit; CHGNet: autodiff)"))
+                  ("qe", "chgnet", "chgnet-host"),
+                  "B = V d2E/dV2 (QE: Birch-Murnaghan fit; CHGNet: autodiff)"))
 register(Property("energy", "eV/atom", -5.0, -1.0, 10.0, True, _gaussian_energy, 1.0,
-                  ("chgnet",), "total energy per atom (CHGNet, MP-compatible scale)",
+                  ("chgnet", "chgnet-host"), "total energy per atom (CHGNet, MP-compatible scale)",
                   allow_negative_target=True))
 
 

@@ -149,7 +149,8 @@ def test_a_new_property_and_oracle_are_one_registry_entry_each():
                                lambda v, t, beta, xp: xp.exp(-((t - v) / t) ** 2 / beta), 1.0,
                                ("test-mass",))
     properties.register(prop)
-    registry.register(registry.OracleSpec("test-mass", True, None, lambda p, o: mass_per_site))
+    registry.register(registry.OracleSpec("test-mass", True, None,
+                                          lambda p, o, templates, vocab: mass_per_site))
     try:
         assert "mass-per-site-perovskite-small-v0" in tasks()
         env, params = crystaljax.make("mass-per-site-perovskite-small-v0", target=30.0)

@@ -103,6 +103,12 @@ def _build_qe(property_name: str, options: Any):
     return QEOracle.from_options(property_name, options)
 
 
+def _build_chgnet_host(property_name: str, options: Any):
+    from crystaljax.oracles.chgnet_host import build_host
+
+    return build_host(property_name, options)
+
+
 def _build_chgnet(property_name: str, options: Any, templates, vocab):
     from crystaljax.oracles.chgnet import build_in_graph
 
@@ -113,6 +119,9 @@ register(OracleSpec("analytic", True, None, _build_analytic,
                     "in-graph jnp formulas (fixed-lattice density)"))
 register(OracleSpec("chgnet", True, "crystaljax.oracles.chgnet:CHGNetOptions", _build_chgnet,
                     "CHGNet 0.3.0 ported to JAX, inside the jitted step (relax none | volume)"))
+register(OracleSpec("chgnet-host", False, "crystaljax.oracles.chgnet_host:CHGNetHostOptions",
+                    _build_chgnet_host,
+                    "torch CHGNet on the host in a process pool (relax none | volume | full)"))
 register(OracleSpec("qe", False, "crystaljax.oracles.qe.options:QEOptions", _build_qe,
                     "Quantum ESPRESSO pw.x in a process pool or on Dask"))
 

@@ -1,4 +1,5 @@
-"""What a run writes: metrics CSV + TensorBoard events, learning curve, best crystals."""
+"""What a run writes: metrics CSV + TensorBoard events, learning curve, best crystals
+(CIF, JSON and pictures)."""
 
 from __future__ import annotations
 
@@ -100,21 +101,33 @@ class TopCrystals:
     def best(self) -> list[dict]:
         return [rec for _, _, rec in sorted(self._heap, key=lambda x: -x[0])]
 
-    def export(self, run_dir: str, structures: dict) -> str:
-        """Write ``crystals/NN_FORMULA.cif`` and ``crystals/top_crystals.json``."""
+    def export(self, run_dir: str, structures: dict, pictures: bool = True) -> str:
+        """Write ``crystals/NN_FORMULA.cif`` and ``crystals/top_crystals.json``; with
+        ``pictures``, also a PNG of each crystal (``crystals/NN_FORMULA.png``, see
+        :func:`crystaljax.training.report.draw_crystal`) and, when the run directory has a
+        ``report.html``, a fresh one (the ranks, and so the file names, may have changed).
+        The training loop exports without pictures between chunks and with them at the
+        end."""
         out = os.path.join(run_dir, "crystals")
         os.makedirs(out, exist_ok=True)
         for name in os.listdir(out):
-            if name.endswith(".cif"):
+            if name.endswith((".cif", ".png")):  # the previous ranking's files
                 os.remove(os.path.join(out, name))
-        records = []
+        records, keyed = [], []
         for rank, rec in enumerate(self.best(), start=1):
             structure = structures[rec["key"]]
             fname = f"{rank:02d}_{rec['formula']}.cif"
             structure.to(filename=os.path.join(out, fname))
             records.append({**{k: v for k, v in rec.items() if k != "key"}, "cif": fname,
                             "rank": rank})
+            keyed.append({**records[-1], "key": rec["key"]})
         path = os.path.join(out, "top_crystals.json")
         with open(path, "w") as f:
             json.dump(records, f, indent=2)
+        if pictures:
+            from crystaljax.training.report import draw_top_crystals, refresh_report
+
+            draw_top_crystals(run_dir, keyed, structures)
+            if os.path.isfile(os.path.join(run_dir, "report.html")):
+                refresh_report(run_dir)
         return path

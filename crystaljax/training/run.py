@@ -20,6 +20,7 @@ from crystaljax.training.artifacts import MetricsLogger, TopCrystals, plot_learn
 from crystaljax.training.checkpoints import Checkpointer
 from crystaljax.training.config import RunConfig, TrainSettings, load_run_config
 from crystaljax.training.metrics import mean_terminal_reward, reduce_chunk
+from crystaljax.training.report import refresh_report
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class Trainer:
     """One training run in its run directory.
 
     Files: ``config.yaml``, ``metrics.csv``, ``tb/`` (TensorBoard), ``checkpoints/``,
-    ``learning_curve.png``, ``crystals/`` (top CIFs + ``top_crystals.json``), ``eval.json``.
+    ``learning_curve.png``, ``crystals/`` (top CIFs + ``top_crystals.json``; pictures at
+    the end), ``eval.json``, ``report.html`` (see :mod:`crystaljax.training.report`).
     The env and agent are built before anything is written, so a config that cannot be
     built leaves no run directory behind. ``close()`` (or ``with Trainer(...)``) closes
     the env's oracle (process pool, Dask client, cache), the logger and the checkpointer.
@@ -205,7 +207,7 @@ class Trainer:
                 self.logger.log(row)
                 if (c + 1) % s.checkpoint_every_chunks == 0 or last_chunk:
                     self.checkpointer.save(self.iteration, self.state)
-                    self.top.export(self.run_dir, self.structures)
+                    self.top.export(self.run_dir, self.structures, pictures=False)
                 bar.update(chunk * per_iter)
                 bar.set_postfix(R=f"{row['mean_terminal_reward']:.3f}",
                                 best=f"{row['best_property']:.3g} {self.unit}",
@@ -220,6 +222,7 @@ class Trainer:
                    "stopped_early": stopped_early, "best_crystals": self.top.best()[:5]}
         with open(os.path.join(self.run_dir, "eval.json"), "w") as f:
             json.dump(summary, f, indent=2, default=str)
+        refresh_report(self.run_dir)
         return summary
 
     def _over_budget(self, elapsed_s: float, chunk_seconds: list[float]) -> bool:
