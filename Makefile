@@ -41,7 +41,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) -m crystaljax.cli train configs/main_job.yaml
+	$(PY) -m crystaljax.training.main_job configs/main_job.yaml
 
 test: setup
 	$(PY) -m pytest -m "not slow" -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)

@@ -30,12 +30,24 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="env overrides, e.g. oracle_options.relax=none")
-    parser.add_argument("--out", default="benchmarks/chgnet_distribution.json")
+    parser.add_argument("--throughput", nargs="*", type=int, metavar="ENVS",
+                        help="instead: crystals/s of the in-graph oracle at these env counts "
+                             "beside the host torch oracle on the same crystals")
+    parser.add_argument("--host-workers", type=int, default=2)
+    parser.add_argument("--out", default=None, help="default benchmarks/chgnet_distribution.json "
+                        "(benchmarks/chgnet_throughput.json with --throughput)")
     parser.add_argument("--no-markdown", action="store_true")
     args = parser.parse_args(argv)
-    result = mlip.distribution(args.task, args.num, args.seed, args.envs,
-                               nest_dotted(parse_overrides(args.set)))
-    write_results(result, args.out, None if args.no_markdown else "BENCHMARKS.md",
+    overrides = nest_dotted(parse_overrides(args.set))
+    markdown_path = None if args.no_markdown else "BENCHMARKS.md"
+    if args.throughput is not None:
+        result = mlip.side_by_side(args.task, args.throughput or [1, 64, 256], args.host_workers,
+                                   overrides)
+        write_results(result, args.out or "benchmarks/chgnet_throughput.json", markdown_path,
+                      "mlip-throughput", mlip.throughput_markdown)
+        return
+    result = mlip.distribution(args.task, args.num, args.seed, args.envs, overrides)
+    write_results(result, args.out or "benchmarks/chgnet_distribution.json", markdown_path,
                   "mlip-distribution", mlip.markdown)
 
 

@@ -97,6 +97,75 @@ def throughput(task: str, env_counts: list[int], episodes: int = 2,
     return rows
 
 
+def side_by_side(task: str, env_counts: list[int], host_workers: int = 2,
+                 overrides: dict | None = None) -> dict[str, Any]:
+    """Crystals per second of the in-graph oracle (jitted env step, ``n`` envs; the first
+    round compiles and is timed apart) beside the host torch oracle (``chgnet-host``, a
+    pool of ``host_workers`` processes) on the same ``n`` crystals, in one run."""
+    import crystaljax
+    from crystaljax.oracles.chgnet_host import CHGNetHostOracle
+
+    overrides = {"oracle": "chgnet", **(overrides or {})}
+    env, params = crystaljax.make(task, **overrides)
+    options = dict(vars(env.in_graph_oracle.options))
+    host_options = {k: options[k] for k in ("relax", "min_scale", "max_scale", "steps")}
+    rows = []
+    with CHGNetHostOracle.from_options(env.property_name,
+                                       {**host_options, "workers": host_workers}) as host:
+        host.evaluate([env.templates[0].to_structure([env.vocab[0]] * env.templates[0].num_sites)])
+        for n in env_counts:
+            steps = max(t.num_sites for t in env.templates)
+            v_reset = jax.jit(jax.vmap(env.reset, (0, None)))
+            v_step = jax.jit(jax.vmap(env.step_env, (0, 0, None)))
+            times = []
+            for round_ in range(2):
+                key = jax.random.PRNGKey(round_)
+                start = time.perf_counter()
+                _, state = v_reset(jax.random.split(key, n), params)
+                actions = jax.random.randint(key, (steps, n), 0, env.num_actions)
+                for k in range(steps):
+                    _, state, _, _, _, info = v_step(state, actions[k], params)
+                jax.block_until_ready(info["property"])
+                times.append(time.perf_counter() - start)
+            structures = [env.to_structure(state, i) for i in range(n)]
+            start = time.perf_counter()
+            results = host.evaluate(structures)
+            host_s = time.perf_counter() - start
+            ours = np.asarray(info["property"])
+            theirs = np.asarray([r.value for r in results])
+            both = np.isfinite(ours) & np.isfinite(theirs)
+            rows.append({"envs": n, "in_graph_compile_seconds": times[0] - times[1],
+                         "in_graph_seconds": times[1], "host_seconds": host_s,
+                         "in_graph_per_second": n / times[1], "host_per_second": n / host_s,
+                         "ratio": host_s / times[1],
+                         "max_relative_difference": float(np.max(np.abs(ours[both] - theirs[both])
+                                                                 / np.abs(theirs[both])))
+                         if both.any() else None,
+                         "same_status": int(np.sum(np.isfinite(ours) == np.isfinite(theirs)))})
+            print(rows[-1])
+    return {"task": task, "overrides": overrides, "oracle_options": options,
+            "host_workers": host_workers, "rows": rows, "machine": machine_description()}
+
+
+def throughput_markdown(result: dict, source: str) -> str:
+    """BENCHMARKS.md section of a :func:`side_by_side` result."""
+    lines = [
+        "## In-graph CHGNet against the host torch CHGNet (`scripts/bench_mlip.py --throughput`)",
+        "", f"{result['machine']}. Task `{result['task']}`, oracle options "
+        f"{result['oracle_options']}; host: `chgnet-host` with {result['host_workers']} worker "
+        f"processes on the same machine and the same crystals, in the same run. Raw numbers: "
+        f"`{source}`.", "",
+        "| envs | in-graph crystals/s | host crystals/s | in-graph / host | in-graph compile (s) "
+        "| max relative difference | same status |",
+        "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        diff = "-" if r["max_relative_difference"] is None else f"{r['max_relative_difference']:.1e}"
+        lines.append(f"| {r['envs']} | {r['in_graph_per_second']:.2f} | {r['host_per_second']:.2f} "
+                     f"| {r['ratio']:.2f}x | {r['in_graph_compile_seconds']:.0f} | {diff} "
+                     f"| {r['same_status']}/{r['envs']} |")
+    return "\n".join(lines)
+
+
 def markdown(result: dict, source: str) -> str:
     """BENCHMARKS.md section of a :func:`distribution` result."""
     p = result["percentiles"]
@@ -120,4 +189,4 @@ def markdown(result: dict, source: str) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["distribution", "markdown", "throughput"]
+__all__ = ["distribution", "markdown", "side_by_side", "throughput", "throughput_markdown"]
