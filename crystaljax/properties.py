@@ -12,11 +12,13 @@ With p the computed property and p̂ the target (CrystalGym's forms, ``beta = 1`
 * band_gap (eV):        r = exp(-(p̂ - max(p, 0))² / beta)         failure: -1
 * bulk_modulus (GPa):   r = max(-|p̂ - p| / p̂, floor)              failure: -5
 * energy (eV/atom):     r = exp(-(p̂ - p)² / beta)                  failure: -1
+* formation_energy (eV/atom): r = exp(-(p̂ - p)² / beta)            failure: -1
 
 Every reward is clipped below at ``floor``; a status other than OK or a non-finite value
 gives the failure ``penalty``, except a status of
 :data:`crystaljax.oracles.base.FLOOR_STATUSES` (``NO_MINIMUM``: the crystal has no
-equilibrium volume in the searched range), which gives the lowest reward of a computed
+equilibrium volume in the searched range; ``UNSTABLE``: its formation energy is above the
+oracle's ``max_formation_energy``), which gives the lowest reward of a computed
 value, ``max(floor, the shape's minimum)``. Reward functions take the array module
 ``xp`` (``jnp`` inside the jitted step, ``numpy`` on the host), so both sides compute the
 same number.
@@ -149,6 +151,9 @@ register(Property("bulk_modulus", "GPa", 300.0, -5.0, 500.0, False, _relative_er
 register(Property("energy", "eV/atom", -5.0, -1.0, 10.0, True, _gaussian_energy, 1.0,
                   ("chgnet", "chgnet-host"), "total energy per atom (CHGNet, MP-compatible scale)",
                   allow_negative_target=True))
+register(Property("formation_energy", "eV/atom", -1.0, -1.0, 1.0, True, _gaussian_energy, 1.0,
+                  ("chgnet",), "energy per atom minus the elemental references, each relaxed "
+                  "once by the same model (CHGNet)", allow_negative_target=True))
 
 
 def get_property(name: str) -> Property:

@@ -1,16 +1,18 @@
 """Isotropic volume relaxation and bulk modulus of an energy function E(s), in ``jnp``.
 
 ``E(s)`` is the energy (eV) of the crystal whose lattice is scaled by ``s`` (fractional
-coordinates fixed), so the volume is ``V(s) = V0 s^3``. The minimum is found by a
-safeguarded Newton search (Numerical Recipes' rtsafe) on E'(s) = 0 inside the bracket
-``[s_min, s_max]``, with E' and E'' from forward-mode autodiff and a fixed number of steps, so it jits
-and vmaps. The bulk modulus is ``B = V d2E/dV2``:
+coordinates fixed), so the volume is ``V(s) = V0 s^3``. The minimum is found by a grid of
+E(s) over ``[s_min, s_max]`` and then a safeguarded Newton search (Numerical Recipes'
+rtsafe) on E'(s) = 0 around the lowest grid point, with E' and E'' from forward-mode
+autodiff and a fixed number of steps, so it jits and vmaps. The bulk modulus is
+``B = V d2E/dV2``:
 
     dE/dV = E' / (3 V0 s^2),   B = (E'' - 2 E'/s) / (9 V0 s)   (eV/Å^3; x 160.2 for GPa)
 
-A crystal whose E(s) does not fall and then rise inside the bracket (E'(s_min) >= 0 or
-E'(s_max) <= 0), or whose curvature at the point found is not positive, has no minimum in
-the searched range: ``has_minimum`` is False and no number is made up for it.
+A crystal whose lowest grid energy is at an end of the range, or whose curvature at the
+point found is not positive, has no minimum in the searched range: ``has_minimum`` is
+False and no number is made up for it. ``converged`` says whether the Newton search
+ended on the minimum (its last step below ``tolerance``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ import jax.numpy as jnp
 
 from crystaljax.mlip.chgnet import EV_PER_A3_TO_GPA
 
+#: scales of the first, coarse search (0.05 apart over the default 0.8-1.3)
+GRID_POINTS = 11
+#: convergence of the Newton search: last step |E'/E''| in units of s
+SCALE_TOLERANCE = 1e-3
+
 
 class VolumeResult(NamedTuple):
     """Outcome of :func:`relax_volume` (all f32 [] / bool [])."""
@@ -31,7 +38,8 @@ class VolumeResult(NamedTuple):
     energy: jnp.ndarray  # eV per cell at s
     gradient: jnp.ndarray  # E'(s), eV
     curvature: jnp.ndarray  # E''(s), eV
-    has_minimum: jnp.ndarray  # bool
+    has_minimum: jnp.ndarray  # bool: the lowest grid point is interior and E'' > 0 there
+    converged: jnp.ndarray  # bool: E'' > 0 and the last Newton step |E'/E''| <= tolerance
 
 
 def derivatives(energy_of_scale: Callable[[jnp.ndarray], jnp.ndarray], s: jnp.ndarray
@@ -56,17 +64,23 @@ def bulk_modulus(gradient: jnp.ndarray, curvature: jnp.ndarray, scale: jnp.ndarr
 
 
 def relax_volume(energy_of_scale: Callable[[jnp.ndarray], jnp.ndarray], s_min: float,
-                 s_max: float, steps: int = 10) -> VolumeResult:
-    """Minimise E(s) over s in [s_min, s_max] (safeguarded Newton, ``steps`` iterations).
+                 s_max: float, steps: int = 8, grid_points: int = GRID_POINTS,
+                 tolerance: float = SCALE_TOLERANCE) -> VolumeResult:
+    """Minimise E(s) over s in [s_min, s_max]: a grid, then safeguarded Newton steps.
 
-    Starts at s = 1 (the template), clipped into the bracket. Each step takes the Newton
-    step when E'' > 0 and it lands inside the current bracket, else bisects; the bracket
-    shrinks around the sign change of E'.
+    1. E at ``grid_points`` evenly spaced scales (forward passes only). The lowest one must
+       be interior, else the minimum of the range is at its end: no minimum in range.
+    2. ``steps`` safeguarded Newton steps (rtsafe) from that grid point, inside the two grid
+       intervals around it: the Newton step when E'' > 0 and it stays inside the current
+       bracket, else bisection; the bracket shrinks around the sign change of E'.
+    3. Converged when the last Newton step |E'/E''| is below ``tolerance`` (in s).
     """
-    slope = lambda x: jax.jvp(energy_of_scale, (x,), (jnp.ones_like(x),))[1]  # noqa: E731
-    lo, hi = jnp.float32(s_min), jnp.float32(s_max)
-    g_lo, g_hi = jax.vmap(slope)(jnp.stack([lo, hi]))
-    bracketed = (g_lo < 0) & (g_hi > 0)
+    grid = jnp.linspace(jnp.float32(s_min), jnp.float32(s_max), grid_points)
+    e_grid = jax.vmap(energy_of_scale)(grid)
+    i = jnp.argmin(jnp.where(jnp.isfinite(e_grid), e_grid, jnp.inf))
+    interior = (i > 0) & (i < grid_points - 1)
+    lo = grid[jnp.maximum(i - 1, 0)]
+    hi = grid[jnp.minimum(i + 1, grid_points - 1)]
 
     def body(_, carry):
         x, lo, hi = carry
@@ -77,11 +91,12 @@ def relax_volume(energy_of_scale: Callable[[jnp.ndarray], jnp.ndarray], s_min: f
         inside = (h > 0) & (newton >= lo) & (newton <= hi)
         return jnp.where(inside, newton, 0.5 * (lo + hi)), lo, hi
 
-    x0 = jnp.clip(jnp.float32(1.0), lo, hi)
-    x, _, _ = jax.lax.fori_loop(0, steps, body, (x0, lo, hi))
+    x, _, _ = jax.lax.fori_loop(0, steps, body, (grid[i], lo, hi))
     e, g, h = _taylor(energy_of_scale, x)
-    ok = bracketed & (h > 0) & jnp.isfinite(e) & jnp.isfinite(h)
-    return VolumeResult(scale=x, energy=e, gradient=g, curvature=h, has_minimum=ok)
+    finite = jnp.isfinite(e) & jnp.isfinite(h) & jnp.isfinite(g)
+    converged = finite & (h > 0) & (jnp.abs(g) <= tolerance * h)
+    return VolumeResult(scale=x, energy=e, gradient=g, curvature=h,
+                        has_minimum=interior & finite & (h > 0), converged=converged)
 
 
 __all__ = ["VolumeResult", "bulk_modulus", "derivatives", "relax_volume"]

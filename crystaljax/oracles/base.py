@@ -10,8 +10,8 @@ Two kinds share one result convention, ``(value, status)``:
 
 A status other than :data:`Status.OK` makes the reward the configured failure
 penalty, except the statuses of :data:`FLOOR_STATUSES` (an answer about the crystal,
-not a failure to compute it: ``NO_MINIMUM``), which get the floor reward; the reason
-travels in :class:`OracleResult` and is recorded, never raised.
+not a failure to compute it: ``NO_MINIMUM``, ``UNSTABLE``), which get the floor reward; the
+reason travels in :class:`OracleResult` and is recorded, never raised.
 """
 
 from __future__ import annotations
@@ -36,12 +36,16 @@ class Status(enum.IntEnum):
     INVALID_INPUT = 6  # the crystal cannot be computed (e.g. no pseudopotential)
     ORACLE_ERROR = 7  # an exception in crystaljax's own host code
     NO_MINIMUM = 8  # E(V) has no minimum in the searched range (QE relax: volume / full)
+    UNSTABLE = 9  # formation energy above max_formation_energy (CHGNet oracle option)
+    RELAX_NOT_CONVERGED = 10  # a minimum is bracketed but the fixed-count search did not reach it
     NOT_EVALUATED = -1  # the env was not terminal at this step
 
 
 #: Statuses that are an outcome of the crystal, not a failure: no value, and the reward
 #: is the floor (the lowest reward of a computed value), not the failure penalty.
-FLOOR_STATUSES: frozenset[Status] = frozenset({Status.NO_MINIMUM})
+#: NO_MINIMUM: no equilibrium volume in the searched range; UNSTABLE: a formation energy
+#: above the oracle's ``max_formation_energy`` (a crystal that could not exist).
+FLOOR_STATUSES: frozenset[Status] = frozenset({Status.NO_MINIMUM, Status.UNSTABLE})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,8 +5,11 @@ The finished crystal's energy comes from the JAX port of CHGNet 0.3.0
 (:mod:`crystaljax.mlip.graph`); the species come from the env state. Everything is pure
 ``jnp``: it jits, vmaps over envs and runs on a GPU with no host round trip.
 
-Properties: ``density`` (g/cm³), ``bulk_modulus`` (GPa, B = V d2E/dV2 by autodiff) and
-``energy`` (eV/atom). Options (:class:`CHGNetOptions`, key ``env.oracle_options``):
+Properties: ``density`` (g/cm³), ``bulk_modulus`` (GPa, B = V d2E/dV2 by autodiff),
+``energy`` (eV/atom) and ``formation_energy`` (eV/atom: E/N minus the composition-weighted
+elemental references of :mod:`crystaljax.mlip.references`, each element relaxed once by
+the same model; a per-token table, so it stays pure ``jnp``). Options
+(:class:`CHGNetOptions`, key ``env.oracle_options``):
 
 * ``relax: volume`` (default): the lattice is scaled isotropically (fractional
   coordinates fixed) to the minimum of E inside ``[min_scale, max_scale]`` x the template's
@@ -15,6 +18,9 @@ Properties: ``density`` (g/cm³), ``bulk_modulus`` (GPa, B = V d2E/dV2 by autodi
   reward), never a made-up number.
 * ``relax: none``: CrystalGym's protocol, everything at the template's volume (the bulk
   modulus is the local curvature there, and may be negative).
+* ``max_formation_energy`` (eV/atom, default off): whatever the property, a crystal whose
+  formation energy (at the same volume) is above it gets status ``UNSTABLE`` (the floor
+  reward, no value), which steers agents toward crystals that could exist.
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ from pymatgen.core import Element
 from crystaljax.config import check, option
 from crystaljax.mlip import chgnet
 from crystaljax.mlip.graph import build_graph, stack_graphs
+from crystaljax.mlip.references import reference_energies
 from crystaljax.mlip.relax import bulk_modulus, derivatives, relax_volume
 from crystaljax.mlip.weights import CHECKPOINTS, load_weights
 from crystaljax.oracles.analytic import AMU_PER_A3_TO_G_PER_CM3
 from crystaljax.oracles.base import Status
 
 #: properties the in-graph CHGNet oracle computes
-PROPERTIES = ("density", "bulk_modulus", "energy")
+PROPERTIES = ("density", "bulk_modulus", "energy", "formation_energy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +56,8 @@ class CHGNetOptions:
       min_scale, max_scale: the searched range of the lattice-constant scale factor.
       steps: Newton/bisection steps of the volume search (fixed, so it jits).
       version: CHGNet checkpoint bundled with the ``chgnet`` package.
+      max_formation_energy: eV/atom or None (off, default): a crystal whose formation
+        energy is above it gets ``Status.UNSTABLE`` (the floor reward) for any property.
     """
 
     relax: str = option("volume", choices=("none", "volume"))
@@ -56,6 +65,7 @@ class CHGNetOptions:
     max_scale: float = option(1.3, ge=1.0, le=2.0)
     steps: int = option(8, ge=1, le=100)
     version: str = option("0.3.0", choices=tuple(CHECKPOINTS))
+    max_formation_energy: float | None = option(None)
 
     def __post_init__(self):
         check(self)
@@ -65,9 +75,12 @@ class CHGNetStepOracle:
     """``fn(tokens [S], template_id [], params) -> (value f32 [], status int32 [])``.
 
     Holds the CHGNet parameters and the stacked, padded graphs of the env's templates
-    (arrays closed over by the jitted step). ``can_fail``: True with ``relax: volume``
-    (``NO_MINIMUM``), False with ``relax: none`` (a value is always returned).
-    ``expensive``: the env evaluates it only at steps where an env finished.
+    (arrays closed over by the jitted step), and, for ``formation_energy`` or
+    ``max_formation_energy``, the elemental reference energy of each token
+    (``references``, eV/atom; 0 for the empty token). ``can_fail``: True with
+    ``relax: volume`` (``NO_MINIMUM``) or ``max_formation_energy`` (``UNSTABLE``), False
+    otherwise (a value is always returned). ``expensive``: the env evaluates it only at
+    steps where an env finished.
     """
 
     expensive = True
@@ -79,8 +92,14 @@ class CHGNetStepOracle:
                              f"{property_name!r}")
         self.property_name = property_name
         self.options = options
-        self.can_fail = options.relax == "volume"
+        self.can_fail = options.relax == "volume" or options.max_formation_energy is not None
         state_dict, self.weights_record = load_weights(options.version, cache_dir)
+        self.reference_table: dict[str, tuple[float, str]] | None = None
+        self.references = None
+        if property_name == "formation_energy" or options.max_formation_energy is not None:
+            self.reference_table = reference_energies(vocab, options.version, cache_dir)
+            self.references = jnp.asarray([self.reference_table[s][0] for s in vocab] + [0.0],
+                                          jnp.float32)
         self.params = chgnet.to_params(state_dict)
         min_scale = options.min_scale if options.relax == "volume" else 1.0
         graphs = [build_graph(t.lattice, t.frac_coords, min_scale=min_scale) for t in templates]
@@ -119,8 +138,10 @@ class CHGNetStepOracle:
         if self.options.relax == "volume":
             found = relax_volume(e_of_s, self.options.min_scale, self.options.max_scale,
                                  self.options.steps)
-            scale, energy, ok = found.scale, found.energy, found.has_minimum
+            scale, energy, ok = found.scale, found.energy, found.has_minimum & found.converged
             gradient, curvature = found.gradient, found.curvature
+            failed = jnp.where(found.has_minimum, int(Status.RELAX_NOT_CONVERGED),
+                               int(Status.NO_MINIMUM))
         else:
             scale = jnp.float32(1.0)
             energy = e_of_s(scale)
@@ -129,14 +150,23 @@ class CHGNetStepOracle:
             else:
                 gradient = curvature = jnp.float32(jnp.nan)
             ok = jnp.isfinite(energy)
+            failed = int(Status.NO_MINIMUM)
+        if self.references is not None:
+            formation = (energy - self.references[tokens[:n]].sum()) / atoms
         if self.property_name == "density":
             value = mass / (volume0 * scale ** 3) * AMU_PER_A3_TO_G_PER_CM3
         elif self.property_name == "bulk_modulus":
             value = bulk_modulus(gradient, curvature, scale, volume0)
+        elif self.property_name == "formation_energy":
+            value = formation
         else:
             value = energy / atoms
-        status = jnp.where(ok, int(Status.OK), int(Status.NO_MINIMUM)).astype(jnp.int32)
-        return jnp.where(ok, value, jnp.nan).astype(jnp.float32), status
+        status = jnp.where(ok, int(Status.OK), failed)
+        if self.options.max_formation_energy is not None:
+            unstable = ok & (formation > self.options.max_formation_energy)
+            status = jnp.where(unstable, int(Status.UNSTABLE), status)
+        status = status.astype(jnp.int32)
+        return jnp.where(status == int(Status.OK), value, jnp.nan).astype(jnp.float32), status
 
 
 def build_in_graph(property_name: str, options: CHGNetOptions | None, templates: Sequence[Any],

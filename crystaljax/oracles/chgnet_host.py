@@ -11,12 +11,13 @@ Options (:class:`CHGNetHostOptions`, key ``env.oracle_options``):
 
 * ``relax: volume`` (default): the protocol of the in-graph oracle
   (:func:`crystaljax.mlip.relax.relax_volume`): the lattice is scaled isotropically
-  (fractional coordinates fixed), E'(s) is checked at ``min_scale`` and ``max_scale``
-  (E'(min) >= 0 or E'(max) <= 0: ``NO_MINIMUM``), then ``steps`` safeguarded Newton steps
-  (rtsafe) on E'(s) = 0 inside the bracket, and ``NO_MINIMUM`` when E''(s) <= 0 at the
-  end. E'(s) and E''(s) are exact, by torch autograd through a scalar factor of the graph's
-  lattice; the graph is rebuilt at every scale (its neighbours change). B = (E'' - 2E'/s) /
-  (9 V0 s).
+  (fractional coordinates fixed), E(s) on a grid of ``GRID_POINTS`` scales over
+  ``[min_scale, max_scale]`` (lowest point at an end: ``NO_MINIMUM``), then ``steps``
+  safeguarded Newton steps (rtsafe) on E'(s) = 0 inside the two grid intervals around the
+  lowest point; ``NO_MINIMUM`` when E''(s) <= 0 at the end, ``RELAX_NOT_CONVERGED`` when
+  the last Newton step exceeds ``SCALE_TOLERANCE``. E'(s) and E''(s) are exact, by
+  torch autograd through a scalar factor of the graph's lattice; the graph is rebuilt at
+  every scale (its neighbours change). B = (E'' - 2E'/s) / (9 V0 s).
 * ``relax: none``: everything at the crystal's own cell (the bulk modulus is the local
   curvature there, and may be negative).
 * ``relax: full``: atoms and cell relaxed first (ASE ``FrechetCellFilter`` or
@@ -57,6 +58,7 @@ import numpy as np
 from pymatgen.core import Element, Lattice, Structure
 
 from crystaljax.config import check, from_mapping, option
+from crystaljax.mlip.relax import GRID_POINTS, SCALE_TOLERANCE
 from crystaljax.mlip.weights import CHECKPOINTS
 from crystaljax.oracles.base import OracleResult, Status
 from crystaljax.oracles.executors import Executor, LocalPoolExecutor
@@ -70,8 +72,6 @@ EV_PER_A3_TO_GPA = 160.21766208
 AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
 #: seconds a pool worker may take beyond the crystals' time limits (start, model load)
 WORKER_MARGIN = 120.0
-#: a Newton step shorter than this ends the volume search of a crystal early
-SCALE_TOLERANCE = 1e-7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,54 +234,51 @@ class TorchCHGNet:
 
     def relax_volume(self, structures: Sequence[Structure], min_scale: float, max_scale: float,
                      steps: int) -> list[dict]:
-        """The in-graph protocol (:func:`crystaljax.mlip.relax.relax_volume`) on a batch:
-        per crystal a dict of ``scale``, ``energy``, ``gradient``, ``curvature`` (eV per
-        cell) and ``has_minimum``, plus ``reason`` when there is no minimum."""
+        """The in-graph protocol (:func:`crystaljax.mlip.relax.relax_volume`) on a batch: E on
+        the grid, then safeguarded Newton steps around the lowest grid point. Per crystal a
+        dict of ``scale``, ``energy``, ``gradient``, ``curvature`` (eV per cell),
+        ``has_minimum`` and ``converged``, plus ``reason`` when there is no value."""
         n = len(structures)
-        ends = self.scale_derivatives(list(structures) * 2, [min_scale] * n + [max_scale] * n,
-                                      order=1)
-        g_lo, g_hi = ends[:n, 1], ends[n:, 1]
-        bracketed = (g_lo < 0) & (g_hi > 0)
-        lo, hi = np.full(n, float(min_scale)), np.full(n, float(max_scale))
-        x = np.clip(np.ones(n), lo, hi)
-        active = bracketed.copy()
+        grid = np.linspace(float(min_scale), float(max_scale), GRID_POINTS)
+        energies = self.scale_derivatives(
+            [s for s in structures for _ in grid], [g for _ in structures for g in grid],
+            order=0)[:, 0].reshape(n, len(grid))
+        lowest = np.argmin(np.where(np.isfinite(energies), energies, np.inf), axis=1)
+        interior = (lowest > 0) & (lowest < len(grid) - 1)
+        lo = grid[np.maximum(lowest - 1, 0)]
+        hi = grid[np.minimum(lowest + 1, len(grid) - 1)]
+        x = grid[lowest].astype(np.float64)
         for _ in range(steps):
-            idx = np.flatnonzero(active)
-            if len(idx) == 0:
-                break
-            rows = self.scale_derivatives([structures[i] for i in idx], x[idx], order=2)
-            for k, i in enumerate(idx):
-                g, h = rows[k, 1], rows[k, 2]
+            rows = self.scale_derivatives(list(structures), x, order=2)
+            for i in range(n):
+                g, h = rows[i, 1], rows[i, 2]
                 if g < 0:
                     lo[i] = x[i]
                 else:
                     hi[i] = x[i]
                 newton = x[i] - g / (h if h > 0 else 1.0)
                 new = newton if (h > 0 and lo[i] <= newton <= hi[i]) else 0.5 * (lo[i] + hi[i])
-                if not math.isfinite(new) or abs(new - x[i]) < SCALE_TOLERANCE:
-                    active[i] = False
                 x[i] = new if math.isfinite(new) else x[i]
+        final = self.scale_derivatives(list(structures), x, order=2)
         results: list[dict] = []
-        final = np.full((n, 3), np.nan)
-        idx = np.flatnonzero(bracketed)
-        if len(idx):
-            final[idx] = self.scale_derivatives([structures[i] for i in idx], x[idx], order=2)
         for i in range(n):
             e, g, h = final[i]
+            finite = math.isfinite(e) and math.isfinite(g) and math.isfinite(h)
             found = {"scale": float(x[i]), "energy": float(e), "gradient": float(g),
-                     "curvature": float(h)}
-            if not bracketed[i]:
-                where = (f"E'(s) = {g_lo[i]:+.4g} eV >= 0 at min_scale {min_scale}: the "
-                         "minimum lies below the range" if g_lo[i] >= 0 else
-                         f"E'(s) = {g_hi[i]:+.4g} eV <= 0 at max_scale {max_scale}: the "
-                         "minimum lies above the range")
-                found.update(has_minimum=False, reason=f"no E(V) minimum in the searched range "
-                                                       f"({where})")
-            elif not (math.isfinite(e) and math.isfinite(h) and h > 0):
-                found.update(has_minimum=False, reason=f"E''(s) = {h:.4g} eV is not positive at "
-                                                       f"s = {x[i]:.4f}: no minimum found")
-            else:
-                found["has_minimum"] = True
+                     "curvature": float(h), "has_minimum": bool(interior[i] and finite and h > 0),
+                     "converged": bool(finite and h > 0 and abs(g) <= SCALE_TOLERANCE * h)}
+            if not interior[i]:
+                end_, side = (("min_scale", "below") if lowest[i] == 0 else
+                              ("max_scale", "above"))
+                found["reason"] = (f"no E(V) minimum in the searched range: the lowest energy "
+                                   f"of the grid is at {end_} {grid[lowest[i]]:g} (the minimum "
+                                   f"lies {side} the range)")
+            elif not found["has_minimum"]:
+                found["reason"] = (f"E''(s) = {h:.4g} eV is not positive at s = {x[i]:.4f}: "
+                                   "no minimum found")
+            elif not found["converged"]:
+                found["reason"] = (f"the search did not converge in {steps} steps (last Newton "
+                                   f"step {abs(g / h):.2g} in s)")
             results.append(found)
         return results
 
@@ -353,10 +350,11 @@ def _result(property_name: str, structure: Structure, relaxed: Structure, found:
         extra.update(gradient=found["gradient"], curvature=found["curvature"])
     if options.relax == "full":
         extra["lattice"] = (np.asarray(relaxed.lattice.matrix) * s).tolist()
-    if not found["has_minimum"]:  # no number is made up: the search's end point only
+    if not (found["has_minimum"] and found.get("converged", True)):  # no number made up
         extra = {k: v for k, v in extra.items()
                  if not (isinstance(v, float) and not math.isfinite(v))}
-        return OracleResult(float("nan"), Status.NO_MINIMUM, found["reason"], seconds, extra)
+        status = Status.RELAX_NOT_CONVERGED if found["has_minimum"] else Status.NO_MINIMUM
+        return OracleResult(float("nan"), status, found["reason"], seconds, extra)
     if not math.isfinite(found["energy"]):
         return OracleResult(float("nan"), Status.CRASH, "CHGNet returned a non-finite energy",
                             seconds, extra)
