@@ -80,7 +80,8 @@ def run(config_path: str = DEFAULT_CONFIG, top: int = 3, oracle: str = "qe",
             float(searched.get("min_scale", 0.8)), float(searched.get("max_scale", 1.3))]}}
     verified = verify_run(run_dir, top=top, oracle=oracle, preset=preset, relax=relax,
                           options=options, progress=print if progress else None)
-    print(f"\nTop {top} crystals recomputed with {oracle} ({preset}, relax {relax}):")
+    how = ", ".join(x for x in (preset, relax and f"relax {relax}") if x)
+    print(f"\nTop {top} crystals recomputed with {oracle}" + (f" ({how})" if how else "") + ":")
     print(format_table(verified))
     record = {"run_dir": run_dir, "train_seconds": round(trained_s, 1),
               "seconds": round(time.perf_counter() - start, 1), "comparison": comparison,
