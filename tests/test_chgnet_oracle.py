@@ -153,6 +153,12 @@ def test_relax_volume_finds_the_minimum_of_a_known_curve():
     assert float(found.curvature) == pytest.approx(80.0, rel=1e-4)
     falling = jax.jit(lambda: relax_volume(lambda s: -s ** 2, 0.8, 1.3, steps=8))()
     assert not bool(falling.has_minimum)
+    # a minimum within half a grid step of either end is found, one just outside is not
+    for where, inside in ((0.81, True), (1.29, True), (0.79, False), (1.31, False)):
+        found = jax.jit(lambda: relax_volume(lambda s: 40 * (s - where) ** 2, 0.8, 1.3, 8))()
+        assert bool(found.has_minimum) == inside, where
+        if inside:
+            assert bool(found.converged) and float(found.scale) == pytest.approx(where, abs=1e-4)
 
 
 @pytest.mark.parametrize("options, message", [

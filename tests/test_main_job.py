@@ -28,3 +28,11 @@ def test_main_job_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
     assert main_job.main([str(tmp_path / "missing.yaml"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("main job: error:")
+
+
+def test_the_shipped_main_job_config_loads():
+    from crystaljax.training.config import load_run_config
+
+    config = load_run_config("configs/main_job.yaml")
+    assert config.env.oracle == "chgnet" and config.env.property == "bulk_modulus"
+    assert config.train.time_budget_minutes is not None

@@ -9,10 +9,11 @@ autodiff and a fixed number of steps, so it jits and vmaps. The bulk modulus is
 
     dE/dV = E' / (3 V0 s^2),   B = (E'' - 2 E'/s) / (9 V0 s)   (eV/Å^3; x 160.2 for GPa)
 
-A crystal whose lowest grid energy is at an end of the range, or whose curvature at the
-point found is not positive, has no minimum in the searched range: ``has_minimum`` is
-False and no number is made up for it. ``converged`` says whether the Newton search
-ended on the minimum (its last step below ``tolerance``).
+A crystal whose lowest grid energy is at an end of the range, with E still falling
+outwards there, has no minimum in the searched range: ``has_minimum`` is False and no
+number is made up for it. ``converged`` says whether the Newton search ended on a
+minimum (finite, E'' > 0, its last step below ``tolerance``); a bracketed minimum the
+search did not reach is a failure of the search, not an answer about the crystal.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class VolumeResult(NamedTuple):
     energy: jnp.ndarray  # eV per cell at s
     gradient: jnp.ndarray  # E'(s), eV
     curvature: jnp.ndarray  # E''(s), eV
-    has_minimum: jnp.ndarray  # bool: the lowest grid point is interior and E'' > 0 there
+    has_minimum: jnp.ndarray  # bool: a minimum lies inside the range (bracketed by the grid)
     converged: jnp.ndarray  # bool: E'' > 0 and the last Newton step |E'/E''| <= tolerance
 
 
@@ -68,8 +69,9 @@ def relax_volume(energy_of_scale: Callable[[jnp.ndarray], jnp.ndarray], s_min: f
                  tolerance: float = SCALE_TOLERANCE) -> VolumeResult:
     """Minimise E(s) over s in [s_min, s_max]: a grid, then safeguarded Newton steps.
 
-    1. E at ``grid_points`` evenly spaced scales (forward passes only). The lowest one must
-       be interior, else the minimum of the range is at its end: no minimum in range.
+    1. E at ``grid_points`` evenly spaced scales (forward passes only). A minimum lies
+       inside the range when the lowest point is interior, or at an end with E falling
+       from it inwards (E' < 0 at ``s_min``, E' > 0 at ``s_max``); else none in range.
     2. ``steps`` safeguarded Newton steps (rtsafe) from that grid point, inside the two grid
        intervals around it: the Newton step when E'' > 0 and it stays inside the current
        bracket, else bisection; the bracket shrinks around the sign change of E'.
@@ -78,7 +80,10 @@ def relax_volume(energy_of_scale: Callable[[jnp.ndarray], jnp.ndarray], s_min: f
     grid = jnp.linspace(jnp.float32(s_min), jnp.float32(s_max), grid_points)
     e_grid = jax.vmap(energy_of_scale)(grid)
     i = jnp.argmin(jnp.where(jnp.isfinite(e_grid), e_grid, jnp.inf))
-    interior = (i > 0) & (i < grid_points - 1)
+    # lowest point at an end: a minimum lies inside only if E falls from the end inwards
+    at_low, at_high = i == 0, i == grid_points - 1
+    slope = jax.jvp(energy_of_scale, (grid[i],), (jnp.ones_like(grid[i]),))[1]
+    bracketed = ((~at_low & ~at_high) | (at_low & (slope < 0)) | (at_high & (slope > 0)))
     lo = grid[jnp.maximum(i - 1, 0)]
     hi = grid[jnp.minimum(i + 1, grid_points - 1)]
 
@@ -95,8 +100,8 @@ def relax_volume(energy_of_scale: Callable[[jnp.ndarray], jnp.ndarray], s_min: f
     e, g, h = _taylor(energy_of_scale, x)
     finite = jnp.isfinite(e) & jnp.isfinite(h) & jnp.isfinite(g)
     converged = finite & (h > 0) & (jnp.abs(g) <= tolerance * h)
-    return VolumeResult(scale=x, energy=e, gradient=g, curvature=h,
-                        has_minimum=interior & finite & (h > 0), converged=converged)
+    return VolumeResult(scale=x, energy=e, gradient=g, curvature=h, has_minimum=bracketed,
+                        converged=converged)
 
 
 __all__ = ["VolumeResult", "bulk_modulus", "derivatives", "relax_volume"]

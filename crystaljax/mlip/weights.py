@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crystaljax.config import ConfigError
 from crystaljax.paths import default_cache_dir
 
 #: checkpoint file of each model version inside the chgnet package (the port implements the
@@ -34,8 +35,9 @@ PORTED_ARGS = {"atom_fea_dim": 64, "bond_fea_dim": 64, "angle_fea_dim": 64, "num
                "non_linearity": "silu", "gMLP_norm": "layer", "readout_norm": "layer"}
 
 
-class WeightsError(RuntimeError):
-    """The CHGNet weights cannot be found or converted (the message says what to do)."""
+class WeightsError(ConfigError):
+    """The CHGNet weights cannot be found or converted (the message says what to do; a
+    ConfigError, so the command line prints it as one line)."""
 
 
 def checkpoint_path(version: str = DEFAULT_VERSION) -> Path:

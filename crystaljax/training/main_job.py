@@ -58,7 +58,7 @@ def format_comparison(c: dict) -> str:
 
 
 def run(config_path: str = DEFAULT_CONFIG, top: int = 3, oracle: str = "qe",
-        preset: str = "fast", relax: str | None = "volume", random_episodes: int = 64,
+        preset: str | None = None, relax: str | None = "volume", random_episodes: int = 64,
         workers: int = 2, progress: bool = True) -> dict:
     """Train, compare with the random policy, verify the top crystals; returns the record."""
     from crystaljax.training.config import load_run_config
@@ -75,6 +75,7 @@ def run(config_path: str = DEFAULT_CONFIG, top: int = 3, oracle: str = "qe",
     print(format_comparison(comparison))
     options = None
     if oracle == "qe":  # QE searches the same lattice range as the run's CHGNet oracle
+        preset = preset or "fast"
         searched = dict(config.env.oracle_options or {})
         options = {"workers": workers, "recipe": {"relax_range": [
             float(searched.get("min_scale", 0.8)), float(searched.get("max_scale", 1.3))]}}
@@ -98,8 +99,8 @@ def main(argv=None) -> int:
     parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
     parser.add_argument("--top", type=int, default=3)
     parser.add_argument("--oracle", default="qe")
-    parser.add_argument("--preset", default="fast")
-    parser.add_argument("--relax", default="volume")
+    parser.add_argument("--preset", default=None, help="QE preset (default fast)")
+    parser.add_argument("--relax", default="volume", choices=("none", "volume", "full"))
     parser.add_argument("--random-episodes", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quiet", action="store_true")

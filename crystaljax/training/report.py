@@ -5,12 +5,10 @@
   of their covalent radii, atoms in Jmol colours with a legend, and a title (formula,
   value, reward). :meth:`~crystaljax.training.artifacts.TopCrystals.export` draws one per
   exported crystal (``crystals/NN_FORMULA.png`` beside the CIF) when a run finishes.
-* :func:`write_report` writes ``RUN_DIR/report.html``: the run's settings, the greedy
-  evaluation, the learning curve and the best crystals with their pictures, values and
-  rewards; after ``crystaljax verify`` also the verifying oracle's value and the
-  difference. Images are linked (relative paths, so the folder can be moved as a whole) or,
-  with ``embed=True``, inlined as data URIs (one file to send around). No script, no
-  external style sheet. ``crystaljax report RUN_DIR`` regenerates it.
+* :func:`write_report` writes ``RUN_DIR/report.html``: settings, greedy evaluation,
+  learning curve, best crystals (pictures, values, rewards; after ``crystaljax verify``
+  the verifying oracle's value and the difference). Images are linked by relative path or,
+  with ``embed=True``, inlined. No script, no external style sheet.
 """
 
 from __future__ import annotations
@@ -374,7 +372,7 @@ def write_report(run_dir: str, embed: bool = False, draw_missing: bool = True) -
     parts.append("<h2>Files</h2><p>" + " &middot; ".join(
         f"<a href=\"{_e(f)}\">{_e(f)}</a>" for f in files)
         + " &middot; TensorBoard: <code>tensorboard --logdir tb</code></p>")
-    parts.append(f"<p class=\"small\">Written by crystaljax ({_e(_version())}); "
+    parts.append(f"<p class=\"small\">Written by crystaljax ({_e(__import__('crystaljax').__version__)}); "
                  f"<code>crystaljax report {_e(os.path.abspath(run_dir))}</code> regenerates this page.</p>"
                  "</body></html>\n")
     path = os.path.join(run_dir, "report.html")
@@ -393,12 +391,6 @@ def refresh_report(run_dir: str) -> str | None:
         log.warning("could not write %s: %s: %s", os.path.join(run_dir, "report.html"),
                     type(exc).__name__, exc)
         return None
-
-
-def _version() -> str:
-    import crystaljax
-
-    return crystaljax.__version__
 
 
 __all__ = ["draw_crystal", "draw_top_crystals", "picture_name", "refresh_report", "write_report"]
