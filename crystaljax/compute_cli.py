@@ -185,7 +185,6 @@ def _in_graph(property_name: str, options, structure):
     import jax
     import jax.numpy as jnp
 
-    from crystaljax.mlip.relax import relax_volume
     from crystaljax.oracles.base import Status
     from crystaljax.oracles.chgnet import CHGNetStepOracle
     from crystaljax.templates.core import TemplateError, from_structure
@@ -198,24 +197,18 @@ def _in_graph(property_name: str, options, structure):
     oracle = CHGNetStepOracle(property_name, options, [template], vocab)
     tokens = jnp.asarray([vocab.index(s) for s in template.species], jnp.int32)
 
-    @jax.jit
-    def run(tokens):
-        template_id = jnp.int32(0)
-        value, status = oracle(tokens, template_id)
-        e_of_s = oracle.energy_of_scale(tokens, template_id)
-        if options.relax == "volume":  # the oracle's search again, for the energy and scale
-            scale = relax_volume(e_of_s, options.min_scale, options.max_scale,
-                                 options.steps).scale
-        else:
-            scale = jnp.float32(1.0)
-        return value, status, e_of_s(scale) / template.num_sites, scale
-
-    value, status, energy, scale = (x.item() for x in run(tokens))
+    found = jax.jit(lambda t: oracle.evaluate(t, jnp.int32(0)))(tokens)
+    value, status, energy, scale = (found[k].item() for k in
+                                    ("value", "status", "energy_per_atom", "scale"))
     status = Status(int(status))
     reason = ""
     if status == Status.NO_MINIMUM:
         reason = (f"no E(V) minimum in the searched range {options.min_scale}-"
                   f"{options.max_scale} x the lattice constants")
+    elif status == Status.RELAX_NOT_CONVERGED:
+        reason = f"the volume search did not reach the minimum in {options.steps} steps"
+    elif status == Status.UNSTABLE:
+        reason = f"formation energy above max_formation_energy ({options.max_formation_energy})"
     ok = status == Status.OK and math.isfinite(value)
     return (float(value) if ok else None, status.name, reason,
             float(energy) if ok else None, float(scale) if ok else None)

@@ -4,14 +4,14 @@
   cell, computed by the in-graph oracle inside the jitted env step (the random policy's
   final crystals); percentiles and the NO_MINIMUM fraction. The learning benchmark sets its
   target at the 95th percentile.
-* :func:`throughput`: finished crystals per second of the env step with the oracle at a
-  list of env counts (compile time apart).
+* :func:`side_by_side`: finished crystals per second of the env step with the oracle at a
+  list of env counts (compile time apart), beside the host torch oracle on the same crystals.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -20,15 +20,25 @@ from crystaljax.benchmarks.machine import machine_description
 from crystaljax.oracles.base import Status
 
 
-def _random_episodes(env, params, num_envs: int, episodes: int, seed: int):
-    """Run ``episodes`` rounds of random-policy episodes over ``num_envs`` envs; returns
-    (values, statuses, formulas, compile seconds, run seconds of the rounds after the first)."""
+class Episodes(NamedTuple):
+    """Finished crystals of :func:`_random_episodes`, in order (all rounds)."""
+
+    values: list[float]
+    statuses: list[int]
+    structures: list[Any]  # pymatgen Structures
+    compile_seconds: float  # the first round, which compiles
+    seconds: float  # the rounds after the first
+
+
+def _random_episodes(env, params, num_envs: int, episodes: int, seed: int) -> Episodes:
+    """Run ``episodes`` rounds of random-policy episodes over ``num_envs`` envs through the
+    jitted, vmapped env step (the in-graph oracle scores the finished crystals)."""
     steps = max(t.num_sites for t in env.templates)
     v_reset = jax.jit(jax.vmap(env.reset, (0, None)))
     v_step = jax.jit(jax.vmap(env.step_env, (0, 0, None)))
     key = jax.random.PRNGKey(seed)
-    values, statuses, formulas = [], [], []
-    compile_s, run_s = 0.0, 0.0
+    out = Episodes([], [], [], 0.0, 0.0)
+    run_s = 0.0
     for episode in range(episodes):
         key, k_reset, k_act = jax.random.split(key, 3)
         start = time.perf_counter()
@@ -39,15 +49,14 @@ def _random_episodes(env, params, num_envs: int, episodes: int, seed: int):
         jax.block_until_ready(info["property"])
         elapsed = time.perf_counter() - start
         if episode == 0:
-            compile_s = elapsed
+            out = out._replace(compile_seconds=elapsed)
         else:
             run_s += elapsed
         finished = np.asarray(done)
-        values += np.asarray(info["property"])[finished].tolist()
-        statuses += np.asarray(info["status"])[finished].tolist()
-        formulas += [env.to_structure(state, int(i)).composition.reduced_formula
-                     for i in np.flatnonzero(finished)]
-    return values, statuses, formulas, compile_s, run_s
+        out.values.extend(np.asarray(info["property"])[finished].tolist())
+        out.statuses.extend(np.asarray(info["status"])[finished].tolist())
+        out.structures.extend(env.to_structure(state, int(i)) for i in np.flatnonzero(finished))
+    return out._replace(seconds=run_s)
 
 
 def distribution(task: str, num: int, seed: int = 0, num_envs: int = 64,
@@ -58,10 +67,11 @@ def distribution(task: str, num: int, seed: int = 0, num_envs: int = 64,
     overrides = {"oracle": "chgnet", **(overrides or {})}
     env, params = crystaljax.make(task, **overrides)
     rounds = max(2, -(-num // num_envs))
-    values, statuses, formulas, compile_s, run_s = _random_episodes(env, params, num_envs,
-                                                                     rounds, seed)
-    timed = len(values) - num_envs  # crystals of the rounds after the compiling one
-    values, statuses, formulas = values[:num], statuses[:num], formulas[:num]
+    episodes = _random_episodes(env, params, num_envs, rounds, seed)
+    compile_s, run_s = episodes.compile_seconds, episodes.seconds
+    timed = len(episodes.values) - num_envs  # crystals of the rounds after the compiling one
+    values, statuses = episodes.values[:num], episodes.statuses[:num]
+    formulas = [c.composition.reduced_formula for c in episodes.structures[:num]]
     ok = np.asarray(statuses) == Status.OK
     good = np.asarray(values)[ok]
     order = np.argsort(good)[::-1]
@@ -82,21 +92,6 @@ def distribution(task: str, num: int, seed: int = 0, num_envs: int = 64,
     }
 
 
-def throughput(task: str, env_counts: list[int], episodes: int = 2,
-               overrides: dict | None = None) -> list[dict[str, Any]]:
-    """Finished crystals per second of the jitted env step with the in-graph CHGNet oracle
-    (random actions; the first round, which compiles, is timed apart)."""
-    import crystaljax
-
-    env, params = crystaljax.make(task, **{"oracle": "chgnet", **(overrides or {})})
-    rows = []
-    for n in env_counts:
-        values, _, _, compile_s, run_s = _random_episodes(env, params, n, episodes + 1, 0)
-        rows.append({"envs": n, "compile_seconds": compile_s,
-                     "crystals_per_second": (len(values) - n) / run_s})
-    return rows
-
-
 def side_by_side(task: str, env_counts: list[int], host_workers: int = 2,
                  overrides: dict | None = None) -> dict[str, Any]:
     """Crystals per second of the in-graph oracle (jitted env step, ``n`` envs; the first
@@ -114,34 +109,22 @@ def side_by_side(task: str, env_counts: list[int], host_workers: int = 2,
                                        {**host_options, "workers": host_workers}) as host:
         host.evaluate([env.templates[0].to_structure([env.vocab[0]] * env.templates[0].num_sites)])
         for n in env_counts:
-            steps = max(t.num_sites for t in env.templates)
-            v_reset = jax.jit(jax.vmap(env.reset, (0, None)))
-            v_step = jax.jit(jax.vmap(env.step_env, (0, 0, None)))
-            times = []
-            for round_ in range(2):
-                key = jax.random.PRNGKey(round_)
-                start = time.perf_counter()
-                _, state = v_reset(jax.random.split(key, n), params)
-                actions = jax.random.randint(key, (steps, n), 0, env.num_actions)
-                for k in range(steps):
-                    _, state, _, _, _, info = v_step(state, actions[k], params)
-                jax.block_until_ready(info["property"])
-                times.append(time.perf_counter() - start)
-            structures = [env.to_structure(state, i) for i in range(n)]
+            ours = _random_episodes(env, params, n, 2, 0)  # round 1 compiles, round 2 is timed
+            structures = ours.structures[n:]
             start = time.perf_counter()
             results = host.evaluate(structures)
             host_s = time.perf_counter() - start
-            ours = np.asarray(info["property"])
-            theirs = np.asarray([r.value for r in results])
-            both = np.isfinite(ours) & np.isfinite(theirs)
-            rows.append({"envs": n, "in_graph_compile_seconds": times[0] - times[1],
-                         "in_graph_seconds": times[1], "host_seconds": host_s,
-                         "in_graph_per_second": n / times[1], "host_per_second": n / host_s,
-                         "ratio": host_s / times[1],
-                         "max_relative_difference": float(np.max(np.abs(ours[both] - theirs[both])
+            mine, theirs = np.asarray(ours.values[n:]), np.asarray([r.value for r in results])
+            both = np.isfinite(mine) & np.isfinite(theirs)
+            rows.append({"envs": n, "in_graph_compile_seconds": ours.compile_seconds - ours.seconds,
+                         "in_graph_seconds": ours.seconds, "host_seconds": host_s,
+                         "in_graph_per_second": n / ours.seconds, "host_per_second": n / host_s,
+                         "ratio": host_s / ours.seconds,
+                         "max_relative_difference": float(np.max(np.abs(mine[both] - theirs[both])
                                                                  / np.abs(theirs[both])))
                          if both.any() else None,
-                         "same_status": int(np.sum(np.isfinite(ours) == np.isfinite(theirs)))})
+                         "same_status": int(sum(int(a) == int(r.status) for a, r
+                                                in zip(ours.statuses[n:], results)))})
             print(rows[-1])
     return {"task": task, "overrides": overrides, "oracle_options": options,
             "host_workers": host_workers, "rows": rows, "machine": machine_description()}
@@ -189,4 +172,4 @@ def markdown(result: dict, source: str) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["distribution", "markdown", "side_by_side", "throughput", "throughput_markdown"]
+__all__ = ["Episodes", "distribution", "markdown", "side_by_side", "throughput_markdown"]

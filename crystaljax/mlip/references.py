@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
@@ -262,11 +263,27 @@ def compute_references(symbols: Sequence[str], version: str = DEFAULT_VERSION,
 
 
 def references_path(version: str = DEFAULT_VERSION, cache_dir: str | Path | None = None) -> Path:
-    """The cache file of the reference table of checkpoint ``version`` (its SHA-256 and the
-    candidate-set version are in the name)."""
+    """The cache file of the reference table of checkpoint ``version``: its name holds the
+    checkpoint's SHA-256, the candidate-set version and a hash of the method (the search
+    settings and the source of the model, the volume search and this module), so a change
+    to any of them computes the table again."""
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     sha = _sha256(checkpoint_path(version))
-    return folder / "chgnet" / f"references_{version}_{sha[:16]}_c{CANDIDATES_VERSION}.json"
+    return folder / "chgnet" / (f"references_{version}_{sha[:16]}_c{CANDIDATES_VERSION}_"
+                                f"m{_method_hash()}.json")
+
+
+def _method_hash() -> str:
+    """12 hex digits over the search settings and the source of chgnet.py, relax.py and
+    this module."""
+    from crystaljax.mlip import chgnet as model
+    from crystaljax.mlip import relax
+
+    digest = hashlib.sha256(repr((SCALE_RANGE, GRID, STEPS, MIN_PERIODIC_BOND, DIMER_MARGIN,
+                                  _SMALLEST_SIZES)).encode())
+    for module in (model, relax, __import__(__name__, fromlist=["_"])):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _read(path: Path) -> dict:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from pymatgen.core import Structure
@@ -91,6 +91,23 @@ class HostOracle(Protocol):
     unit: str
 
     def evaluate(self, structures: Sequence[Structure]) -> list[OracleResult]: ...
+
+
+def evaluate_guarded(evaluate: Callable[[list[Structure]], list[OracleResult]],
+                     structures: Sequence[Structure], closed: bool, name: str
+                     ) -> list[OracleResult]:
+    """A host oracle's ``evaluate`` that never raises: ``evaluate(structures)``, or one
+    ORACLE_ERROR result per crystal when the oracle is closed or its code raised (the last
+    line of defence: training must go on)."""
+    structures = list(structures)
+    if closed:
+        return [OracleResult.failure(Status.ORACLE_ERROR, f"the {name} is closed")
+                for _ in structures]
+    try:
+        return evaluate(structures)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        return [OracleResult.failure(Status.ORACLE_ERROR, reason) for _ in structures]
 
 
 def oracle_can_fail(oracle: object) -> bool:

@@ -130,6 +130,13 @@ class CHGNetStepOracle:
     def __call__(self, tokens: jnp.ndarray, template_id: jnp.ndarray, params: Any = None
                  ) -> tuple[jnp.ndarray, jnp.ndarray]:
         """(value in the property's unit, Status code) of one finished crystal."""
+        found = self.evaluate(tokens, template_id)
+        return found["value"], found["status"]
+
+    def evaluate(self, tokens: jnp.ndarray, template_id: jnp.ndarray) -> dict[str, jnp.ndarray]:
+        """One finished crystal in full: ``value`` f32 [] (nan unless OK), ``status`` int32
+        [], ``scale`` f32 [] (lattice-constant factor where it was read) and
+        ``energy_per_atom`` f32 [] (eV/atom there)."""
         n = self.frac_coords.shape[1]
         e_of_s = self.energy_of_scale(tokens, template_id)
         volume0 = self.volumes[template_id]
@@ -166,7 +173,9 @@ class CHGNetStepOracle:
             unstable = ok & (formation > self.options.max_formation_energy)
             status = jnp.where(unstable, int(Status.UNSTABLE), status)
         status = status.astype(jnp.int32)
-        return jnp.where(status == int(Status.OK), value, jnp.nan).astype(jnp.float32), status
+        return {"value": jnp.where(status == int(Status.OK), value, jnp.nan).astype(jnp.float32),
+                "status": status, "scale": jnp.asarray(scale, jnp.float32),
+                "energy_per_atom": (energy / atoms).astype(jnp.float32)}
 
 
 def build_in_graph(property_name: str, options: CHGNetOptions | None, templates: Sequence[Any],

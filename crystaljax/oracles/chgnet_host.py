@@ -51,7 +51,7 @@ from typing import Any
 from pymatgen.core import Structure
 
 from crystaljax.config import ConfigError
-from crystaljax.oracles.base import OracleResult, Status
+from crystaljax.oracles.base import OracleResult, Status, evaluate_guarded
 from crystaljax.oracles.chgnet_jobs import CHGNetJob, evaluate_chunk, process_model, run_job, structure_key
 from crystaljax.oracles.chgnet_torch import (
     PROPERTIES,
@@ -118,15 +118,7 @@ class CHGNetHostOracle:
 
     def evaluate(self, structures: Sequence[Structure]) -> list[OracleResult]:
         """One result per crystal (value in :attr:`unit`); never raises."""
-        structures = list(structures)
-        if self._closed:
-            return [OracleResult.failure(Status.ORACLE_ERROR, "the CHGNet host oracle is closed")
-                    for _ in structures]
-        try:
-            return self._evaluate(structures)
-        except Exception as exc:  # last line of defence: training must go on
-            reason = f"{type(exc).__name__}: {exc}"
-            return [OracleResult.failure(Status.ORACLE_ERROR, reason) for _ in structures]
+        return evaluate_guarded(self._evaluate, structures, self._closed, "CHGNet host oracle")
 
     def stats(self) -> dict:
         """Counters: ``evaluated`` (crystals asked for), ``computed`` (results that came

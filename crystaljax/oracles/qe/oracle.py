@@ -28,7 +28,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from crystaljax.config import replace
-from crystaljax.oracles.base import OracleResult, Status
+from crystaljax.oracles.base import OracleResult, Status, evaluate_guarded
 from crystaljax.oracles.cache import ResultCache, settings_hash
 from crystaljax.oracles.executors import (
     DaskExecutor,
@@ -196,15 +196,7 @@ class QEOracle:
 
     def evaluate(self, structures: Sequence[Structure]) -> list[OracleResult]:
         """One result per crystal (value in :attr:`unit`); never raises."""
-        structures = list(structures)
-        if self._closed:
-            return [OracleResult.failure(Status.ORACLE_ERROR, "the QE oracle is closed")
-                    for _ in structures]
-        try:
-            return self._evaluate(structures)
-        except Exception as exc:  # last line of defence: training must go on
-            reason = f"{type(exc).__name__}: {exc}"
-            return [OracleResult.failure(Status.ORACLE_ERROR, reason) for _ in structures]
+        return evaluate_guarded(self._evaluate, structures, self._closed, "QE oracle")
 
     def job_time_limit(self) -> float:
         """Longest wall time one crystal may take (s): pw.x runs x time limit + margin."""
