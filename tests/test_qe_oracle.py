@@ -14,7 +14,7 @@ from crystaljax.config import ConfigError
 from crystaljax.oracles.base import HostOracle, Status
 from crystaljax.oracles.cache import ResultCache
 from crystaljax.oracles.executors import DaskExecutor, LocalPoolExecutor
-from crystaljax.oracles.qe import recipes
+from crystaljax.oracles.qe import attempts
 from crystaljax.oracles.qe.oracle import QEOracle, make_qe_oracle
 from crystaljax.oracles.qe.runner import RunnerConfig
 
@@ -207,7 +207,7 @@ def test_machine_failures_are_not_cached(pseudo_dir, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("bug in the input writer")
 
-    monkeypatch.setattr(recipes, "write_pw_input", boom)
+    monkeypatch.setattr(attempts, "write_pw_input", boom)  # where _run looks it up
     with QEOracle.from_options("density", options, executor=InlineExecutor()) as buggy:
         result = buggy.evaluate([nacl])[0]
         assert result.status == Status.ORACLE_ERROR and "bug in the input writer" in result.reason

@@ -14,19 +14,17 @@ from qe_helpers import requires_pw
 from crystaljax.config import ConfigError
 from crystaljax.oracles.base import FLOOR_STATUSES, OracleResult, Status
 from crystaljax.oracles.cache import ResultCache
-from crystaljax.oracles.qe import recipes
+from crystaljax.oracles.qe import equilibrium, recipes
+from crystaljax.oracles.qe.attempts import _Attempt
+from crystaljax.oracles.qe.cells import density_of
+from crystaljax.oracles.qe.equation_of_state import fit_bulk_modulus, search_energy_minimum
 from crystaljax.oracles.qe.family import write_gth_family
 from crystaljax.oracles.qe.options import QEOptions
 from crystaljax.oracles.qe.parse import PwOutput, parse_output
 from crystaljax.oracles.qe.presets import GTH_VARIANTS, PSLIBRARY_INPUTS, get_preset
-from crystaljax.oracles.qe.recipes import (
-    RECIPES,
-    RecipeOptions,
-    bulk_modulus,
-    density,
-    density_of,
-    search_energy_minimum,
-)
+from crystaljax.oracles.qe.recipe_options import RecipeOptions
+from crystaljax.oracles.qe.recipes import RECIPES, bulk_modulus, density
+from crystaljax.oracles.qe.restarts import Failure
 from crystaljax.oracles.qe.runner import RunnerConfig
 from crystaljax.properties import get_property
 from crystaljax.rewards import RewardParams
@@ -102,8 +100,8 @@ def test_the_search_brackets_and_samples_the_minimum(a0):
     assert found.found and not found.reason
     assert len(calls) == len(set(calls)) <= 12
     assert found.window[0] < a0 < found.window[-1] and len(found.window) >= 4
-    b0, v0, _ = recipes.fit_bulk_modulus([16.0 * s ** 3 for s in found.window],
-                                         [found.points[s] for s in found.window])
+    b0, v0, _ = fit_bulk_modulus([16.0 * s ** 3 for s in found.window],
+                                 [found.points[s] for s in found.window])
     assert b0 == pytest.approx(80.0, rel=1e-3) and v0 == pytest.approx(16.0 * a0 ** 3, rel=1e-4)
 
 
@@ -131,7 +129,9 @@ def test_a_small_run_budget_gives_up_before_the_bound():
 # -- the recipes on a synthetic E(V) (no pw.x) -------------------------------------------------
 
 def _fake_pw(monkeypatch, energy_of_volume, relaxed_cell=None):
-    """Replace recipes._run: each scf returns E(V); a vc-relax returns ``relaxed_cell``."""
+    """Replace ``_run`` where the recipes look it up (``recipes``: the template scan and
+    density; ``equilibrium``: the E(V) search and its vc-relax): each scf returns E(V); a
+    vc-relax returns ``relaxed_cell``."""
     runs = []
 
     def fake_run(structure, settings, family, runner, options, log, label, reference=None,
@@ -141,10 +141,11 @@ def _fake_pw(monkeypatch, energy_of_volume, relaxed_cell=None):
                           n_atoms=len(structure), job_done=True)
         if settings.calculation == "vc-relax":
             parsed.cell, parsed.relax_converged = relaxed_cell, True
-        log.record(label, 1, recipes.Failure.OK, Status.OK, "", 0.1, 60.0, None, {})
-        return recipes._Attempt(Status.OK, "", parsed, 0.1, {}, settings)
+        log.record(label, 1, Failure.OK, Status.OK, "", 0.1, 60.0, None, {})
+        return _Attempt(Status.OK, "", parsed, 0.1, {}, settings)
 
-    monkeypatch.setattr(recipes, "_run", fake_run)
+    for module in (recipes, equilibrium):
+        monkeypatch.setattr(module, "_run", fake_run)
     return runs
 
 

@@ -1,4 +1,4 @@
-"""Automatic restarts of failed pw.x runs (restarts.py, recipes._run).
+"""Automatic restarts of failed pw.x runs (restarts.py, attempts._run).
 
 A fake pw.x (a shell script) fails the first call(s) with the real pw.x error text and
 then runs the real pw.x, so each restart path is checked end to end: the next input has
@@ -21,11 +21,13 @@ from qe_helpers import diamond, requires_pw
 from crystaljax.config import ConfigError
 from crystaljax.oracles.base import OracleResult, Status
 from crystaljax.oracles.cache import ResultCache
+from crystaljax.oracles.qe.band_gap import band_gap
 from crystaljax.oracles.qe.family import write_gth_family
 from crystaljax.oracles.qe.inputs import PwSettings, number_of_bands
 from crystaljax.oracles.qe.parse import PwOutput
 from crystaljax.oracles.qe.presets import GTH_VARIANTS, get_preset
-from crystaljax.oracles.qe.recipes import RecipeOptions, band_gap, density
+from crystaljax.oracles.qe.recipe_options import RecipeOptions
+from crystaljax.oracles.qe.recipes import density
 from crystaljax.oracles.qe.restarts import (
     AttemptLog,
     Failure,

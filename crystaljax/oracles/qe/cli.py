@@ -21,7 +21,7 @@ import typing
 import warnings
 from pathlib import Path
 
-from crystaljax.oracles.qe.recipes import Relax
+from crystaljax.oracles.qe.recipe_options import Relax
 from crystaljax.properties import PROPERTIES
 
 EXIT_OK, EXIT_DFT_FAILED, EXIT_BAD_INPUT = 0, 1, 2

@@ -26,7 +26,7 @@ from crystaljax.config import ConfigError, check, from_mapping, nest_dotted, opt
 from crystaljax.oracles.executors import plan_local_workers
 from crystaljax.oracles.qe.inputs import RECIPE_OWNED_SETTINGS, PwSettings
 from crystaljax.oracles.qe.presets import PRESETS, Preset
-from crystaljax.oracles.qe.recipes import RecipeOptions
+from crystaljax.oracles.qe.recipe_options import RecipeOptions
 from crystaljax.oracles.qe.runner import RunnerConfig
 from crystaljax.paths import default_cache_dir
 

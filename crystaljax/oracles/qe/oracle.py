@@ -19,12 +19,10 @@ import concurrent.futures
 import dataclasses
 import math
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pymatgen.core import Structure
 
 from crystaljax.config import replace
@@ -38,42 +36,14 @@ from crystaljax.oracles.executors import (
 )
 from crystaljax.oracles.qe.cost import expected_cost
 from crystaljax.oracles.qe.family import FamilySource, PseudoFamily
-from crystaljax.oracles.qe.inputs import PwSettings
+from crystaljax.oracles.qe.jobs import MIN_DISTANCE, QEJob, check_structure, run_job
 from crystaljax.oracles.qe.options import QEOptions, check_recipe, check_settings, default_cache_dir
 from crystaljax.oracles.qe.presets import GTH_VARIANTS, Preset, get_preset
-from crystaljax.oracles.qe.recipes import RecipeOptions, get_recipe
+from crystaljax.oracles.qe.recipes import get_recipe
 from crystaljax.oracles.qe.runner import RunnerConfig
 
 #: Bumped when a change in crystaljax's own code changes results (part of the cache key).
 ORACLE_VERSION = "qe-1"
-#: Atoms closer than this (Å) make a crystal invalid input.
-MIN_DISTANCE = 0.5
-
-
-@dataclasses.dataclass(frozen=True)
-class QEJob:
-    """One crystal's computation, as sent to a worker."""
-
-    property_name: str
-    structure: dict
-    family: FamilySource
-    settings: PwSettings
-    recipe: RecipeOptions
-    runner: RunnerConfig
-
-
-def run_job(job: QEJob) -> OracleResult:
-    """Compute one property in a worker. Never raises: errors become ORACLE_ERROR."""
-    start = time.monotonic()
-    try:
-        structure = Structure.from_dict(job.structure)
-        return get_recipe(job.property_name)(
-            structure, job.family.load(), job.settings, job.runner, job.recipe)
-    except Exception as exc:
-        return OracleResult(
-            float("nan"), Status.ORACLE_ERROR, f"{type(exc).__name__}: {exc}",
-            time.monotonic() - start, {"traceback": traceback.format_exc(limit=5)},
-        )
 
 
 class QEOracle:
@@ -256,30 +226,9 @@ class QEOracle:
     # -- internals ----------------------------------------------------------------------------
 
     def check(self, structure: Structure) -> OracleResult | None:
-        """An INVALID_INPUT result if ``structure`` cannot be computed, else ``None``."""
-        if not structure.is_ordered:
-            return OracleResult.failure(Status.INVALID_INPUT, "disordered sites are not supported")
-        try:
-            symbols = {site.specie.symbol for site in structure}
-        except AttributeError:
-            return OracleResult.failure(Status.INVALID_INPUT, "a site has no chemical element")
-        missing = self.family.missing(symbols)
-        if missing:
-            why = "; ".join(
-                f"{e}: {self.family.unavailable[e]}" for e in missing if e in self.family.unavailable
-            )
-            return OracleResult.failure(
-                Status.INVALID_INPUT,
-                f"no pseudopotential for {', '.join(missing)} in family {self.family.name!r}"
-                + (f" ({why})" if why else ""),
-            )
-        if len(structure) > 1:
-            dmin = float(structure.distance_matrix[~np.eye(len(structure), dtype=bool)].min())
-            if dmin < MIN_DISTANCE:
-                return OracleResult.failure(
-                    Status.INVALID_INPUT, f"atoms {dmin:.2f} Å apart (< {MIN_DISTANCE} Å)"
-                )
-        return None
+        """An INVALID_INPUT result if ``structure`` cannot be computed, else ``None``
+        (:func:`~crystaljax.oracles.qe.jobs.check_structure`)."""
+        return check_structure(structure, self.family)
 
     def _job(self, structure: Structure) -> QEJob:
         return QEJob(

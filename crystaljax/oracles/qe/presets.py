@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from crystaljax.elements import LARGE
 from crystaljax.oracles.qe.inputs import PwSettings
 from crystaljax.oracles.qe.ld1 import LD1_INPUT_DIR
-from crystaljax.oracles.qe.recipes import RecipeOptions
+from crystaljax.oracles.qe.recipe_options import RecipeOptions
 
 #: CP2K GTH-PBE entry used for each element where a preset does not generate it with
 #: ld1.x (:attr:`Preset.generated`; the default preset generates Na). The valence-only

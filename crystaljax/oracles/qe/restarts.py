@@ -1,6 +1,6 @@
 """Automatic restarts of failed pw.x runs: failure classes, remedies, the crystal's budget.
 
-Every pw.x run of every recipe goes through this (``recipes._run``): a failed run is
+Every pw.x run of every recipe goes through this (``attempts._run``): a failed run is
 put in a :class:`Failure` class (:func:`classify_failure`), and the next remedy of that
 class that changes the input is applied and the run repeated, until it succeeds, the
 class has no remedy left, ``max_restarts`` restarts were made, or the crystal's time

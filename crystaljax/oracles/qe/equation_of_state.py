@@ -1,0 +1,205 @@
+"""Equation of state of a crystal from E(V) points (no pw.x): fits and the minimum search.
+
+Volumes in Å^3, energies in eV, bulk moduli in GPa; lattice-constant factors are
+fractions of the starting cell's lattice constants (volume factor = factor^3).
+
+* :func:`fit_bulk_modulus`: B0, V0, E0 of an :mod:`ase.eos` fit on real cell volumes.
+* :func:`local_bulk_modulus`: B = V d2E/dV2 at one volume from a quadratic fit.
+* :func:`bulk_modulus_from_scan`: the bulk-modulus recipe's value from its scan around the
+  template volume (B0, or the local B when E(V) has no usable minimum).
+* :func:`search_energy_minimum`: bracket and sample the minimum of E under isotropic
+  scaling (``recipe.relax``), giving the window the equation of state is fitted on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from ase.eos import EquationOfState
+from ase.units import GPa
+
+#: Runs the E(V) minimum search keeps for the fit window once a minimum is bracketed.
+REFINE_RUNS = 4
+
+
+def fit_bulk_modulus(
+    volumes: Sequence[float], energies: Sequence[float], eos: str = "birchmurnaghan"
+) -> tuple[float, float, float]:
+    """Equation-of-state fit on real volumes.
+
+    Args:
+      volumes: cell volumes (Å^3).
+      energies: total energies (eV).
+      eos: :mod:`ase.eos` name (``birchmurnaghan``, ``murnaghan``, ``vinet``, ...).
+
+    Returns:
+      (B0 in GPa, V0 in Å^3, E0 in eV).
+
+    Raises:
+      ValueError: the fit failed or gave non-finite numbers.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            v0, e0, b0 = EquationOfState(list(volumes), list(energies), eos=eos).fit()
+        except Exception as exc:  # scipy's curve_fit raises RuntimeError / others
+            raise ValueError(f"equation-of-state fit failed: {exc}") from exc
+    b_gpa = float(b0) / GPa
+    if not np.isfinite([b_gpa, v0, e0]).all():
+        raise ValueError("equation-of-state fit gave non-finite parameters")
+    return b_gpa, float(v0), float(e0)
+
+
+def local_bulk_modulus(volumes: Sequence[float], energies: Sequence[float], v: float) -> float:
+    """B = V d2E/dV2 (GPa) at volume ``v`` from a quadratic fit of E(V)."""
+    c2 = np.polyfit(np.asarray(volumes), np.asarray(energies), 2)[0]
+    return float(2.0 * c2 * v / GPa)
+
+
+def bulk_modulus_from_scan(
+    volumes: Sequence[float], energies: Sequence[float], template_volume: float,
+    eos: str = "birchmurnaghan", trust: float = 0.2,
+) -> tuple[float, dict]:
+    """Bulk modulus (GPa) from an E(V) scan, and how it was obtained.
+
+    The value is B0 of the equation-of-state fit (``b_method = "eos"``) when the
+    fit succeeds and its equilibrium volume V0 lies within ``trust`` (fraction)
+    of the template volume. Otherwise E(V) has no usable minimum (typical for a
+    crystal far from equilibrium, e.g. under high pressure at the template
+    volume) and B0 would be an extrapolation far outside the +-2 % scan; the
+    value is then the bulk modulus at the template volume, V d2E/dV2 from a
+    quadratic fit (``b_method = "local"``, with the reason in ``eos_error``).
+    ``b_local`` is reported in both cases, and ``mechanically_unstable`` is true
+    when it is not positive: E(V) is concave at the template volume, so the
+    crystal would expand or collapse there (a negative returned value means this).
+    """
+    b_local = local_bulk_modulus(volumes, energies, template_volume)
+    details: dict = {"b_local": b_local, "eos": eos, "mechanically_unstable": b_local <= 0.0}
+    try:
+        b_gpa, v0, e0 = fit_bulk_modulus(volumes, energies, eos)
+    except ValueError as exc:
+        details.update(b_method="local", eos_error=str(exc))
+        return b_local, details
+    details.update(v0=v0, e0=e0, v0_in_range=bool(min(volumes) <= v0 <= max(volumes)))
+    if abs(v0 / template_volume - 1.0) > trust:
+        details.update(b_method="local", eos_error=(
+            f"fitted V0 = {v0:.4g} Å^3 is more than {trust:.0%} from the template volume"))
+        return b_local, details
+    details["b_method"] = "eos"
+    return b_gpa, details
+
+
+@dataclasses.dataclass
+class MinimumSearch:
+    """Outcome of :func:`search_energy_minimum`.
+
+    Attributes:
+      points: lattice-constant factor -> energy (eV), every point evaluated, in order.
+      found: a minimum lies strictly inside the points (bracketed), and ``window`` holds
+        the points to fit around it.
+      best: the factor of the lowest energy.
+      window: factors of the fit window around the minimum, ascending (empty unless found).
+      reason: why no minimum was found ('' when found).
+    """
+
+    points: dict[float, float]
+    found: bool
+    best: float
+    window: list[float]
+    reason: str = ""
+
+
+def search_energy_minimum(
+    energy: Callable[[float], float], step: float = 0.02,
+    bounds: tuple[float, float] = (0.8, 1.3), max_runs: int = 12,
+) -> MinimumSearch:
+    """Bracket and sample the minimum of E(s), s the factor on the lattice constants.
+
+    1. Bracket: E at 1 - step, 1, 1 + step; while the lowest point is an end of the points,
+       step beyond it (``step``, then doubling each time in that direction, clipped at
+       ``bounds``; a step that reaches a bound is followed by one a ``step`` inside it).
+       No minimum: the lowest point is a bound, or the next step would leave fewer than
+       :data:`REFINE_RUNS` of ``max_runs``.
+    2. Window: around the vertex of the parabola through the lowest point and its two
+       neighbours (on the half-step grid, so points already run are reused), the five
+       factors vertex + k x step / 2, k = -2..2, within ``bounds``; re-centred (up to
+       twice, within ``max_runs``) when its lowest point is an end of it.
+
+    Args:
+      energy: s -> total energy (eV); an exception it raises propagates (a failed run).
+      step: lattice-constant step (fraction).
+      bounds: (smallest, largest) factor.
+      max_runs: most calls of ``energy``.
+    """
+    low, high = bounds
+    points: dict[float, float] = {}
+
+    def grid(x: float) -> float:  # the half-step grid through 1, clipped to the bounds
+        x = 1.0 + round((x - 1.0) / (step / 2)) * (step / 2)
+        return round(min(max(x, low), high), 9)
+
+    def at(x: float) -> float:
+        x = round(min(max(x, low), high), 9)
+        if x not in points:
+            points[x] = float(energy(x))
+        return x
+
+    def lowest(keys) -> float:
+        return min(keys, key=points.__getitem__)
+
+    for x in (1.0 - step, 1.0, 1.0 + step):
+        at(x)
+    doubling = {-1: 0, 1: 0}
+    while True:
+        order = sorted(points)
+        best = lowest(order)
+        if best not in (order[0], order[-1]):
+            break
+        direction = -1 if best == order[0] else 1
+        bound = low if direction < 0 else high
+        inside = round(bound - direction * step, 9)
+        if abs(best - bound) < 1e-9 and inside not in points \
+                and len(points) + REFINE_RUNS < max_runs:
+            at(inside)  # the step that reached the bound may have passed the minimum
+            continue
+        if abs(best - bound) < 1e-9:
+            side = "smallest" if direction < 0 else "largest"
+            return MinimumSearch(dict(points), False, best, [], (
+                f"E(V) still falls at the {side} lattice-constant factor searched "
+                f"({bound:g}): no minimum in {low:g}-{high:g}"))
+        if len(points) + 1 + REFINE_RUNS > max_runs:
+            return MinimumSearch(dict(points), False, best, [], (
+                f"no E(V) minimum bracketed within {max_runs} runs (lattice-constant "
+                f"factors {order[0]:g}-{order[-1]:g} searched)"))
+        at(best + direction * step * 2 ** doubling[direction])
+        doubling[direction] += 1
+    order = sorted(points)
+    i = order.index(best)
+    xs = order[i - 1:i + 2]
+    a, b, _ = np.polyfit(xs, [points[x] for x in xs], 2)
+    centre = min(max(grid(float(-b / (2 * a)) if a > 0 else best), xs[0]), xs[2])
+    for _ in range(3):
+        window = sorted({grid(centre + k * step / 2) for k in range(-2, 3)})
+        for x in window:
+            if x not in points and len(points) < max_runs:
+                at(x)
+        window = [x for x in window if x in points]
+        if not window:
+            break
+        best = lowest(window)
+        if window[0] < best < window[-1] or len(points) >= max_runs:
+            break
+        centre = best
+    # the lowest point of all is bracketed: fit at least it and its evaluated neighbours
+    order = sorted(points)
+    best = lowest(order)
+    i = order.index(best)
+    if i in (0, len(order) - 1):  # E(V) rose and fell again (more than one minimum)
+        return MinimumSearch(dict(points), False, best, [], (
+            f"no single E(V) minimum: the lowest energy is at the end ({best:g}) of the "
+            f"lattice-constant factors searched ({order[0]:g}-{order[-1]:g})"))
+    window = sorted(set(window) | {order[i - 1], best, order[i + 1]})
+    return MinimumSearch(dict(points), True, best, window)

@@ -1,0 +1,114 @@
+"""A crystal at its E(V) minimum (``recipe.relax: volume`` / ``full``) with pw.x.
+
+``volume`` searches the E(V) minimum under isotropic scaling
+(:func:`~crystaljax.oracles.qe.equation_of_state.search_energy_minimum`: bounded
+lattice-constant range, at most ``relax_max_runs`` scf runs), fits the equation of state
+on the points around it and reports B0 (GPa), V0 (Å^3) and the density mass / V0 (g/cm3);
+``full`` runs a vc-relax of ``relax_nstep`` steps first and then ``volume`` from the
+relaxed cell (shape and positions). A crystal whose E(V) has no minimum in the searched
+range gets :data:`~crystaljax.oracles.base.Status.NO_MINIMUM` and no value.
+"""
+
+from __future__ import annotations
+
+from pymatgen.core import Structure
+
+from crystaljax.oracles.base import OracleResult, Status
+from crystaljax.oracles.qe.attempts import _Attempt, _failure, _result, _run, _smeared, _spin_details
+from crystaljax.oracles.qe.cells import density_of, relaxed_structure, scaled
+from crystaljax.oracles.qe.equation_of_state import fit_bulk_modulus, search_energy_minimum
+from crystaljax.oracles.qe.family import PseudoFamily
+from crystaljax.oracles.qe.inputs import PwSettings
+from crystaljax.oracles.qe.recipe_options import RecipeOptions
+from crystaljax.oracles.qe.restarts import AttemptLog
+from crystaljax.oracles.qe.runner import RunnerConfig
+
+
+class _ScanFailed(Exception):
+    """A pw.x run of the E(V) search failed (carries the attempt and its factor)."""
+
+    def __init__(self, attempt: _Attempt, factor: float) -> None:
+        super().__init__(attempt.reason)
+        self.attempt, self.factor = attempt, factor
+
+
+def _no_minimum(reason: str, log: AttemptLog, details: dict) -> OracleResult:
+    return OracleResult(float("nan"), Status.NO_MINIMUM, reason, log.spent,
+                        {**details, **log.extra()})
+
+
+def _equilibrium(
+    structure: Structure, family: PseudoFamily, settings: PwSettings, runner: RunnerConfig,
+    options: RecipeOptions, log: AttemptLog,
+) -> dict | OracleResult:
+    """``relax: volume`` / ``full``: the E(V) minimum of ``structure`` and the equation of
+    state fitted around it, as result details (``b0`` GPa, ``v0`` Å^3, ``e0`` eV,
+    ``relaxed_density`` g/cm3, ...), or the failed result (a run failed: its status; no
+    minimum: NO_MINIMUM)."""
+    scf = _smeared(settings, options)
+    start, current = structure, scf
+    details: dict = {"relax": options.relax, "template_volume": structure.volume,
+                     "template_density": density_of(structure)}
+    if options.relax == "full":
+        vc = scf.replace(calculation="vc-relax", nstep=options.relax_nstep)
+        attempt = _run(structure, vc, family, runner, options, log, "relax-vc")
+        if attempt.status != Status.OK:
+            return _failure(attempt, log, **details)
+        start = relaxed_structure(structure, attempt.parsed)
+        current = attempt.settings.replace(calculation="scf", nstep=scf.nstep)
+        details.update(vc_relax_volume=start.volume,
+                       vc_relax_converged=attempt.parsed.relax_converged,
+                       vc_relax_pressure_gpa=attempt.parsed.pressure,
+                       vc_relax_energy=attempt.parsed.total_energy)
+    runs: dict[float, _Attempt] = {}
+
+    def energy(factor: float) -> float:
+        nonlocal current
+        cell = scaled(start, factor ** 3)
+        attempt = _run(cell, current, family, runner, options, log, f"eos-{factor:.4f}",
+                       reference=scf)
+        if attempt.status != Status.OK:
+            raise _ScanFailed(attempt, factor)
+        current = attempt.settings  # numerical remedies that worked carry over
+        runs[factor] = attempt
+        return attempt.parsed.total_energy
+
+    try:
+        search = search_energy_minimum(energy, options.relax_step, options.relax_range,
+                                       options.relax_max_runs)
+    except _ScanFailed as exc:
+        return _failure(exc.attempt, log, lattice_factor=exc.factor, **details)
+    factors = sorted(search.points)
+    details.update(start_volume=start.volume, lattice_factors=factors,
+                   volumes=[start.volume * f ** 3 for f in factors],
+                   energies=[search.points[f] for f in factors], eos=options.eos)
+    if not search.found:
+        return _no_minimum(search.reason, log, details)
+    volumes = [start.volume * f ** 3 for f in search.window]
+    energies = [search.points[f] for f in search.window]
+    details.update(fit_volumes=volumes, fit_energies=energies)
+    try:
+        b0, v0, e0 = fit_bulk_modulus(volumes, energies, options.eos)
+    except ValueError as exc:
+        return _no_minimum(f"no E(V) minimum: {exc}", log, details)
+    if not (min(volumes) <= v0 <= max(volumes)) or b0 <= 0:
+        return _no_minimum(
+            f"no E(V) minimum: the {options.eos} fit gives V0 = {v0:.4g} Å^3, B0 = "
+            f"{b0:.4g} GPa outside the fitted volumes {min(volumes):.4g}-{max(volumes):.4g}",
+            log, details)
+    nearest = min(runs, key=lambda f: abs(start.volume * f ** 3 - v0))
+    details.update(
+        b0=b0, v0=v0, e0=e0, lattice_factor=(v0 / start.volume) ** (1.0 / 3.0),
+        relaxed_density=density_of(structure) * structure.volume / v0,
+        energy_per_atom=e0 / len(structure), b_method="eos",
+        **_spin_details(structure, runs[nearest].settings, runs[nearest].parsed))
+    return details
+
+
+def _at_equilibrium(structure: Structure, family: PseudoFamily, settings: PwSettings,
+                    runner: RunnerConfig, options: RecipeOptions, log, key: str
+                    ) -> OracleResult:
+    """The ``key`` value (``b0``, ``relaxed_density``) of :func:`_equilibrium`, or its
+    failure (``NO_MINIMUM``, a failed run)."""
+    found = _equilibrium(structure, family, settings, runner, options, log)
+    return found if isinstance(found, OracleResult) else _result(found[key], log, found)

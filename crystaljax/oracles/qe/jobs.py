@@ -1,0 +1,79 @@
+"""One crystal's job of the QE oracle: the input check before it is submitted, the job
+sent to a worker (:class:`QEJob`, picklable) and what the worker runs (:func:`run_job`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+
+import numpy as np
+from pymatgen.core import Structure
+
+from crystaljax.oracles.base import OracleResult, Status
+from crystaljax.oracles.qe.family import FamilySource, PseudoFamily
+from crystaljax.oracles.qe.inputs import PwSettings
+from crystaljax.oracles.qe.recipe_options import RecipeOptions
+from crystaljax.oracles.qe.recipes import get_recipe
+from crystaljax.oracles.qe.runner import RunnerConfig
+
+#: Atoms closer than this (Å) make a crystal invalid input.
+MIN_DISTANCE = 0.5
+
+
+def check_structure(structure: Structure, family: PseudoFamily) -> OracleResult | None:
+    """An INVALID_INPUT result if ``structure`` cannot be computed with ``family`` (disordered
+    or element-less sites, a missing pseudopotential, atoms closer than
+    :data:`MIN_DISTANCE`), else ``None``."""
+    if not structure.is_ordered:
+        return OracleResult.failure(Status.INVALID_INPUT, "disordered sites are not supported")
+    try:
+        symbols = {site.specie.symbol for site in structure}
+    except AttributeError:
+        return OracleResult.failure(Status.INVALID_INPUT, "a site has no chemical element")
+    missing = family.missing(symbols)
+    if missing:
+        why = "; ".join(
+            f"{e}: {family.unavailable[e]}" for e in missing if e in family.unavailable
+        )
+        return OracleResult.failure(
+            Status.INVALID_INPUT,
+            f"no pseudopotential for {', '.join(missing)} in family {family.name!r}"
+            + (f" ({why})" if why else ""),
+        )
+    if len(structure) > 1:
+        dmin = float(structure.distance_matrix[~np.eye(len(structure), dtype=bool)].min())
+        if dmin < MIN_DISTANCE:
+            return OracleResult.failure(
+                Status.INVALID_INPUT, f"atoms {dmin:.2f} Å apart (< {MIN_DISTANCE} Å)"
+            )
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class QEJob:
+    """One crystal's computation, as sent to a worker."""
+
+    property_name: str
+    structure: dict
+    family: FamilySource
+    settings: PwSettings
+    recipe: RecipeOptions
+    runner: RunnerConfig
+
+
+def run_job(job: QEJob) -> OracleResult:
+    """Compute one property in a worker. Never raises: errors become ORACLE_ERROR."""
+    start = time.monotonic()
+    try:
+        structure = Structure.from_dict(job.structure)
+        return get_recipe(job.property_name)(
+            structure, job.family.load(), job.settings, job.runner, job.recipe)
+    except Exception as exc:
+        return OracleResult(
+            float("nan"), Status.ORACLE_ERROR, f"{type(exc).__name__}: {exc}",
+            time.monotonic() - start, {"traceback": traceback.format_exc(limit=5)},
+        )
+
+
+__all__ = ["MIN_DISTANCE", "QEJob", "check_structure", "run_job"]

@@ -1,0 +1,94 @@
+"""Recipe options (:class:`RecipeOptions`, ``recipe.*`` in the config) and the pw.x runs
+each recipe takes under them (which bound a crystal's time budget)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from ase.eos import eos_names
+
+from crystaljax.config import ConfigError, check, option
+from crystaljax.oracles.qe.equation_of_state import REFINE_RUNS
+from crystaljax.oracles.qe.inputs import Diagonalization
+
+#: ``RecipeOptions.relax``: ``none`` (the CrystalGym-compatible scan at the template
+#: volume), ``volume`` (E(V) minimum under isotropic scaling), ``full`` (vc-relax first)
+Relax = typing.Literal["none", "volume", "full"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeOptions:
+    """Recipe-specific knobs (the pw.x numerics live in :class:`PwSettings`).
+
+    Attributes:
+      nstep: BFGS steps of the density ``vc-relax``.
+      volume_scales: volume factors of the bulk-modulus E(V) scan.
+      eos: :mod:`ase.eos` equation of state name.
+      eos_trust: largest fractional distance of the fitted V0 from the template
+        volume for which the fit's B0 is used (else the local B at the template).
+      metal_smearing: smearing kind for metals / fallback runs.
+      metal_degauss: its width (Ry).
+      density_degauss: Gaussian smearing width of the density vc-relax (Ry).
+      max_restarts: most restarts of one pw.x run after a failure (0: no restarts);
+        see :mod:`crystaljax.oracles.qe.restarts`.
+      diagonalizers: the diagonalisers a diagonalisation error tries, in order.
+      relax: cell the density and bulk modulus are computed at: ``none`` (the template
+        cell: the density's ``nstep`` vc-relax steps, the bulk modulus's scan around the
+        template volume, as CrystalGym), ``volume`` (the E(V) minimum under isotropic
+        scaling, :func:`~.equation_of_state.search_energy_minimum`: B0 and V0 of the
+        equation of state fitted around it, density at V0) or ``full`` (a vc-relax of
+        ``relax_nstep`` steps first, then ``volume`` from the relaxed cell). A crystal
+        without an E(V) minimum in the searched range gets status NO_MINIMUM and no value.
+      relax_step: lattice-constant step of the minimum search (fraction; the first points
+        are 1 - step, 1, 1 + step; steps towards falling energy double).
+      relax_range: (smallest, largest) lattice-constant factor the search may reach.
+      relax_max_runs: most scf runs of the search, the fit window included.
+      relax_nstep: BFGS steps of the ``full`` vc-relax.
+    """
+
+    nstep: int = option(1, ge=1)
+    volume_scales: tuple[float, ...] = option((0.98, 0.99, 1.0, 1.01, 1.02), gt=0)
+    eos: str = option("birchmurnaghan", choices=eos_names)
+    eos_trust: float = option(0.2, gt=0)
+    metal_smearing: str = "mv"
+    metal_degauss: float = option(0.01, gt=0)
+    density_degauss: float = option(0.001, gt=0)
+    max_restarts: int = option(3, ge=0)
+    diagonalizers: tuple[str, ...] = ("cg", "ppcg", "paro")
+    relax: Relax = "none"
+    relax_step: float = option(0.02, gt=0, le=0.1)
+    relax_range: tuple[float, float] = option((0.8, 1.3), gt=0)
+    relax_max_runs: int = option(12, ge=3 + REFINE_RUNS)
+    relax_nstep: int = option(50, ge=1)
+
+    def __post_init__(self) -> None:
+        check(self, "recipe")
+        low, high = self.relax_range
+        if not low <= 1.0 - self.relax_step or not high >= 1.0 + self.relax_step:
+            raise ConfigError(
+                f"recipe.relax_range must hold 1 - relax_step and 1 + relax_step "
+                f"(relax_step = {self.relax_step:g}), got {list(self.relax_range)}")
+        known = typing.get_args(Diagonalization)
+        unknown = [d for d in self.diagonalizers if d not in known]
+        if unknown:
+            raise ConfigError(f"recipe.diagonalizers: unknown {unknown}; pw.x has {list(known)}")
+        if len(set(self.volume_scales)) < 3:
+            raise ConfigError("recipe.volume_scales needs at least 3 different volume factors, "
+                              f"got {list(self.volume_scales)}")
+
+
+def _two_runs(options: RecipeOptions) -> int:  # fixed occupations, then the smearing fallback
+    return 2
+
+
+def _relax_runs(options: RecipeOptions) -> int:  # the E(V) search (+ the vc-relax)
+    return options.relax_max_runs + (options.relax == "full")
+
+
+def _density_runs(options: RecipeOptions) -> int:
+    return 1 if options.relax == "none" else _relax_runs(options)
+
+
+def _scan_runs(options: RecipeOptions) -> int:
+    return len(options.volume_scales) if options.relax == "none" else _relax_runs(options)
