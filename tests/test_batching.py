@@ -9,8 +9,8 @@ import pytest
 from crystaljax.oracles.batching import only_finished
 
 
-@pytest.fixture
-def counted():
+@pytest.fixture(params=["vmap", "map"])
+def counted(request):
     calls = []
 
     def fn(x, y):
@@ -18,7 +18,7 @@ def counted():
         return x * 2.0 + y, jnp.int32(0)
 
     fill = lambda: (jnp.float32(jnp.nan), jnp.int32(-1))  # noqa: E731
-    return only_finished(fn, fill), calls
+    return only_finished(fn, fill, request.param), calls
 
 
 @pytest.mark.parametrize("shape", [(), (4,), (3, 4)])
@@ -40,3 +40,34 @@ def test_skipped_when_nothing_finished_and_exact_when_something_did(counted, sha
     expected = np.asarray(x) * 2 + 1
     np.testing.assert_allclose(np.asarray(value), expected)  # every env computed when any did
     assert (np.asarray(status) == 0).all()
+
+
+def test_map_batching_runs_one_crystal_at_a_time_and_keeps_real_branches():
+    """Under ``map`` the function sees one crystal (no batch axis), so a ``lax.cond`` inside
+    stays a branch: only the taken branch's callback fires, per crystal."""
+    taken = []
+
+    def fn(x):
+        def big(v):
+            jax.debug.callback(lambda: taken.append("big"))
+            return v * 10.0
+
+        def small(v):
+            jax.debug.callback(lambda: taken.append("small"))
+            return v + 0.5
+
+        assert jnp.shape(x) == ()
+        return jax.lax.cond(x > 2.0, big, small, x)
+
+    call = only_finished(fn, lambda: jnp.float32(jnp.nan), "map")
+    f = jax.jit(jax.vmap(jax.vmap(call)))
+    x = jnp.arange(6, dtype=jnp.float32).reshape(2, 3)
+    out = f(jnp.ones((2, 3), bool), x)
+    jax.block_until_ready(out)
+    np.testing.assert_allclose(np.asarray(out), [[0.5, 1.5, 2.5], [30.0, 40.0, 50.0]])
+    assert sorted(taken) == ["big"] * 3 + ["small"] * 3
+
+
+def test_unknown_batching_is_refused():
+    with pytest.raises(ValueError, match="batching"):
+        only_finished(lambda x: x, lambda: 0.0, "pmap")

@@ -203,3 +203,25 @@ def test_nested_vmap_over_seeds_gives_the_same_values(modulus_env):
         np.testing.assert_allclose(np.asarray(info["property"][seed]),
                                    np.asarray(flat["property"]), rtol=2e-3)  # float32 E"
         assert np.asarray(info["status"][seed]).tolist() == np.asarray(flat["status"]).tolist()
+
+
+def test_map_batching_graph_levels_give_the_single_graph_energies():
+    """``batching: map`` reads E(s) on the smallest graph valid at s (levels 0.8, 0.9,
+    1.0); the values equal the one skinned graph of ``vmap`` batching at every scale,
+    on both sides of each level."""
+    vocab = ["Sr", "Ti", "O", "Ba", "Li", "Mg"]
+    oracles = {mode: crystaljax.make("bulk-modulus-perovskite-small-v0", oracle="chgnet",
+                                     vocab=vocab, oracle_options={"batching": mode})[0]
+               .in_graph_oracle for mode in ("map", "vmap")}
+    assert oracles["map"].levels == (0.8, 0.9, 1.0) and oracles["vmap"].levels == (0.8,)
+    sizes = [g["angle_mask"].shape[1] for g in oracles["map"].graph_levels]
+    assert sizes[0] > sizes[1] > sizes[2]  # the levels really are smaller graphs
+    rng = np.random.default_rng(3)
+    tokens = jnp.asarray(rng.integers(0, len(vocab), (4, 5)), jnp.int32)
+    scales = jnp.asarray([0.8, 0.89, 0.9, 0.97, 0.999, 1.0, 1.2, 1.3], jnp.float32)
+
+    def energies(oracle):
+        e = lambda t, s: oracle.energy_of_scale(t, jnp.int32(0))(s)  # noqa: E731
+        return np.asarray(jax.jit(jax.vmap(jax.vmap(e, (None, 0)), (0, None)))(tokens, scales))
+
+    np.testing.assert_allclose(energies(oracles["map"]), energies(oracles["vmap"]), atol=2e-4)

@@ -12,45 +12,85 @@ skipped, every env gets ``fill``.
 
 The rule is recursive, so nested vmaps (envs inside seeds) keep the saving: the
 condition is "any env of any seed finished".
+
+How the batch is computed when it runs (``batching``):
+
+* ``vmap``: ``vmap(fn)`` over every batch axis (accelerators: one wide kernel per op);
+* ``map``: the batch axes are flattened and ``fn`` runs crystal by crystal in a
+  ``lax.map`` (a loop in the compiled program). On CPU this is faster for graph networks
+  (the gathers and scatter-adds of a vmapped graph network are batched scatters, which
+  XLA's CPU backend runs slowly), and inside ``fn`` a ``lax.cond``/``lax.switch`` stays a
+  real branch, so an oracle can pick a smaller graph per crystal.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+BATCHING = ("vmap", "map")
+
 
 def _broadcast(x: Any, batched: bool, size: int) -> jnp.ndarray:
     return x if batched else jnp.broadcast_to(x, (size,) + jnp.shape(x))
 
 
-def only_finished(fn: Callable[..., Any], fill: Callable[[], Any]) -> Callable[..., Any]:
+def over_batch(fn: Callable[..., Any], batch_shape: tuple[int, ...], batching: str
+               ) -> Callable[..., Any]:
+    """``fn`` applied over the leading ``batch_shape`` axes of every argument leaf."""
+    if not batch_shape:
+        return fn
+    if batching == "vmap":
+        for _ in batch_shape:
+            fn = jax.vmap(fn)
+        return fn
+    n, depth = math.prod(batch_shape), len(batch_shape)
+
+    def mapped(*args):
+        flat = jax.tree.map(lambda x: jnp.reshape(x, (n,) + jnp.shape(x)[depth:]), args)
+        out = jax.lax.map(lambda xs: fn(*xs), flat)
+        return jax.tree.map(lambda x: jnp.reshape(x, batch_shape + jnp.shape(x)[1:]), out)
+
+    return mapped
+
+
+def only_finished(fn: Callable[..., Any], fill: Callable[[], Any], batching: str = "vmap"
+                  ) -> Callable[..., Any]:
     """``call(finished, *args)``: ``fn(*args)`` if ``finished`` (bool) else ``fill()``.
 
     Unbatched it is a real ``lax.cond``. Under ``vmap`` its batching rule returns the same
-    construction for ``vmap(fn)`` with the batched ``finished``, so every level of nested
-    vmaps (envs, seeds, ...) ends in one ``lax.cond`` on ``any(finished)`` over the whole
-    batch. ``fn`` and ``fill`` return pytrees of the same structure, shapes and dtypes.
+    construction one batch axis deeper, so every level of nested vmaps (envs, seeds, ...)
+    ends in one ``lax.cond`` on ``any(finished)`` over the whole batch, which computes
+    ``fn`` over the batch as ``batching`` says (``vmap`` or ``map``, see the module
+    docstring). ``fn`` and ``fill`` return pytrees of the same structure, shapes and dtypes.
     """
+    if batching not in BATCHING:
+        raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+    return _only_finished(fn, fill, batching, ())
+
+
+def _only_finished(fn, fill, batching: str, batch_shape: tuple[int, ...]):
+    def batched_fill():
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, batch_shape + jnp.shape(x)), fill())
 
     @jax.custom_batching.custom_vmap
     def call(finished, *args):
-        return jax.lax.cond(jnp.any(finished), lambda: fn(*args), fill)
+        return jax.lax.cond(jnp.any(finished), lambda: over_batch(fn, batch_shape, batching)(
+            *args), batched_fill)
 
     @call.def_vmap
     def rule(axis_size, in_batched, finished, *args):
         finished = _broadcast(finished, in_batched[0], axis_size)
         args = [jax.tree.map(lambda x, b: _broadcast(x, b, axis_size), a, flags)
                 for a, flags in zip(args, in_batched[1:])]
-        batched_fill = lambda: jax.tree.map(  # noqa: E731
-            lambda x: jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)), fill())
-        out = only_finished(jax.vmap(fn), batched_fill)(finished, *args)
+        out = _only_finished(fn, fill, batching, (axis_size,) + batch_shape)(finished, *args)
         return out, jax.tree.map(lambda _: True, out)
 
     return call
 
 
-__all__ = ["only_finished"]
+__all__ = ["BATCHING", "only_finished", "over_batch"]

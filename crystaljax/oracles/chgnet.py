@@ -42,6 +42,11 @@ from crystaljax.mlip.relax import bulk_modulus, derivatives, relax_volume
 from crystaljax.mlip.weights import CHECKPOINTS, load_weights
 from crystaljax.oracles.analytic import AMU_PER_A3_TO_G_PER_CM3
 from crystaljax.oracles.base import Status
+from crystaljax.oracles.batching import BATCHING
+
+#: lattice-constant scales from which ``batching: map`` keeps a smaller graph of its own
+#: (valid for every scale above; the graph of ``min_scale`` covers the rest)
+GRAPH_LEVELS = (0.9, 1.0)
 
 #: properties the in-graph CHGNet oracle computes
 PROPERTIES = ("density", "bulk_modulus", "energy", "formation_energy")
@@ -58,6 +63,10 @@ class CHGNetOptions:
       version: CHGNet checkpoint bundled with the ``chgnet`` package.
       max_formation_energy: eV/atom or None (off, default): a crystal whose formation
         energy is above it gets ``Status.UNSTABLE`` (the floor reward) for any property.
+      batching: how a batch of finished crystals is computed: ``map`` (one by one in a
+        compiled loop, each energy on the smallest graph valid at its scale), ``vmap``
+        (one vmapped computation on the graph of ``min_scale``) or ``auto`` (default:
+        ``map`` on CPU, ``vmap`` on accelerators; see docs/MLIP.md for the measurement).
     """
 
     relax: str = option("volume", choices=("none", "volume"))
@@ -66,9 +75,16 @@ class CHGNetOptions:
     steps: int = option(8, ge=1, le=100)
     version: str = option("0.3.0", choices=tuple(CHECKPOINTS))
     max_formation_energy: float | None = option(None)
+    batching: str = option("auto", choices=("auto", *BATCHING))
 
     def __post_init__(self):
         check(self)
+
+    def resolved_batching(self) -> str:
+        """``batching`` with ``auto`` resolved for JAX's default backend."""
+        if self.batching != "auto":
+            return self.batching
+        return "map" if jax.default_backend() == "cpu" else "vmap"
 
 
 class CHGNetStepOracle:
@@ -101,11 +117,19 @@ class CHGNetStepOracle:
             self.references = jnp.asarray([self.reference_table[s][0] for s in vocab] + [0.0],
                                           jnp.float32)
         self.params = chgnet.to_params(state_dict)
+        self.batching = options.resolved_batching()
         min_scale = options.min_scale if options.relax == "volume" else 1.0
-        graphs = [build_graph(t.lattice, t.frac_coords, min_scale=min_scale) for t in templates]
-        table = stack_graphs(graphs)
+        #: ascending scales; graph k serves s >= levels[k] (map batching: up to the next)
+        self.levels = (min_scale,)
+        if self.batching == "map":
+            self.levels += tuple(level for level in GRAPH_LEVELS if level > min_scale)
+        tables = [stack_graphs([build_graph(t.lattice, t.frac_coords, min_scale=level)
+                                for t in templates]) for level in self.levels]
+        table = tables[0]
         n = table["atom_mask"].shape[1]
-        self.graphs = {k: jnp.asarray(v) for k, v in table.items() if k != "num_atoms"}
+        self.graph_levels = [{k: jnp.asarray(v) for k, v in t.items() if k != "num_atoms"}
+                             for t in tables]
+        self.graphs = self.graph_levels[0]
         frac = np.zeros((len(templates), n, 3), np.float32)
         for i, t in enumerate(templates):
             frac[i, :t.num_sites] = t.frac_coords
@@ -120,12 +144,22 @@ class CHGNetStepOracle:
                                   jnp.float32)
 
     def energy_of_scale(self, tokens: jnp.ndarray, template_id: jnp.ndarray):
-        """E(s) in eV per cell of the decorated template with its lattice scaled by s."""
+        """E(s) in eV per cell of the decorated template with its lattice scaled by s, on the
+        smallest graph valid at s (a ``lax.switch`` over :attr:`levels`; one graph under
+        ``vmap`` batching, where a switch would compute every branch)."""
         n = self.frac_coords.shape[1]
-        graph = jax.tree.map(lambda x: x[template_id], self.graphs)
         numbers = self.atomic_numbers[tokens[:n]]
         frac, lattice = self.frac_coords[template_id], self.lattices[template_id]
-        return lambda s: chgnet.energy(self.params, graph, numbers, frac, s * lattice)
+
+        def on_graph(level: int):
+            graph = jax.tree.map(lambda x: x[template_id], self.graph_levels[level])
+            return lambda s: chgnet.energy(self.params, graph, numbers, frac, s * lattice)
+
+        branches = [on_graph(k) for k in range(len(self.levels))]
+        if len(branches) == 1:
+            return branches[0]
+        bounds = jnp.asarray(self.levels[1:], jnp.float32)
+        return lambda s: jax.lax.switch(jnp.sum(s >= bounds), branches, s)
 
     def __call__(self, tokens: jnp.ndarray, template_id: jnp.ndarray, params: Any = None
                  ) -> tuple[jnp.ndarray, jnp.ndarray]:
