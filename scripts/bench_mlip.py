@@ -7,6 +7,7 @@ BENCHMARKS.md (method: ``crystaljax.benchmarks.mlip``).
 Usage::
 
     python scripts/bench_mlip.py [--task bulk-modulus-perovskite-small-v0] [--num 512]
+    python scripts/bench_mlip.py --learning dqn ppo [--seeds 0 1 2] [--env-steps 30000]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crystaljax.benchmarks import mlip  # noqa: E402
+from crystaljax.benchmarks import mlip, mlip_learning  # noqa: E402
 from crystaljax.benchmarks.machine import write_results  # noqa: E402
 from crystaljax.config import nest_dotted, parse_overrides  # noqa: E402
 
@@ -34,12 +35,25 @@ def main(argv=None) -> None:
                         help="instead: crystals/s of the in-graph oracle at these env counts "
                              "beside the host torch oracle on the same crystals")
     parser.add_argument("--host-workers", type=int, default=2)
+    parser.add_argument("--learning", nargs="+", metavar="AGENT", help="instead: these agents "
+                        "learn B at the 95th percentile (crystaljax.benchmarks.mlip_learning)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--env-steps", type=int, default=30_000)
+    parser.add_argument("--agent-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="--learning: agent config overrides, e.g. train_frequency=4")
     parser.add_argument("--out", default=None, help="default benchmarks/chgnet_distribution.json "
                         "(benchmarks/chgnet_throughput.json with --throughput)")
     parser.add_argument("--no-markdown", action="store_true")
     args = parser.parse_args(argv)
     overrides = nest_dotted(parse_overrides(args.set))
     markdown_path = None if args.no_markdown else "BENCHMARKS.md"
+    if args.learning:
+        out = args.out or "benchmarks/mlip_learning.json"
+        results = mlip_learning.run(args.learning, args.seeds, args.env_steps, out,
+                                    env_overrides=overrides,
+                                    agent_overrides=nest_dotted(parse_overrides(args.agent_set)))
+        mlip_learning.write_outputs(results, out, markdown_path)
+        return
     if args.throughput is not None:
         result = mlip.side_by_side(args.task, args.throughput or [1, 64, 256], args.host_workers,
                                    overrides)

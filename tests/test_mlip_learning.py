@@ -1,0 +1,53 @@
+"""The MLIP learning benchmark's bookkeeping (crystaljax.benchmarks.mlip_learning): the
+relative-error criterion, the target from the distribution file and the report."""
+
+import json
+
+import pytest
+
+from crystaljax.benchmarks import mlip_learning
+from crystaljax.benchmarks.results import Results
+from crystaljax.training.sweep import SweepResult
+
+
+def _sweep(errors, target=120.0, agent="dqn", seed=0, random=None):
+    steps = [0, 2_500, 5_000, 7_500][:len(errors)]
+    return SweepResult(
+        agent=agent, task=mlip_learning.TASK, env={"oracle": "chgnet"}, property="bulk_modulus",
+        target=target, oracle="in-graph", seeds=1, seed=seed, env_steps=7_500, eval_every=2_500,
+        eval_episodes=4, overrides={}, config={}, machine="test machine", jax_version="0",
+        backend="cpu", compile_s=1.0, train_s=10.0, wall_s=12.0, eval_steps=steps,
+        eval_mean_reward=[[0.0] * len(errors)], eval_median_abs_error=[list(errors)],
+        chunk_steps=steps[1:], train_mean_reward=[[0.0] * (len(errors) - 1)], chunk_metrics={},
+        best_reward=[0.9], best_property=[118.0], random=random)
+
+
+def test_criterion_is_the_first_evaluation_within_five_percent_of_the_target():
+    run = _sweep([60.0, 12.0, 5.9, 7.0])  # 50 %, 10 %, 4.9 %, 5.8 %
+    assert mlip_learning.relative_errors(run).tolist() == pytest.approx([0.5, 0.1, 5.9 / 120,
+                                                                        7.0 / 120])
+    assert mlip_learning.steps_to_criterion(run) == 5_000
+    assert mlip_learning.steps_to_criterion(_sweep([60.0, 12.0, 6.1])) is None
+
+
+def test_target_is_the_95th_percentile_of_the_distribution_file(tmp_path):
+    path = tmp_path / "distribution.json"
+    path.write_text(json.dumps({"percentiles": {"50": 38.6, "95": 124.5}}))
+    assert mlip_learning.target_from_distribution(str(path)) == 124.5
+
+
+def test_report_lists_every_seed_and_the_random_policy(tmp_path):
+    results = Results()
+    results.add(_sweep([60.0, 5.0], agent="dqn", random={"mean_reward": -1.0,
+                                                         "median_abs_error": 84.0,
+                                                         "episodes": 256}))
+    results.add(_sweep([60.0, 30.0], agent="ppo", seed=1))
+    text = mlip_learning.markdown(results)
+    assert "| uniform random (256 episodes) | - | - | never | 0.700 |" in text
+    assert "| dqn | 0 | 2,500 | 2,500 | 0.042 |" in text
+    assert "| ppo | 1 | 2,500 | not reached | 0.250 |" in text
+    out = tmp_path / "learning.json"
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n")
+    mlip_learning.write_outputs(results, str(out), str(md))
+    assert len(Results.load(str(out)).runs) == 2 and "mlip-learning" in md.read_text()
