@@ -119,6 +119,79 @@ def compare(crystals: Sequence[dict], model=None, params=None, min_scale: float 
     return {"rows": rows, "summary": summary}
 
 
+#: bound of the volume-relaxed bulk modulus: relative difference to the torch model
+BULK_MODULUS_BOUND = 0.01
+
+
+def compare_bulk_modulus(crystals: Sequence[dict], min_scale: float = 0.8,
+                         max_scale: float = 1.3, steps: int = 8, torch_model=None) -> dict:
+    """The volume-relaxed bulk modulus (GPa) of ``crystals`` (:func:`random_crystals`, read
+    at scale 1) by the port (:func:`crystaljax.mlip.relax.relax_volume` on a graph skinned
+    for ``min_scale``, all graphs padded to one shape, compiled once) and by the torch model
+    through the same protocol (:meth:`~crystaljax.oracles.chgnet_torch.TorchCHGNet.relax_volume`).
+    A crystal counts when both find a converged minimum; the statuses are compared too.
+    Returns ``{"rows": [...], "summary": {...}}``."""
+    import jax
+    import jax.numpy as jnp
+
+    from crystaljax.mlip import chgnet
+    from crystaljax.mlip.graph import GRAPH_FIELDS, build_graph, stack_graphs
+    from crystaljax.mlip.relax import bulk_modulus, relax_volume
+    from crystaljax.mlip.weights import load_weights
+    from crystaljax.oracles.chgnet_torch import TorchCHGNet
+
+    structures = [c["structure"] for c in crystals]
+    torch_model = torch_model or TorchCHGNet()
+    start = time.perf_counter()
+    found_torch = torch_model.relax_volume(structures, min_scale, max_scale, steps)
+    torch_seconds = time.perf_counter() - start
+    params = chgnet.to_params(load_weights()[0])
+    table = stack_graphs([build_graph(s.lattice.matrix, s.frac_coords, min_scale=min_scale)
+                          for s in structures])
+    size = table["atom_mask"].shape[1]
+
+    def relaxed(params, graph, numbers, frac, lattice):
+        found = relax_volume(lambda x: chgnet.energy(params, graph, numbers, frac, x * lattice),
+                             min_scale, max_scale, steps)
+        volume = jnp.abs(jnp.linalg.det(lattice))
+        return found, bulk_modulus(found.gradient, found.curvature, found.scale, volume)
+
+    def inputs(s):
+        numbers, frac = np.ones(size, np.int32), np.zeros((size, 3), np.float32)
+        numbers[:len(s)], frac[:len(s)] = s.atomic_numbers, s.frac_coords
+        return numbers, frac, s.lattice.matrix.astype(np.float32)
+
+    compiled = None
+    rows, jax_seconds = [], 0.0
+    for t, (s, ref) in enumerate(zip(structures, found_torch)):
+        args = (params, {f: table[f][t] for f in GRAPH_FIELDS}) + inputs(s)
+        if compiled is None:
+            compiled = jax.jit(relaxed).lower(*args).compile()
+        start = time.perf_counter()
+        found, b_jax = jax.device_get(compiled(*args))
+        jax_seconds += time.perf_counter() - start
+        ok_jax = bool(found.has_minimum and found.converged)
+        ok_torch = bool(ref["has_minimum"] and ref["converged"])
+        b_torch = float(bulk_modulus(ref["gradient"], ref["curvature"], ref["scale"],
+                                     abs(np.linalg.det(s.lattice.matrix))))
+        both = ok_jax and ok_torch
+        rows.append({"prototype": crystals[t]["prototype"], "formula": s.formula.replace(" ", ""),
+                     "sites": len(s), "ok_jax": ok_jax, "ok_torch": ok_torch,
+                     "scale_jax": float(found.scale), "scale_torch": ref["scale"],
+                     "bulk_modulus_jax": float(b_jax) if ok_jax else None,
+                     "bulk_modulus_torch": b_torch if ok_torch else None,
+                     "relative": abs(float(b_jax) - b_torch) / abs(b_torch) if both else None})
+    relative = np.asarray([r["relative"] for r in rows if r["relative"] is not None], float)
+    summary = {"count": len(rows), "both_converged": int(relative.size),
+               "same_status": sum(r["ok_jax"] == r["ok_torch"] for r in rows),
+               "bound": BULK_MODULUS_BOUND, "min_scale": min_scale, "max_scale": max_scale,
+               "steps": steps, "max_relative": float(relative.max()) if relative.size else None,
+               "median_relative": float(np.median(relative)) if relative.size else None,
+               "within": bool(relative.size and relative.max() <= BULK_MODULUS_BOUND),
+               "torch_seconds": round(torch_seconds, 2), "jax_seconds": round(jax_seconds, 2)}
+    return {"rows": rows, "summary": summary}
+
+
 def summarize(rows: Sequence[dict]) -> dict:
     """Max and mean abs error per quantity (energy eV/atom, forces eV/Å, stress GPa), the
     bounds, whether each max is within its bound, and the counts."""
@@ -154,5 +227,5 @@ def write_json(result: dict, path: str, **settings) -> None:
                    "port_sha256": source, **result}, f, indent=1)
 
 
-__all__ = ["BOUNDS", "UNITS", "compare", "random_crystals", "summarize", "summary_line",
-           "write_json"]
+__all__ = ["BOUNDS", "BULK_MODULUS_BOUND", "UNITS", "compare", "compare_bulk_modulus",
+           "random_crystals", "summarize", "summary_line", "write_json"]
