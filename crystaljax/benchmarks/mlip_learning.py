@@ -99,6 +99,8 @@ def markdown(results: Results, source: str = "benchmarks/mlip_learning") -> str:
             f"{'not reached' if reached is None else f'{reached:,}'} | "
             f"{relative_errors(run)[-1]:.3f} | {best[0]:.1f} | {run.env_steps_per_s:.1f} | "
             f"{run.compile_s:.0f} | {run.wall_s:.0f} |")
+    lines += ["", "Agent settings (package defaults with these overrides): " + "; ".join(
+        sorted({f"{r.agent} {json.dumps(r.overrides)}" for r in results.runs})) + "."]
     return "\n".join(lines)
 
 
