@@ -62,7 +62,7 @@ def compare(crystals: Sequence[dict], model=None, params=None, min_scale: float 
     import jax
 
     from crystaljax.mlip import chgnet
-    from crystaljax.mlip.graph import GRAPH_FIELDS, build_graph, stack_graphs
+    from crystaljax.mlip.graph import build_graph, stack_graphs
     from crystaljax.mlip.weights import load_weights
 
     if model is None:
@@ -84,16 +84,9 @@ def compare(crystals: Sequence[dict], model=None, params=None, min_scale: float 
     graphs = [build_graph(c["structure"].lattice.matrix, c["structure"].frac_coords,
                           min_scale=min_scale) for c in crystals]
     table = stack_graphs(graphs)
-    size = table["atom_mask"].shape[1]
 
     def inputs(t):
-        s = scaled[t]
-        numbers = np.ones(size, np.int32)
-        numbers[:len(s)] = s.atomic_numbers
-        frac = np.zeros((size, 3), np.float32)
-        frac[:len(s)] = s.frac_coords
-        return ({f: table[f][t] for f in GRAPH_FIELDS}, numbers, frac,
-                s.lattice.matrix.astype(np.float32))
+        return _padded_inputs(table, t, scaled[t])
 
     start = time.perf_counter()
     compiled = jax.jit(chgnet.energy_forces_stress).lower(params, *inputs(0)).compile()
@@ -119,6 +112,20 @@ def compare(crystals: Sequence[dict], model=None, params=None, min_scale: float 
     return {"rows": rows, "summary": summary}
 
 
+def _padded_inputs(table: dict, t: int, structure) -> tuple:
+    """(graph t of a stacked ``table``, atomic numbers int32 [N], fractional coordinates
+    f32 [N, 3], lattice f32 [3, 3]) of ``structure``, padded to the table's N atoms (H on
+    padding sites, which the graph masks)."""
+    from crystaljax.mlip.graph import GRAPH_FIELDS
+
+    size = table["atom_mask"].shape[1]
+    numbers, frac = np.ones(size, np.int32), np.zeros((size, 3), np.float32)
+    numbers[:len(structure)], frac[:len(structure)] = structure.atomic_numbers, \
+        structure.frac_coords
+    return ({f: table[f][t] for f in GRAPH_FIELDS}, numbers, frac,
+            structure.lattice.matrix.astype(np.float32))
+
+
 #: bound of the volume-relaxed bulk modulus: relative difference to the torch model
 BULK_MODULUS_BOUND = 0.01
 
@@ -135,7 +142,7 @@ def compare_bulk_modulus(crystals: Sequence[dict], min_scale: float = 0.8,
     import jax.numpy as jnp
 
     from crystaljax.mlip import chgnet
-    from crystaljax.mlip.graph import GRAPH_FIELDS, build_graph, stack_graphs
+    from crystaljax.mlip.graph import build_graph, stack_graphs
     from crystaljax.mlip.relax import bulk_modulus, relax_volume
     from crystaljax.mlip.weights import load_weights
     from crystaljax.oracles.chgnet_torch import TorchCHGNet
@@ -148,7 +155,6 @@ def compare_bulk_modulus(crystals: Sequence[dict], min_scale: float = 0.8,
     params = chgnet.to_params(load_weights()[0])
     table = stack_graphs([build_graph(s.lattice.matrix, s.frac_coords, min_scale=min_scale)
                           for s in structures])
-    size = table["atom_mask"].shape[1]
 
     def relaxed(params, graph, numbers, frac, lattice):
         found = relax_volume(lambda x: chgnet.energy(params, graph, numbers, frac, x * lattice),
@@ -156,15 +162,10 @@ def compare_bulk_modulus(crystals: Sequence[dict], min_scale: float = 0.8,
         volume = jnp.abs(jnp.linalg.det(lattice))
         return found, bulk_modulus(found.gradient, found.curvature, found.scale, volume)
 
-    def inputs(s):
-        numbers, frac = np.ones(size, np.int32), np.zeros((size, 3), np.float32)
-        numbers[:len(s)], frac[:len(s)] = s.atomic_numbers, s.frac_coords
-        return numbers, frac, s.lattice.matrix.astype(np.float32)
-
     compiled = None
     rows, jax_seconds = [], 0.0
     for t, (s, ref) in enumerate(zip(structures, found_torch)):
-        args = (params, {f: table[f][t] for f in GRAPH_FIELDS}) + inputs(s)
+        args = (params,) + _padded_inputs(table, t, s)
         if compiled is None:
             compiled = jax.jit(relaxed).lower(*args).compile()
         start = time.perf_counter()

@@ -82,8 +82,9 @@ def markdown(results: Results, source: str = "benchmarks/mlip_learning") -> str:
         f"{first.machine_label}. Task `{first.task}`, env {json.dumps(first.env)}: target "
         f"{first.target:.1f} GPa, the 95th percentile of random crystals "
         "(`benchmarks/chgnet_distribution.json`). One seed per run (seed k: PRNG seed k); "
-        f"greedy evaluation ({first.eval_episodes} episodes) every {first.eval_every:,} env "
-        f"steps. Criterion: greedy median relative error <= {CRITERION_RELATIVE:.0%}. "
+        f"greedy evaluation ({first.eval_episodes} episodes) every "
+        f"{' or '.join(sorted({f'{r.eval_every:,}' for r in results.runs}))} env steps (whole "
+        "training iterations). Criterion: greedy median relative error <= {CRITERION_RELATIVE:.0%}. "
         f"Raw numbers: `{source}.json`.", "",
         "| agent | seed | env steps (trained) | env steps to criterion | final greedy relative error "
         "| best B found in training (GPa) | train env steps/s | compile (s) | wall (s) |",
