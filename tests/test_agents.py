@@ -201,7 +201,7 @@ def test_config_overrides_and_errors(perovskite_env):
                                                  "network": {"num_blocks": 2}})
     cfg = agent.config
     assert cfg.num_envs == 4 and cfg.network.head_hidden == (8,) and cfg.network.num_blocks == 2
-    assert (cfg.num_atoms, cfg.n_step, cfg.dueling, cfg.noisy, cfg.prioritised) == (51, 3, True,
+    assert (cfg.num_atoms, cfg.n_step, cfg.dueling, cfg.noisy, cfg.prioritised) == (51, 1, True,
                                                                                       True, True)
     dqn = default_config("dqn")
     assert (dqn.learning_rate, dqn.buffer_size, dqn.batch_size, dqn.gamma) == (2.5e-4, 20_000,
