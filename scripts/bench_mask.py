@@ -1,7 +1,8 @@
 """Fraction of metals among random crystals with and without the charge-balance mask.
 
 Band gaps by the QE oracle (``--preset``, default ``fast``) of ``--num`` random crystals of
-each setting; writes ``benchmarks/mask_metals.json`` and prints a Markdown table (method:
+each setting; writes ``benchmarks/mask_metals.json``, prints a Markdown table and rewrites
+the "mask-metals" section of BENCHMARKS.md (method:
 ``crystaljax.benchmarks.mask_metals``).
 
 Usage::
@@ -30,10 +31,13 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/mask_metals.json")
+    parser.add_argument("--no-markdown", action="store_true", help="do not touch BENCHMARKS.md")
     args = parser.parse_args(argv)
     data = mask_metals.measure(args.out, args.task, args.num, args.preset, args.workers,
                                args.seed)
     print(mask_metals.table(data))
+    if not args.no_markdown:
+        mask_metals.write_section(args.out, "BENCHMARKS.md")
 
 
 if __name__ == "__main__":

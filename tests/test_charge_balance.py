@@ -286,3 +286,28 @@ def test_sample_crystals_for_the_metal_measurement_are_finished_and_balanced():
         for symbol in symbols:
             sums = {s + q for s in sums for q in oxidation_states(symbol)}
         assert 0 in sums, symbols
+
+
+def test_mask_metals_section_counts_shared_crystals(tmp_path):
+    """The BENCHMARKS section of a bench_mask results file names the crystals both samples
+    share and the oracle's core utilisation, and replaces its own section only."""
+    import json
+
+    from crystaljax.benchmarks.mask_metals import write_section
+
+    row = lambda formulas, metals: {  # noqa: E731
+        "crystals": 2, "ok": 2, "failed": 0, "metals": metals, "metal_fraction": metals / 2,
+        "failures": [], "wall_s": 1.0, "formulas": formulas, "gaps": [0.0, 1.0]}
+    data = {"task": "t", "preset": "fast", "num": 2, "seed": 0,
+            "settings": {"charge_balance": row(["NaCl", "KBr"], 1),
+                         "none": row(["NaCl", "CsI"], 2)},
+            "oracle": {"core_utilisation": 0.5}}
+    source, md = tmp_path / "m.json", tmp_path / "B.md"
+    source.write_text(json.dumps(data))
+    md.write_text("# B\n\nkept\n")
+    write_section(str(source), str(md))
+    write_section(str(source), str(md))
+    text = md.read_text()
+    assert text.count("<!-- mask-metals:start -->") == 1 and "kept" in text
+    assert "1 of the 2 crystals are the same" in text and "): 0.50." in text
+    assert "| none | 2 | 2 | 2 | 1.0 | 0 | 1.0 |" in text

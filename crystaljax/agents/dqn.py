@@ -120,7 +120,6 @@ class RainbowConfig(DQNConfig):
     """
 
     dueling: bool = True
-    n_step: int = option(1, ge=1)
     num_atoms: int = option(51, ge=1)
     prioritised: bool = True
     noisy: bool = True

@@ -70,4 +70,39 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["measure", "sample_crystals", "table"]
+def section(data: dict, source: str) -> str:
+    """The BENCHMARKS.md section of a :func:`measure` results file (``source``: its path)."""
+    from crystaljax.benchmarks.machine import machine_description
+
+    settings = data["settings"]
+    shared = 0
+    if {"charge_balance", "none"} <= settings.keys():
+        shared = sum(a == b for a, b in zip(settings["charge_balance"]["formulas"],
+                                            settings["none"]["formulas"]))
+    body = (
+        "## Metals among random crystals, with and without the charge-balance mask "
+        "(`scripts/bench_mask.py`)\n\n"
+        f"Random episodes of task `{data['task']}`, {data['num']} crystals per setting "
+        f"(seed {data['seed']}), band gaps by the QE oracle (preset `{data['preset']}`). "
+        f"Machine: {machine_description()}. A crystal is a metal when its gap is 0 (the "
+        "recipe clips at 0; odd electron counts are metals); failed crystals are counted "
+        "apart. Both settings draw from the same PRNG keys, so a step whose unmasked choice "
+        f"the mask allows picks the same element: {shared} of the {data['num']} crystals are "
+        "the same in both samples (computed once, the second time from the oracle's cache, "
+        f"hence the lower wall time). Source: `{source}`.\n\n" + table(data) + "\n")
+    util = data.get("oracle", {}).get("core_utilisation")
+    if util is not None:
+        body += ("\nCore utilisation of the oracle over the whole run (busy core-seconds / "
+                 f"available): {util:.2f}.\n")
+    return body
+
+
+def write_section(source: str, markdown_path: str) -> None:
+    """Rewrite the ``mask-metals`` section of ``markdown_path`` from the file ``source``."""
+    from crystaljax.benchmarks.machine import replace_section
+
+    replace_section(markdown_path, "mask-metals", section(json.loads(Path(source).read_text()),
+                                                          source))
+
+
+__all__ = ["measure", "sample_crystals", "section", "table", "write_section"]
