@@ -225,3 +225,15 @@ def test_map_batching_graph_levels_give_the_single_graph_energies():
         return np.asarray(jax.jit(jax.vmap(jax.vmap(e, (None, 0)), (0, None)))(tokens, scales))
 
     np.testing.assert_allclose(energies(oracles["map"]), energies(oracles["vmap"]), atol=2e-4)
+
+    # the relaxation's grid: each static scale on its own level's graph, in grid order
+    oracle = oracles["map"]
+    grid = np.linspace(np.float32(0.8), np.float32(1.3), 11, dtype=np.float32)
+    on_grid = jax.jit(jax.vmap(lambda t: oracle.energies_on_grid(t, jnp.int32(0))(grid)))
+    switched = jax.vmap(jax.vmap(lambda t, s: oracle.energy_of_scale(t, jnp.int32(0))(s),
+                                 (None, 0)), (0, None))
+    np.testing.assert_allclose(np.asarray(on_grid(tokens)),
+                               np.asarray(jax.jit(switched)(tokens, jnp.asarray(grid))),
+                               atol=2e-4)
+    with pytest.raises(ValueError, match="ascending"):
+        oracle.energies_on_grid(tokens[0], jnp.int32(0))(grid[::-1])

@@ -4,7 +4,7 @@
 coordinates fixed), so the volume is ``V(s) = V0 s^3``. The minimum is found by a grid of
 E(s) over ``[s_min, s_max]`` and then a safeguarded Newton search (Numerical Recipes'
 rtsafe) on E'(s) = 0 around the lowest grid point, with E' and E'' from forward-mode
-autodiff and a fixed number of steps, so it jits and vmaps. The bulk modulus is
+autodiff and a bounded number of steps (stopping early once converged), so it jits and vmaps. The bulk modulus is
 ``B = V d2E/dV2``:
 
     dE/dV = E' / (3 V0 s^2),   B = (E'' - 2 E'/s) / (9 V0 s)   (eV/Å^3; x 160.2 for GPa)
@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from crystaljax.mlip.chgnet import EV_PER_A3_TO_GPA
 
@@ -30,6 +31,8 @@ from crystaljax.mlip.chgnet import EV_PER_A3_TO_GPA
 GRID_POINTS = 11
 #: convergence of the Newton search: last step |E'/E''| in units of s
 SCALE_TOLERANCE = 1e-3
+#: the Newton search stops once its next step would be below tolerance x this
+STOP_FRACTION = 1e-2
 
 
 class VolumeResult(NamedTuple):
@@ -66,38 +69,61 @@ def bulk_modulus(gradient: jnp.ndarray, curvature: jnp.ndarray, scale: jnp.ndarr
 
 def relax_volume(energy_of_scale: Callable[[jnp.ndarray], jnp.ndarray], s_min: float,
                  s_max: float, steps: int = 8, grid_points: int = GRID_POINTS,
-                 tolerance: float = SCALE_TOLERANCE) -> VolumeResult:
+                 tolerance: float = SCALE_TOLERANCE,
+                 energies_on_grid: Callable[[np.ndarray], jnp.ndarray] | None = None
+                 ) -> VolumeResult:
     """Minimise E(s) over s in [s_min, s_max]: a grid, then safeguarded Newton steps.
+
+    ``energies_on_grid(grid)`` (optional, with a static ``s_min``, ``s_max``) computes E at
+    the static scales ``grid`` (f32 [G] NumPy) in one go, e.g. each on a graph chosen at
+    trace time; default ``vmap(energy_of_scale)``.
 
     1. E at ``grid_points`` evenly spaced scales (forward passes only). A minimum lies
        inside the range when the lowest point is interior, or at an end with E falling
        from it inwards (E' < 0 at ``s_min``, E' > 0 at ``s_max``); else none in range.
-    2. ``steps`` safeguarded Newton steps (rtsafe) from that grid point, inside the two grid
-       intervals around it: the Newton step when E'' > 0 and it stays inside the current
-       bracket, else bisection; the bracket shrinks around the sign change of E'.
+    2. Up to ``steps`` safeguarded Newton steps (rtsafe) from that grid point, inside the two
+       grid intervals around it: the Newton step when E'' > 0 and it stays inside the
+       current bracket, else bisection; the bracket shrinks around the sign change of E'.
+       The search stops early (a bounded ``while_loop``, so it jits and vmaps) once the
+       next Newton step would be below ``tolerance * STOP_FRACTION`` (quadratic
+       convergence: further steps move s by less than float32 noise), or at once when no
+       minimum is bracketed. Under ``vmap`` the loop runs until every crystal has stopped.
     3. Converged when the last Newton step |E'/E''| is below ``tolerance`` (in s).
     """
-    grid = jnp.linspace(jnp.float32(s_min), jnp.float32(s_max), grid_points)
-    e_grid = jax.vmap(energy_of_scale)(grid)
+    if isinstance(s_min, jax.core.Tracer) or isinstance(s_max, jax.core.Tracer):
+        if energies_on_grid is not None:
+            raise ValueError("energies_on_grid needs a static range (s_min, s_max)")
+        grid = jnp.linspace(jnp.float32(s_min), jnp.float32(s_max), grid_points)
+        e_grid = jax.vmap(energy_of_scale)(grid)
+    else:
+        static_grid = np.linspace(np.float32(s_min), np.float32(s_max), grid_points,
+                                  dtype=np.float32)
+        grid = jnp.asarray(static_grid)
+        e_grid = (energies_on_grid or jax.vmap(energy_of_scale))(static_grid)
     i = jnp.argmin(jnp.where(jnp.isfinite(e_grid), e_grid, jnp.inf))
+    x = grid[i]
+    e, g, h = _taylor(energy_of_scale, x)
     # lowest point at an end: a minimum lies inside only if E falls from the end inwards
     at_low, at_high = i == 0, i == grid_points - 1
-    slope = jax.jvp(energy_of_scale, (grid[i],), (jnp.ones_like(grid[i]),))[1]
-    bracketed = ((~at_low & ~at_high) | (at_low & (slope < 0)) | (at_high & (slope > 0)))
+    bracketed = ((~at_low & ~at_high) | (at_low & (g < 0)) | (at_high & (g > 0)))
     lo = grid[jnp.maximum(i - 1, 0)]
     hi = grid[jnp.minimum(i + 1, grid_points - 1)]
 
-    def body(_, carry):
-        x, lo, hi = carry
-        g, h = derivatives(energy_of_scale, x)
+    def searching(carry):
+        k, _, _, g, h, _, _ = carry
+        done = (h > 0) & (jnp.abs(g) <= tolerance * STOP_FRACTION * h)
+        return bracketed & (k < steps) & ~done
+
+    def step(carry):
+        k, x, _, g, h, lo, hi = carry
         lo = jnp.where(g < 0, x, lo)
         hi = jnp.where(g < 0, hi, x)
         newton = x - g / jnp.where(h > 0, h, 1.0)
         inside = (h > 0) & (newton >= lo) & (newton <= hi)
-        return jnp.where(inside, newton, 0.5 * (lo + hi)), lo, hi
+        x = jnp.where(inside, newton, 0.5 * (lo + hi))
+        return (k + 1, x, *_taylor(energy_of_scale, x), lo, hi)
 
-    x, _, _ = jax.lax.fori_loop(0, steps, body, (grid[i], lo, hi))
-    e, g, h = _taylor(energy_of_scale, x)
+    _, x, e, g, h, _, _ = jax.lax.while_loop(searching, step, (0, x, e, g, h, lo, hi))
     finite = jnp.isfinite(e) & jnp.isfinite(h) & jnp.isfinite(g)
     converged = finite & (h > 0) & (jnp.abs(g) <= tolerance * h)
     return VolumeResult(scale=x, energy=e, gradient=g, curvature=h, has_minimum=bracketed,

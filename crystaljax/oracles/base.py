@@ -37,7 +37,7 @@ class Status(enum.IntEnum):
     ORACLE_ERROR = 7  # an exception in crystaljax's own host code
     NO_MINIMUM = 8  # E(V) has no minimum in the searched range (QE relax: volume / full)
     UNSTABLE = 9  # formation energy above max_formation_energy (CHGNet oracle option)
-    RELAX_NOT_CONVERGED = 10  # a minimum is bracketed but the fixed-count search did not reach it
+    RELAX_NOT_CONVERGED = 10  # a minimum is bracketed but the bounded search did not reach it
     NOT_EVALUATED = -1  # the env was not terminal at this step
 
 

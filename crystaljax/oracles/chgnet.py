@@ -143,10 +143,8 @@ class CHGNetStepOracle:
         self.masses = jnp.asarray([float(Element(s).atomic_mass) for s in vocab] + [0.0],
                                   jnp.float32)
 
-    def energy_of_scale(self, tokens: jnp.ndarray, template_id: jnp.ndarray):
-        """E(s) in eV per cell of the decorated template with its lattice scaled by s, on the
-        smallest graph valid at s (a ``lax.switch`` over :attr:`levels`; one graph under
-        ``vmap`` batching, where a switch would compute every branch)."""
+    def _branches(self, tokens: jnp.ndarray, template_id: jnp.ndarray):
+        """E(s) on the graph of each level (ascending scales), in eV per cell."""
         n = self.frac_coords.shape[1]
         numbers = self.atomic_numbers[tokens[:n]]
         frac, lattice = self.frac_coords[template_id], self.lattices[template_id]
@@ -155,11 +153,37 @@ class CHGNetStepOracle:
             graph = jax.tree.map(lambda x: x[template_id], self.graph_levels[level])
             return lambda s: chgnet.energy(self.params, graph, numbers, frac, s * lattice)
 
-        branches = [on_graph(k) for k in range(len(self.levels))]
+        return [on_graph(k) for k in range(len(self.levels))]
+
+    def energy_of_scale(self, tokens: jnp.ndarray, template_id: jnp.ndarray):
+        """E(s) in eV per cell of the decorated template with its lattice scaled by s, on the
+        smallest graph valid at s (a ``lax.switch`` over :attr:`levels`; one graph under
+        ``vmap`` batching, where a switch would compute every branch)."""
+        branches = self._branches(tokens, template_id)
         if len(branches) == 1:
             return branches[0]
         bounds = jnp.asarray(self.levels[1:], jnp.float32)
         return lambda s: jax.lax.switch(jnp.sum(s >= bounds), branches, s)
+
+    def energies_on_grid(self, tokens: jnp.ndarray, template_id: jnp.ndarray):
+        """``fn(grid) -> E f32 [G]`` (eV per cell) at the static, ascending scales ``grid``
+        (f32 [G] NumPy): the level of each scale is known at trace time, so each group of
+        scales runs in a ``lax.map`` on its own graph (a switch under ``vmap`` would run
+        every graph at every scale)."""
+        branches = self._branches(tokens, template_id)
+        if len(branches) == 1:
+            return jax.vmap(branches[0])
+        bounds = np.asarray(self.levels[1:], np.float32)
+
+        def on_grid(grid: np.ndarray) -> jnp.ndarray:
+            grid = np.asarray(grid, np.float32)
+            level = (grid[:, None] >= bounds).sum(1)
+            if np.any(np.diff(level) < 0):
+                raise ValueError("the grid must be ascending")
+            return jnp.concatenate([jax.lax.map(branches[k], jnp.asarray(grid[level == k]))
+                                    for k in np.unique(level)])
+
+        return on_grid
 
     def __call__(self, tokens: jnp.ndarray, template_id: jnp.ndarray, params: Any = None
                  ) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -178,7 +202,8 @@ class CHGNetStepOracle:
         mass = self.masses[tokens[:n]].sum()
         if self.options.relax == "volume":
             found = relax_volume(e_of_s, self.options.min_scale, self.options.max_scale,
-                                 self.options.steps)
+                                 self.options.steps,
+                                 energies_on_grid=self.energies_on_grid(tokens, template_id))
             scale, energy, ok = found.scale, found.energy, found.has_minimum & found.converged
             gradient, curvature = found.gradient, found.curvature
             failed = jnp.where(found.has_minimum, int(Status.RELAX_NOT_CONVERGED),

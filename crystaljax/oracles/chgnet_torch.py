@@ -17,7 +17,7 @@ import numpy as np
 from pymatgen.core import Element, Lattice, Structure
 
 from crystaljax.config import check, from_mapping, option
-from crystaljax.mlip.relax import GRID_POINTS, SCALE_TOLERANCE
+from crystaljax.mlip.relax import GRID_POINTS, SCALE_TOLERANCE, STOP_FRACTION
 from crystaljax.mlip.weights import CHECKPOINTS
 from crystaljax.oracles.base import OracleResult, Status
 
@@ -222,7 +222,9 @@ class TorchCHGNet:
     def relax_volume(self, structures: Sequence[Structure], min_scale: float, max_scale: float,
                      steps: int) -> list[dict]:
         """The in-graph protocol (:func:`crystaljax.mlip.relax.relax_volume`) on a batch: E on
-        the grid, then safeguarded Newton steps around the lowest grid point. Per crystal a
+        the grid, then up to ``steps`` safeguarded Newton steps around the lowest grid point
+        (a crystal stops when the next step would be below ``SCALE_TOLERANCE *
+        STOP_FRACTION``, or at once without a bracketed minimum). Per crystal a
         dict of ``scale``, ``energy``, ``gradient``, ``curvature`` (eV per cell),
         ``has_minimum`` and ``converged``, plus ``reason`` when there is no value."""
         n = len(structures)
@@ -232,23 +234,29 @@ class TorchCHGNet:
             order=0)[:, 0].reshape(n, len(grid))
         lowest = np.argmin(np.where(np.isfinite(energies), energies, np.inf), axis=1)
         at_low, at_high = lowest == 0, lowest == len(grid) - 1
-        slope = self.scale_derivatives(list(structures), grid[lowest], order=1)[:, 1]
+        x = grid[lowest].astype(np.float64)
+        final = self.scale_derivatives(list(structures), x, order=2)
+        slope = final[:, 1].copy()
         bracketed = (~at_low & ~at_high) | (at_low & (slope < 0)) | (at_high & (slope > 0))
         lo = grid[np.maximum(lowest - 1, 0)]
         hi = grid[np.minimum(lowest + 1, len(grid) - 1)]
-        x = grid[lowest].astype(np.float64)
         for _ in range(steps):
-            rows = self.scale_derivatives(list(structures), x, order=2)
-            for i in range(n):
-                g, h = rows[i, 1], rows[i, 2]
-                if g < 0:
+            g, h = final[:, 1], final[:, 2]
+            done = (h > 0) & (np.abs(g) <= SCALE_TOLERANCE * STOP_FRACTION * h)
+            active = np.flatnonzero(bracketed & ~done)
+            if not active.size:
+                break
+            for i in active:
+                if g[i] < 0:
                     lo[i] = x[i]
                 else:
                     hi[i] = x[i]
-                newton = x[i] - g / (h if h > 0 else 1.0)
-                new = newton if (h > 0 and lo[i] <= newton <= hi[i]) else 0.5 * (lo[i] + hi[i])
+                newton = x[i] - g[i] / (h[i] if h[i] > 0 else 1.0)
+                new = (newton if (h[i] > 0 and lo[i] <= newton <= hi[i])
+                       else 0.5 * (lo[i] + hi[i]))
                 x[i] = new if math.isfinite(new) else x[i]
-        final = self.scale_derivatives(list(structures), x, order=2)
+            final[active] = self.scale_derivatives([structures[i] for i in active], x[active],
+                                                   order=2)
         results: list[dict] = []
         for i in range(n):
             e, g, h = final[i]
