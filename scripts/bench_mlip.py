@@ -8,6 +8,7 @@ Usage::
 
     python scripts/bench_mlip.py [--task bulk-modulus-perovskite-small-v0] [--num 512]
     python scripts/bench_mlip.py --learning dqn ppo [--seeds 0 1 2] [--env-steps 30000]
+    python scripts/bench_mlip.py --verify [--top 5]   # the learners' best crystals with QE
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crystaljax.benchmarks import mlip, mlip_learning  # noqa: E402
 from crystaljax.benchmarks.machine import write_results  # noqa: E402
+from crystaljax.benchmarks.results import Results  # noqa: E402
 from crystaljax.config import nest_dotted, parse_overrides  # noqa: E402
 
 
@@ -41,18 +43,27 @@ def main(argv=None) -> None:
     parser.add_argument("--env-steps", type=int, default=30_000)
     parser.add_argument("--agent-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="--learning: agent config overrides, e.g. train_frequency=4")
+    parser.add_argument("--verify", action="store_true", help="instead: recompute the learning "
+                        "runs' best crystals (--top per agent) with QE (fast, relax volume)")
+    parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--out", default=None, help="default benchmarks/chgnet_distribution.json "
                         "(benchmarks/chgnet_throughput.json with --throughput)")
     parser.add_argument("--no-markdown", action="store_true")
     args = parser.parse_args(argv)
     overrides = nest_dotted(parse_overrides(args.set))
     markdown_path = None if args.no_markdown else "BENCHMARKS.md"
-    if args.learning:
+    if args.learning or args.verify:
         out = args.out or "benchmarks/mlip_learning.json"
-        results = mlip_learning.run(args.learning, args.seeds, args.env_steps, out,
-                                    env_overrides=overrides,
-                                    agent_overrides=nest_dotted(parse_overrides(args.agent_set)))
-        mlip_learning.write_outputs(results, out, markdown_path)
+        if args.verify:
+            results = Results.load(out)
+            verification = mlip_learning.verify(results, args.top, workers=args.host_workers)
+        else:
+            results = mlip_learning.run(args.learning, args.seeds, args.env_steps, out,
+                                        env_overrides=overrides, agent_overrides=nest_dotted(
+                                            parse_overrides(args.agent_set)))
+            verification = mlip_learning.load_verification()
+        mlip_learning.write_outputs(results, out, markdown_path, verification)
+        mlip_learning.refresh_results_table()
         return
     if args.throughput is not None:
         result = mlip.side_by_side(args.task, args.throughput or [1, 64, 256], args.host_workers,

@@ -51,3 +51,49 @@ def test_report_lists_every_seed_and_the_random_policy(tmp_path):
     md.write_text("# Benchmarks\n")
     mlip_learning.write_outputs(results, str(out), str(md))
     assert len(Results.load(str(out)).runs) == 2 and "mlip-learning" in md.read_text()
+
+
+def _top(*rewards, tokens_from=0):
+    return [{"tokens": [tokens_from + i, 1, 2, 2, 2], "template_id": 0, "reward": r,
+             "property": 120.0 * (1 + r), "status": 0, "found_by": "training"}
+            for i, r in enumerate(rewards)]
+
+
+def test_top_crystals_merge_the_seeds_distinct_and_best_first():
+    results = Results()
+    a = _sweep([60.0, 5.0], seed=0)
+    a.top_crystals = [_top(-0.01, -0.2, -0.3)]
+    b = _sweep([60.0, 5.0], seed=1)
+    b.top_crystals = [_top(-0.05, -0.02, tokens_from=1)]  # [1,..] repeats seed 0's second
+    c = _sweep([60.0, 5.0], agent="ppo")
+    c.top_crystals = [_top(-0.001)]
+    for run in (a, b, c):
+        results.add(run)
+    top = mlip_learning.top_crystals(results, "dqn", top=3)
+    assert [t["reward"] for t in top] == [-0.01, -0.02, -0.05]
+    assert [t["seed"] for t in top] == [0, 1, 1]
+    assert [t["tokens"][0] for t in top] == [0, 2, 1]  # the repeat kept its best reward
+    assert mlip_learning.top_crystals(results, "sac") == []
+
+
+def test_results_rows_and_verification_table():
+    results = Results()
+    results.add(_sweep([60.0, 5.0, 7.0], seed=0, random={"mean_reward": -1.0,
+                                                          "median_abs_error": 84.0,
+                                                          "episodes": 256}))
+    results.add(_sweep([60.0, 12.0, 6.5], seed=1))
+    crystal = {"rank": 1, "formula": "BaTiO3", "symbols": ["Ba", "Ti", "O", "O", "O"],
+               "seed": 0, "run_value": 120.0, "value": 150.0, "difference": 30.0,
+               "relative_difference": 0.25, "status": "OK"}
+    failed = {**crystal, "rank": 2, "value": None, "difference": None,
+              "relative_difference": None, "status": "NO_MINIMUM"}
+    verification = {"dqn": {"crystals": [crystal, failed],
+                            "summary": {"crystals": 2, "ok": 1,
+                                        "mean_abs_relative_difference": 0.25}}}
+    rows = "\n".join(mlip_learning.results_rows(results, verification))
+    assert "| dqn | 2 | 5,000 | 1/2 | 0.042, 0.054 | 0.056 ± 0.002 | 0.700 |" in rows
+    assert "| 2 (1) | 25% |" in rows
+    assert "| - | - | 24 |" in "\n".join(mlip_learning.results_rows(results, None))
+    table = mlip_learning.verification_markdown(verification)
+    assert "| dqn | 1 | BaTiO3 (Ba-Ti-O-O-O) | 0 | 120.0 | 150.0 | +30.0 (+25%) | OK |" in table
+    assert "| dqn | 2 | BaTiO3 (Ba-Ti-O-O-O) | 0 | 120.0 | - | - | NO_MINIMUM |" in table

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from crystaljax.benchmarks.results import Results
-from crystaljax.training.sweep import SweepResult, run_sweep, steps_to_fraction
+from crystaljax.training.sweep import TOP_K, SweepResult, run_sweep, steps_to_fraction
 
 TINY_NET = {"node_embed_dim": 4, "focus_embed_dim": 2, "encoder_hidden": [8], "num_blocks": 1,
             "block_hidden": [8], "conv_hidden": [8], "head_hidden": [8],
@@ -37,6 +37,15 @@ def test_sweep_two_seeds_curves_and_round_trip(tmp_path):
     assert 0.0 <= result.random["mean_reward"] <= 1.0 and result.random["episodes"] == 64
     assert result.train_s > 0 and math.isfinite(result.env_steps_per_s)
     assert result.oracle == "in-graph" and result.property == "density"
+    # each seed's distinct best crystals, best first, as a run directory would collect them
+    assert len(result.top_crystals) == 2
+    for seed, top in enumerate(result.top_crystals):
+        assert 1 <= len(top) <= TOP_K
+        rewards = [c["reward"] for c in top]
+        assert rewards == sorted(rewards, reverse=True)
+        assert rewards[0] >= result.best_reward[seed] - 1e-6  # greedy crystals may beat it
+        assert len({(c["template_id"], tuple(c["tokens"])) for c in top}) == len(top)
+        assert {c["found_by"] for c in top} <= {"training", "greedy evaluation"}
 
     again = SweepResult.from_json(json.loads(json.dumps(result.to_json())))
     assert json.dumps(again.to_json()) == json.dumps(result.to_json())

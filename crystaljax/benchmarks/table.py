@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from crystaljax.benchmarks.results import Results, load_settings, settings_label, split_settings
+from crystaljax.benchmarks.results import ROOT, Results, load_settings, settings_label, split_settings
 from crystaljax.properties import get_property
 from crystaljax.training.sweep import CRITERION_REWARD as LEARNT
 from crystaljax.training.sweep import SweepResult, run_sweep
@@ -26,6 +27,8 @@ PROPERTIES = ("density", "bulk_modulus", "band_gap")
 #: properties an in-graph oracle computes (their rows need no DFT)
 IN_GRAPH = tuple(p for p in PROPERTIES if "analytic" in get_property(p).oracles)
 UNITS = {p: get_property(p).unit for p in PROPERTIES}
+#: the MLIP learning benchmark's results (scripts/bench_mlip.py --learning): rows of their own
+MLIP_LEARNING = os.path.join(ROOT, "benchmarks", "mlip_learning.json")
 
 
 def task_id(prop: str, cell: str) -> str:
@@ -208,7 +211,21 @@ def markdown(results: Results) -> str:
         lines += ["", "Not run (agent x property x cell combinations without a row; "
                   "`scripts/benchmark_table.py --agents A --properties P --cells C` runs one): "
                   + "; ".join(missing) + "."]
+    lines += mlip_rows()
     return "\n".join(lines) + "\n"
+
+
+def mlip_rows(path: str = MLIP_LEARNING) -> list[str]:
+    """The MLIP learning rows (``scripts/bench_mlip.py --learning``, and its DFT check)
+    when that benchmark has run; nothing otherwise."""
+    if not os.path.exists(path):
+        return []
+    from crystaljax.benchmarks import mlip_learning
+
+    results = Results.load(path)
+    if not results.runs:
+        return []
+    return ["", *mlip_learning.results_rows(results, mlip_learning.load_verification())]
 
 
 # CrystalGym's findings (REFERENCE.md: abstract and summary of arXiv 2509.23156).

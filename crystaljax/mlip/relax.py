@@ -4,8 +4,8 @@
 coordinates fixed), so the volume is ``V(s) = V0 s^3``. The minimum is found by a grid of
 E(s) over ``[s_min, s_max]`` and then a safeguarded Newton search (Numerical Recipes'
 rtsafe) on E'(s) = 0 around the lowest grid point, with E' and E'' from forward-mode
-autodiff and a bounded number of steps (stopping early once converged), so it jits and vmaps. The bulk modulus is
-``B = V d2E/dV2``:
+autodiff and a bounded number of steps (stopping early once converged), so it jits and
+vmaps. The bulk modulus is ``B = V d2E/dV2``:
 
     dE/dV = E' / (3 V0 s^2),   B = (E'' - 2 E'/s) / (9 V0 s)   (eV/Å^3; x 160.2 for GPa)
 

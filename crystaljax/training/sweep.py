@@ -35,6 +35,7 @@ CRITERION_REWARD = 0.99
 CRITERION_ERROR = 0.05  # g/cm3
 
 EVAL_KEY = 12345  # PRNG seed of every greedy evaluation (the same episodes at every point)
+TOP_K = 5  # distinct best crystals kept per seed (SweepResult.top_crystals)
 RANDOM_KEY = 7  # PRNG seed of the uniform random baseline
 
 
@@ -74,6 +75,10 @@ class SweepResult:
     skipped_updates: list | None = None  # [seeds]: non-finite updates skipped
     random: dict | None = None  # the uniform random policy: mean_reward, median_abs_error
     oracle_stats: dict | None = None  # host oracles: evaluations, computed, cache_hits, ...
+    #: [seeds] of up to TOP_K distinct crystals, best reward first: dicts of tokens,
+    #: template_id, reward, property, status, found_by ("training": the best of training at
+    #: the end of a chunk; "greedy evaluation"), as a run directory's top list collects them
+    top_crystals: list | None = None
 
     # ---- the one results format -------------------------------------------------------
     def to_json(self) -> dict:
@@ -229,9 +234,23 @@ def run_sweep(agent_name: str, task: Any = "density-perovskite-small-v0",
         eval_key = jax.random.PRNGKey(EVAL_KEY)
         curve: dict[str, list] = {"steps": [], "mean_reward": [], "median_abs_error": []}
 
+        top = [_TopList(TOP_K) for _ in range(seeds)]
+
+        def offer_best(states) -> None:
+            best = jax.tree.map(np.asarray, agent.best_crystal(states))
+            for k in range(seeds):
+                top[k].offer(best.tokens[k], best.template_id[k], best.reward[k],
+                             best.property[k], 0, "training")
+
         def record(states, steps: int) -> None:
             if eval_episodes:
                 result = evaluate(states, eval_key)
+                ev = jax.tree.map(np.asarray, result)
+                for k in range(seeds):
+                    for i in range(ev["rewards"].shape[1]):
+                        top[k].offer(ev["tokens"][k, i], ev["template_ids"][k, i],
+                                     ev["rewards"][k, i], ev["properties"][k, i],
+                                     ev["statuses"][k, i], "greedy evaluation")
                 curve["steps"].append(steps)
                 curve["mean_reward"].append(np.asarray(result["mean_reward"], float))
                 curve["median_abs_error"].append(np.asarray(result["median_abs_error"], float))
@@ -247,6 +266,7 @@ def run_sweep(agent_name: str, task: Any = "density-perovskite-small-v0",
                 train_s += time.perf_counter() - t0
                 reduced.append(reduce_chunk(jax.tree.map(np.asarray, metrics)))
                 chunk_steps.append((i + 1) * chunk_iterations * per_iteration)
+                offer_best(states)
                 record(states, chunk_steps[-1])
                 shown = (curve["mean_reward"][-1] if eval_episodes
                          else mean_terminal_reward(reduced[-1]))
@@ -276,7 +296,27 @@ def run_sweep(agent_name: str, task: Any = "density-perovskite-small-v0",
             best_template_id=np.asarray(best.template_id).tolist(),
             skipped_updates=None if skipped is None else skipped.sum(1).astype(int).tolist(),
             random=baseline,
-            oracle_stats=None if env.host_bridge is None else _plain(env.oracle_stats()))
+            oracle_stats=None if env.host_bridge is None else _plain(env.oracle_stats()),
+            top_crystals=[t.best() for t in top])
+
+
+class _TopList:
+    """The ``k`` best distinct crystals offered (by reward); failures are not kept."""
+
+    def __init__(self, k: int):
+        self.k, self.records = k, {}
+
+    def offer(self, tokens, template_id, reward, value, status, found_by: str) -> None:
+        if not (np.isfinite(reward) and np.isfinite(value)):
+            return
+        key = (int(template_id), tuple(int(t) for t in np.asarray(tokens)))
+        if key not in self.records or self.records[key]["reward"] < float(reward):
+            self.records[key] = {"tokens": list(key[1]), "template_id": key[0],
+                                 "reward": float(reward), "property": float(value),
+                                 "status": int(status), "found_by": found_by}
+
+    def best(self) -> list[dict]:
+        return sorted(self.records.values(), key=lambda r: -r["reward"])[:self.k]
 
 
 def _per_seed(points: list, seeds: int) -> list:
@@ -286,5 +326,5 @@ def _per_seed(points: list, seeds: int) -> list:
     return np.stack([np.broadcast_to(p, (seeds,)) for p in points], 1).tolist()
 
 
-__all__ = ["CRITERION_ERROR", "CRITERION_REWARD", "SweepResult", "random_baseline", "run_sweep",
+__all__ = ["CRITERION_ERROR", "CRITERION_REWARD", "SweepResult", "TOP_K", "random_baseline", "run_sweep",
            "steps_to_fraction"]

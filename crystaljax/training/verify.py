@@ -167,14 +167,13 @@ def verify_run(run_dir: str, top: int = 5, oracle: str = DEFAULT_ORACLE,
     """
     from pymatgen.core import Structure
 
-    from crystaljax.oracles.base import close_oracle, oracle_counters
-
     if not isinstance(top, int) or top < 1:
         raise ConfigError(f"--top must be >= 1, got {top}")
     config, records = load_finished_run(run_dir)
     property_name = records[0].get("property") or config.env.property
-    spec = host_oracle_spec(oracle, property_name)
-    parsed = oracle_options(spec, preset, relax, options)
+    # an unknown oracle or bad options fail before any file is read
+    label = oracle_label(oracle, oracle_options(host_oracle_spec(oracle, property_name), preset,
+                                                relax, options))
     chosen = records[:top]
     structures = []
     with warnings.catch_warnings():
@@ -186,31 +185,12 @@ def verify_run(run_dir: str, top: int = 5, oracle: str = DEFAULT_ORACLE,
             structures.append(Structure.from_file(path))
     run_label = oracle_label(config.env.oracle if isinstance(config.env.oracle, str)
                              else type(config.env.oracle).__name__, config.env.oracle_options)
-    label = oracle_label(oracle, parsed)
     if progress is not None:
         progress(f"computing the {len(chosen)} best crystals of {run_dir} with {label} ...")
-    started, t0 = _now(), time.perf_counter()
-    host = spec.build(property_name, parsed)
-    try:
-        results = list(host.evaluate(structures))
-        stats = oracle_counters(host)
-    finally:
-        close_oracle(host)
-    if len(results) != len(structures):
-        raise RuntimeError(f"oracle {oracle!r} returned {len(results)} results for "
-                           f"{len(structures)} crystals")
-    crystals = [_entry(rec, res, property_name, run_label, label)
-                for rec, res in zip(chosen, results)]
-    result = {
-        "run_dir": os.path.abspath(run_dir), "property": property_name,
-        "unit": records[0].get("unit") or getattr(host, "unit", ""),
-        "run_oracle": run_label, "oracle": label,
-        "settings": {"oracle": oracle, "options": _plain(parsed),
-                     "preset": getattr(parsed, "preset", preset), "relax": relax, "top": top},
-        "machine": machine(), "started": started, "finished": _now(),
-        "wall_s": round(time.perf_counter() - t0, 2),
-        "oracle_stats": _plain(stats), "summary": _summary(crystals), "crystals": crystals,
-    }
+    result = {"run_dir": os.path.abspath(run_dir),
+              **verify_crystals(chosen, structures, property_name, run_label, oracle, preset,
+                                relax, options)}
+    result["settings"]["top"] = top
     with open(os.path.join(run_dir, "verify.json"), "w") as f:
         json.dump(result, f, indent=2)
     if report:
@@ -218,6 +198,44 @@ def verify_run(run_dir: str, top: int = 5, oracle: str = DEFAULT_ORACLE,
 
         write_report(run_dir)
     return result
+
+
+def verify_crystals(records: list[dict], structures: list, property_name: str, run_label: str,
+                    oracle: str = DEFAULT_ORACLE, preset: str | None = None,
+                    relax: str | None = None, options: Mapping[str, Any] | None = None
+                    ) -> dict:
+    """Compute ``structures`` (pymatgen, one per record of a top list: ``reward``, the
+    property's value under ``property_name``, ``formula``, ...) with host oracle ``oracle``
+    in one batch; the content of a ``verify.json`` without ``run_dir`` (``settings.top`` is
+    the number of crystals). ``run_label`` names the oracle that gave the records' values."""
+    from crystaljax.oracles.base import close_oracle, oracle_counters
+
+    spec = host_oracle_spec(oracle, property_name)
+    parsed = oracle_options(spec, preset, relax, options)
+    label = oracle_label(oracle, parsed)
+    started, t0 = _now(), time.perf_counter()
+    host = spec.build(property_name, parsed)
+    try:
+        results = list(host.evaluate(list(structures)))
+        stats = oracle_counters(host)
+    finally:
+        close_oracle(host)
+    if len(results) != len(structures):
+        raise RuntimeError(f"oracle {oracle!r} returned {len(results)} results for "
+                           f"{len(structures)} crystals")
+    crystals = [_entry(rec, res, property_name, run_label, label)
+                for rec, res in zip(records, results)]
+    return {
+        "property": property_name,
+        "unit": (records[0].get("unit") if records else None) or getattr(host, "unit", ""),
+        "run_oracle": run_label, "oracle": label,
+        "settings": {"oracle": oracle, "options": _plain(parsed),
+                     "preset": getattr(parsed, "preset", preset), "relax": relax,
+                     "top": len(records)},
+        "machine": machine(), "started": started, "finished": _now(),
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "oracle_stats": _plain(stats), "summary": _summary(crystals), "crystals": crystals,
+    }
 
 
 def _entry(rec: dict, res: Any, property_name: str, run_label: str, label: str) -> dict:
@@ -327,4 +345,4 @@ def _pct(value: float | None) -> str:
 
 __all__ = ["DEFAULT_ORACLE", "DEFAULT_PRESET", "RELAX_CHOICES", "crystal_id", "format_table",
            "host_oracle_spec", "load_finished_run", "machine", "oracle_label", "oracle_options",
-           "read_top_crystals", "verify_run"]
+           "read_top_crystals", "verify_crystals", "verify_run"]
