@@ -86,7 +86,7 @@ def markdown(results: Results, source: str = "benchmarks/mlip_learning") -> str:
         "(`benchmarks/chgnet_distribution.json`). One seed per run (seed k: PRNG seed k); "
         f"greedy evaluation ({first.eval_episodes} episodes) every "
         f"{' or '.join(sorted({f'{r.eval_every:,}' for r in results.runs}))} env steps (whole "
-        "training iterations). Criterion: greedy median relative error <= {CRITERION_RELATIVE:.0%}. "
+        f"training iterations). Criterion: greedy median relative error <= {CRITERION_RELATIVE:.0%}. "
         f"Raw numbers: `{source}.json`.", "",
         "| agent | seed | env steps (trained) | env steps to criterion | final greedy relative error "
         "| best B found in training (GPa) | train env steps/s | compile (s) | wall (s) |",
