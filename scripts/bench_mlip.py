@@ -53,17 +53,19 @@ def main(argv=None) -> None:
     overrides = nest_dotted(parse_overrides(args.set))
     markdown_path = None if args.no_markdown else "BENCHMARKS.md"
     if args.learning or args.verify:
-        out = args.out or "benchmarks/mlip_learning.json"
+        out = args.out or mlip_learning.RESULTS
+        checked = mlip_learning.verify_path(out)
         if args.verify:
             results = Results.load(out)
-            verification = mlip_learning.verify(results, args.top, workers=args.host_workers)
+            mlip_learning.verify(results, args.top, workers=args.host_workers, out=checked)
         else:
             results = mlip_learning.run(args.learning, args.seeds, args.env_steps, out,
                                         env_overrides=overrides, agent_overrides=nest_dotted(
                                             parse_overrides(args.agent_set)))
-            verification = mlip_learning.load_verification()
-        mlip_learning.write_outputs(results, out, markdown_path, verification)
-        mlip_learning.refresh_results_table()
+        mlip_learning.write_outputs(results, out, markdown_path,
+                                    mlip_learning.load_verification(checked))
+        if markdown_path and os.path.abspath(out) == mlip_learning.RESULTS:
+            mlip_learning.refresh_results_table()  # its MLIP rows read the default files
         return
     if args.throughput is not None:
         result = mlip.side_by_side(args.task, args.throughput or [1, 64, 256], args.host_workers,

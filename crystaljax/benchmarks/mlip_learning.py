@@ -26,8 +26,15 @@ from crystaljax.training.sweep import SweepResult, run_sweep
 TASK = "bulk-modulus-perovskite-small-v0"
 CRITERION_RELATIVE = 0.05
 DISTRIBUTION = os.path.join(ROOT, "benchmarks", "chgnet_distribution.json")
-#: the DFT check of the agents' best crystals (:func:`verify`)
+#: the learning runs' results file, and the DFT check of their best crystals (:func:`verify`)
+RESULTS = os.path.join(ROOT, "benchmarks", "mlip_learning.json")
 VERIFY = os.path.join(ROOT, "benchmarks", "mlip_learning_verify.json")
+
+
+def verify_path(results_path: str) -> str:
+    """Where :func:`verify` writes the DFT check of a results file (``X.json`` ->
+    ``X_verify.json``)."""
+    return os.path.splitext(results_path)[0] + "_verify.json"
 
 
 def target_from_distribution(path: str = DISTRIBUTION, percentile: str = "95") -> float:
@@ -118,7 +125,7 @@ def write_outputs(results: Results, out: str, markdown_path: str | None,
         text = markdown(results, source)
         if verification:
             text += ("\n\nThe best crystals recomputed with Quantum ESPRESSO (`--verify`, "
-                     "`benchmarks/mlip_learning_verify.json`): B0 of a Birch-Murnaghan fit "
+                     f"`{source}_verify.json`): B0 of a Birch-Murnaghan fit "
                      "at the DFT E(V) minimum (`recipe.relax: volume`) against CHGNet's B at "
                      "its own minimum.\n\n" + verification_markdown(verification))
         replace_section(markdown_path, "mlip-learning", text)
@@ -246,7 +253,7 @@ def verification_markdown(verification: Mapping[str, dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CRITERION_RELATIVE", "TASK", "VERIFY", "load_verification", "markdown",
+__all__ = ["CRITERION_RELATIVE", "RESULTS", "TASK", "VERIFY", "load_verification", "markdown",
            "refresh_results_table", "relative_errors", "results_rows", "run",
            "steps_to_criterion", "target_from_distribution", "top_crystals",
-           "verification_markdown", "verify", "write_outputs"]
+           "verification_markdown", "verify", "verify_path", "write_outputs"]

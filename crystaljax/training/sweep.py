@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 import crystaljax
 from crystaljax.benchmarks.machine import machine_description
+from crystaljax.training.artifacts import TopCrystals
 from crystaljax.training.metrics import mean_terminal_reward, reduce_chunk
 
 #: The density criterion of the agent benchmarks: a greedy policy whose mean terminal reward
@@ -234,13 +235,13 @@ def run_sweep(agent_name: str, task: Any = "density-perovskite-small-v0",
         eval_key = jax.random.PRNGKey(EVAL_KEY)
         curve: dict[str, list] = {"steps": [], "mean_reward": [], "median_abs_error": []}
 
-        top = [_TopList(TOP_K) for _ in range(seeds)]
+        top = [TopCrystals(TOP_K) for _ in range(seeds)]
 
         def offer_best(states) -> None:
             best = jax.tree.map(np.asarray, agent.best_crystal(states))
             for k in range(seeds):
-                top[k].offer(best.tokens[k], best.template_id[k], best.reward[k],
-                             best.property[k], 0, "training")
+                _offer(top[k], best.tokens[k], best.template_id[k], best.reward[k],
+                       best.property[k], 0, "training")
 
         def record(states, steps: int) -> None:
             if eval_episodes:
@@ -248,9 +249,9 @@ def run_sweep(agent_name: str, task: Any = "density-perovskite-small-v0",
                 ev = jax.tree.map(np.asarray, result)
                 for k in range(seeds):
                     for i in range(ev["rewards"].shape[1]):
-                        top[k].offer(ev["tokens"][k, i], ev["template_ids"][k, i],
-                                     ev["rewards"][k, i], ev["properties"][k, i],
-                                     ev["statuses"][k, i], "greedy evaluation")
+                        _offer(top[k], ev["tokens"][k, i], ev["template_ids"][k, i],
+                               ev["rewards"][k, i], ev["properties"][k, i],
+                               ev["statuses"][k, i], "greedy evaluation")
                 curve["steps"].append(steps)
                 curve["mean_reward"].append(np.asarray(result["mean_reward"], float))
                 curve["median_abs_error"].append(np.asarray(result["median_abs_error"], float))
@@ -300,23 +301,13 @@ def run_sweep(agent_name: str, task: Any = "density-perovskite-small-v0",
             top_crystals=[t.best() for t in top])
 
 
-class _TopList:
-    """The ``k`` best distinct crystals offered (by reward); failures are not kept."""
-
-    def __init__(self, k: int):
-        self.k, self.records = k, {}
-
-    def offer(self, tokens, template_id, reward, value, status, found_by: str) -> None:
-        if not (np.isfinite(reward) and np.isfinite(value)):
-            return
-        key = (int(template_id), tuple(int(t) for t in np.asarray(tokens)))
-        if key not in self.records or self.records[key]["reward"] < float(reward):
-            self.records[key] = {"tokens": list(key[1]), "template_id": key[0],
-                                 "reward": float(reward), "property": float(value),
-                                 "status": int(status), "found_by": found_by}
-
-    def best(self) -> list[dict]:
-        return sorted(self.records.values(), key=lambda r: -r["reward"])[:self.k]
+def _offer(top: TopCrystals, tokens, template_id, reward, value, status, found_by: str) -> None:
+    """Offer one crystal to a seed's top list (a failure, with no value, is not kept)."""
+    if np.isfinite(value):
+        tokens = [int(t) for t in np.asarray(tokens)]
+        top.offer(float(reward), f"{int(template_id)}:{tokens}", {
+            "tokens": tokens, "template_id": int(template_id), "reward": float(reward),
+            "property": float(value), "status": int(status), "found_by": found_by})
 
 
 def _per_seed(points: list, seeds: int) -> list:
