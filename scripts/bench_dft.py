@@ -10,6 +10,7 @@ measures: ``crystaljax.benchmarks.dft``.
 Usage::
 
     python scripts/bench_dft.py [--presets default gth] [--skip-throughput] [--redo]
+    python scripts/bench_dft.py --gap-recipe 16
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crystaljax.benchmarks import dft  # noqa: E402
+from crystaljax.benchmarks import dft, gap_recipe  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -37,7 +38,15 @@ def main(argv=None) -> None:
                         help="wall-clock limit of one pw.x run (s); a run past it is a TIMEOUT")
     parser.add_argument("--presets", nargs=2, default=["default", "gth"])
     parser.add_argument("--redo", action="store_true", help="re-measure rows already in --out")
+    parser.add_argument("--gap-recipe", type=int, metavar="N",
+                        help="instead: band gaps of N random crystals, smearing first against "
+                             "fixed occupations first (the baseline commit), into "
+                             "benchmarks/gap_recipe.json")
     args = parser.parse_args(argv)
+    if args.gap_recipe:
+        print(gap_recipe.table(gap_recipe.compare("benchmarks/gap_recipe.json",
+                                                  num=args.gap_recipe)))
+        return
     data = dft.bench(args.out, args.batch, args.episodes, args.time_limit,
                      properties=not args.skip_properties, only=args.only,
                      hit_ratios=not args.skip_hit_ratio, throughputs=not args.skip_throughput,

@@ -11,6 +11,7 @@ from pymatgen.core import Lattice, Structure
 from qe_helpers import diamond, requires_pw, rocksalt
 
 from crystaljax.oracles.base import Status
+from crystaljax.oracles.qe.band_gap import METAL_OVERLAP_EV
 from crystaljax.oracles.qe.family import write_gth_family
 from crystaljax.oracles.qe.presets import GTH_VARIANTS, get_preset
 from crystaljax.oracles.qe.recipes import (
@@ -80,6 +81,8 @@ def test_band_gap_of_an_insulator(family, runner, tmp_path):
     assert result.status == Status.OK, result.reason
     assert 3.0 < result.value < 7.0  # NaCl: wide gap even at 25 Ry
     assert result.extra["lumo"] - result.extra["homo"] == pytest.approx(result.value)
+    # smearing first, then fixed occupations for the exact gap
+    assert [a["run"] for a in result.extra["attempts"]] == ["gap-smear", "gap-fixed"]
     assert result.extra["energy_per_atom"] < 0 and result.seconds > 0
     assert not any(tmp_path.iterdir())  # scratch removed on success
 
@@ -87,11 +90,13 @@ def test_band_gap_of_an_insulator(family, runner, tmp_path):
 @requires_pw
 def test_band_gap_of_a_metal_is_zero(family, runner):
     # Al on both rock-salt sites (simple cubic, 2.5 Å apart): 6 electrons, a metal;
-    # even electron count: fixed occupations first, then the smearing fallback.
+    # even electron count: the smeared run (the first) finds bands that overlap, so no
+    # fixed-occupation run follows.
     result = band_gap(rocksalt(5.0, "Al", "Al"), family, PRESET.settings, runner)
     assert result.status == Status.OK, result.reason
     assert result.value == 0.0 and result.extra["metal"]
-    assert result.extra.get("fallback") == "smearing"
+    assert result.extra["smeared_gap"] <= -METAL_OVERLAP_EV
+    assert [a["run"] for a in result.extra["attempts"]] == ["gap-smear"]
     odd = band_gap(rocksalt(4.8, "Na", "Mg"), family, PRESET.settings, runner)
     assert odd.status == Status.OK and odd.value == 0.0 and odd.extra["odd_electrons"]
 

@@ -148,9 +148,13 @@ def test_diagonalization_error_switches_to_cg(family, tmp_path):
     assert _value(_input(tmp_path, 1), "diagonalization") == "'david'"
     assert _value(_input(tmp_path, 2), "diagonalization") == "'cg'"
     attempts = result.extra["attempts"]
+    # the smeared run restarts with cg; Si has a gap, so the fixed-occupation run follows,
+    # from the reference settings (a remedy is not carried from one run to the next)
     assert [(a["run"], a["failure"], a["remedy"]) for a in attempts] == [
-        ("gap-fixed", "diagonalization", None), ("gap-fixed", "ok", "diagonalization:cg")]
+        ("gap-smear", "diagonalization", None), ("gap-smear", "ok", "diagonalization:cg"),
+        ("gap-fixed", "ok", None)]
     assert attempts[1]["changes"] == {"diagonalization": "cg"}
+    assert _value(_input(tmp_path, 3), "diagonalization") == "'david'"
     assert "S matrix not positive definite" in attempts[0]["reason"]
     assert "scratch" in attempts[0]  # the failed attempt's directory is kept
 
@@ -163,9 +167,13 @@ def test_too_few_bands_gets_more_bands(family, tmp_path):
     assert _value(_input(tmp_path, 1), "nbnd") == "8"  # 4 occupied + 4
     assert _value(_input(tmp_path, 2), "nbnd") == "12"  # 4 occupied + 8
     attempts = result.extra["attempts"]
-    assert [(a["failure"], a["remedy"]) for a in attempts] == [
-        ("too_few_bands", None), ("ok", "more_bands")]
+    # the smeared run (the first) gets more bands; the fixed-occupation run that follows
+    # starts from the reference settings again
+    assert [(a["run"], a["failure"], a["remedy"]) for a in attempts] == [
+        ("gap-smear", "too_few_bands", None), ("gap-smear", "ok", "more_bands"),
+        ("gap-fixed", "ok", None)]
     assert attempts[1]["changes"] == {"extra_bands": 8, "extra_bands_fraction": 0.4}
+    assert _value(_input(tmp_path, 3), "nbnd") == "8"
 
 
 @requires_pw
@@ -204,11 +212,14 @@ def test_a_real_run_that_succeeds_records_one_attempt_and_round_trips_the_cache(
     result = band_gap(SI, family, SETTINGS, _runner(tmp_path, "pw.x"))
     assert result.status == Status.OK and result.value > 0.1, result.reason
     assert result.extra["restarts"] == 0
-    (attempt,) = result.extra["attempts"]
-    assert attempt["run"] == "gap-fixed" and attempt["attempt"] == 1
-    assert attempt["failure"] == "ok" and attempt["status"] == "OK" and attempt["remedy"] is None
-    assert attempt["changes"] == {} and attempt["time_limit"] == PRESET.time_limit
-    assert 0 < attempt["seconds"] == pytest.approx(result.seconds)
+    smear, fixed = result.extra["attempts"]  # smearing first; Si has a gap: fixed occupations
+    assert (smear["run"], fixed["run"]) == ("gap-smear", "gap-fixed")
+    for attempt in (smear, fixed):
+        assert attempt["attempt"] == 1 and attempt["remedy"] is None
+        assert attempt["failure"] == "ok" and attempt["status"] == "OK"
+        assert attempt["changes"] == {} and attempt["time_limit"] == PRESET.time_limit
+    assert result.seconds == pytest.approx(smear["seconds"] + fixed["seconds"])
+    assert result.extra["smeared_gap"] == pytest.approx(result.value, abs=0.1)
     cache = ResultCache(tmp_path / "cache.sqlite")
     key = cache.structure_key(SI)
     assert cache.put(key, "h", "band_gap", result, "Si2", PRESET.time_limit)
@@ -253,20 +264,43 @@ def test_max_restarts_bounds_the_attempts(family, tmp_path):
     assert off.extra["gave_up"] == "restarts off" and _calls(tmp_path) == 3
 
 
-def test_band_gap_falls_back_to_smearing_without_restarting_the_fixed_scf(family, tmp_path):
-    """A fixed-occupation SCF that does not converge means a metal: the smearing run is
-    the remedy. Here every run fails, so the smearing run uses its own restarts."""
+def test_band_gap_smearing_run_restarts_and_no_fixed_run_follows_its_failure(family,
+                                                                              tmp_path):
+    """Every run fails: the smearing run (the first) uses its restarts, then the crystal
+    fails; no fixed-occupation run is made without a smeared answer."""
     pw = fake_pw(tmp_path, SCF, then="fail")
     result = band_gap(SI, family, SETTINGS, _runner(tmp_path, pw))
     assert result.status == Status.SCF_NOT_CONVERGED
     runs = [(a["run"], a["remedy"]) for a in result.extra["attempts"]]
-    assert runs == [("gap-fixed", None), ("gap-smear", None), ("gap-smear", "lower_mixing"),
+    assert runs == [("gap-smear", None), ("gap-smear", "lower_mixing"),
                     ("gap-smear", "local_tf"), ("gap-smear", "lower_mixing")]
-    assert _value(_input(tmp_path, 5), "mixing_beta") == "0.175"
-    assert _value(_input(tmp_path, 5), "mixing_mode") == "'local-TF'"
-    assert _value(_input(tmp_path, 5), "electron_maxstep") == "400"
-    assert result.extra["fixed_occupations"].startswith("SCF_NOT_CONVERGED")
+    assert _value(_input(tmp_path, 4), "mixing_beta") == "0.175"
+    assert _value(_input(tmp_path, 4), "mixing_mode") == "'local-TF'"
+    assert _value(_input(tmp_path, 4), "electron_maxstep") == "400"
     assert result.extra["gave_up"] == "no remedy left"
+
+
+@requires_pw
+def test_band_gap_keeps_the_smeared_gap_when_the_fixed_scf_fails_and_does_not_restart_it(
+        family, tmp_path):
+    """A fixed-occupation SCF that does not converge is the sign of a metal, not a run to
+    restart: the smeared run's gap stands (here Si's, from a real smeared run)."""
+    pw = tmp_path / "pw.x"
+    pw.write_text(f"""#!/bin/bash
+if grep -q "occupations = 'fixed'" pw.in; then
+  printf '%s' {SCF[0]!r}
+  exit 0
+fi
+exec {shutil.which("pw.x") or "pw.x"} "$@"
+""")
+    pw.chmod(pw.stat().st_mode | stat.S_IEXEC)
+    result = band_gap(SI, family, SETTINGS, _runner(tmp_path, str(pw)))
+    assert result.status == Status.OK, result.reason
+    assert [(a["run"], a["failure"], a["remedy"]) for a in result.extra["attempts"]] == [
+        ("gap-smear", "ok", None), ("gap-fixed", "scf_not_converged", None)]
+    assert result.extra["fixed_occupations"].startswith("SCF_NOT_CONVERGED")
+    assert result.extra["fallback"] == "smearing" and not result.extra["metal"]
+    assert result.value == pytest.approx(result.extra["smeared_gap"]) and result.value > 0.1
 
 
 def test_the_time_budget_stops_retries(family, tmp_path):

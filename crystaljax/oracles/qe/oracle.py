@@ -44,6 +44,9 @@ from crystaljax.oracles.qe.runner import RunnerConfig
 
 #: Bumped when a change in crystaljax's own code changes results (part of the cache key).
 ORACLE_VERSION = "qe-1"
+#: Bumped when a change in one recipe changes its results (part of that property's cache
+#: key only). band_gap 2: smearing first, fixed occupations only for a possible gap.
+RECIPE_VERSIONS = {"band_gap": 2}
 
 
 class QEOracle:
@@ -106,11 +109,12 @@ class QEOracle:
                 name=self.preset.family,
             )
         self.family: PseudoFamily = self.family_source.load()
-        self.settings_hash = settings_hash({
-            "version": ORACLE_VERSION, "property": property_name,
-            "family": self.family.fingerprint(), "settings": dataclasses.asdict(self.settings),
-            "recipe": dataclasses.asdict(self.recipe),
-        })
+        key = {"version": ORACLE_VERSION, "property": property_name,
+               "family": self.family.fingerprint(), "settings": dataclasses.asdict(self.settings),
+               "recipe": dataclasses.asdict(self.recipe)}
+        if property_name in RECIPE_VERSIONS:  # absent for version 1: older keys stay valid
+            key["recipe_version"] = RECIPE_VERSIONS[property_name]
+        self.settings_hash = settings_hash(key)
         self.owns_executor = executor is None if owns_executor is None else bool(owns_executor)
         self.executor: Executor = executor or LocalPoolExecutor(
             workers or plan_local_workers(mpi_ranks=self.runner.mpi_ranks,
@@ -364,5 +368,5 @@ def make_qe_oracle(property_name: str, **options: Any) -> QEOracle:
                                  executor=executor)
 
 
-__all__ = ["MIN_DISTANCE", "ORACLE_VERSION", "QEJob", "QEOptions", "QEOracle", "default_cache_dir",
-           "make_qe_oracle", "run_job"]
+__all__ = ["MIN_DISTANCE", "ORACLE_VERSION", "RECIPE_VERSIONS", "QEJob", "QEOptions", "QEOracle",
+           "default_cache_dir", "make_qe_oracle", "run_job"]

@@ -78,7 +78,7 @@ class RecipeOptions:
                               f"got {list(self.volume_scales)}")
 
 
-def _two_runs(options: RecipeOptions) -> int:  # fixed occupations, then the smearing fallback
+def _two_runs(options: RecipeOptions) -> int:  # smearing, then fixed occupations
     return 2
 
 
