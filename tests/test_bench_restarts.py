@@ -99,3 +99,23 @@ def test_tables_count_failures_before_and_after_and_write_one_section(tmp_path):
     restarts.write_section(str(source), str(md))
     text = md.read_text()
     assert text.count("<!-- qe-restarts:start -->") == 1 and "kept" in text
+
+
+def test_gap_recipe_table_gives_ratios_and_the_largest_gap_difference():
+    from crystaljax.benchmarks import gap_recipe
+
+    def variant(wall, dft, gaps, runs):
+        return {"wall_s": wall, "dft_seconds": dft, "crystals": [
+            {"formula": "X", "status": "OK" if g is not None else "SCF_NOT_CONVERGED",
+             "gap_eV": g, "seconds": 1.0, "runs": r} for g, r in zip(gaps, runs)]}
+
+    data = {"variants": {
+        "fixed first (baseline)": variant(30.0, 60.0, [0.0, 1.25, None],
+                                          [["gap-fixed", "gap-smear"], ["gap-fixed"], ["a"]]),
+        "smearing first": variant(10.0, 20.0, [0.0, 1.2, 0.0],
+                                  [["gap-smear"], ["gap-smear", "gap-fixed"], ["gap-smear"]])}}
+    text = gap_recipe.table(data)
+    assert "| fixed first (baseline) | 30.0 | 60.0 | 4 | 1 | 1 | 1 |" in text
+    assert "| smearing first | 10.0 | 20.0 | 4 | 2 | 1 | 0 |" in text
+    assert "wall 3.00x, DFT core-seconds 3.00x. Same status for 2 of 3 crystals" in text
+    assert "over the 2 computed by both: 0.05 eV." in text

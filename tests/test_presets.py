@@ -15,6 +15,14 @@ DENSITY_CONFIGS = sorted(f for f in os.listdir(os.path.join(ROOT, "configs"))
                          if f.startswith("density_"))
 
 
+@pytest.mark.parametrize("config", sorted(f for f in os.listdir(os.path.join(ROOT, "configs"))
+                                           if f.endswith(".yaml") and f != "benchmark_agents.yaml"))
+def test_every_shipped_config_loads(config):
+    """Every run config in configs/ loads (benchmark_agents.yaml is a settings file)."""
+    run = load_run_config(os.path.join(ROOT, "configs", config))
+    assert run.agent.total_env_steps > 0
+
+
 def test_benchmarks_run_the_package_defaults():
     """The benchmark settings file adds nothing to the defaults but each agent's run length,
     which is also the agent's default: a benchmark row is a run of the defaults."""

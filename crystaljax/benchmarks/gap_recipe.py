@@ -68,7 +68,7 @@ def compare(out: str, task: str = "band-gap-perovskite454-small-v0", num: int = 
             seed: int = 1, preset: str = "fast", workers: int = 2,
             baseline: str = BASELINE) -> dict:
     """Both variants on the same ``num`` random crystals of ``task``; writes ``out``."""
-    tmp = Path(out).with_suffix(".part")
+    tmp = Path(out).resolve().with_suffix(".part")  # the subprocesses run in their checkout
     data = {"task": task, "num": num, "seed": seed, "preset": preset, "workers": workers,
             "baseline": baseline, "variants": {}}
     for label, path in (("fixed first (baseline)", baseline_checkout(baseline)),
