@@ -9,6 +9,7 @@ Usage::
     python scripts/bench_mlip.py [--task bulk-modulus-perovskite-small-v0] [--num 512]
     python scripts/bench_mlip.py --learning dqn ppo [--seeds 0 1 2] [--env-steps 30000]
     python scripts/bench_mlip.py --verify [--top 5]   # the learners' best crystals with QE
+    python scripts/bench_mlip.py --throughput 1 64 256 1024 [--host-devices 2]
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if "--host-devices" in sys.argv[:-1]:  # XLA reads its flags when JAX starts: set them first
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
+                               f"device_count={sys.argv[sys.argv.index('--host-devices') + 1]}")
 
 from crystaljax.benchmarks import mlip, mlip_learning  # noqa: E402
 from crystaljax.benchmarks.machine import write_results  # noqa: E402
@@ -37,6 +41,9 @@ def main(argv=None) -> None:
                         help="instead: crystals/s of the in-graph oracle at these env counts "
                              "beside the host torch oracle on the same crystals")
     parser.add_argument("--host-workers", type=int, default=2)
+    parser.add_argument("--host-devices", type=int, default=1,
+                        help="--throughput: also the in-graph oracle with the envs split over "
+                             "this many XLA host devices (one per core)")
     parser.add_argument("--learning", nargs="+", metavar="AGENT", help="instead: these agents "
                         "learn B at the 95th percentile (crystaljax.benchmarks.mlip_learning)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -69,7 +76,7 @@ def main(argv=None) -> None:
         return
     if args.throughput is not None:
         result = mlip.side_by_side(args.task, args.throughput or [1, 64, 256], args.host_workers,
-                                   overrides)
+                                   overrides, args.host_devices)
         write_results(result, args.out or "benchmarks/chgnet_throughput.json", markdown_path,
                       "mlip-throughput", mlip.throughput_markdown)
         return

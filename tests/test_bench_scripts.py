@@ -141,3 +141,35 @@ def test_bench_train_reports_a_failed_cell_instead_of_stopping(tmp_path, monkeyp
     monkeypatch.setattr(tt.sys, "executable", str(tmp_path / "no-python"))
     row = tt._run_cell_process("ppo", 2, str(tmp_path), None, 1, True, 60.0)
     assert row["agent"] == "ppo" and "error" in row
+
+
+def test_env_step_split_over_two_host_devices_gives_the_same_crystals(tmp_path):
+    """bench_mlip --host-devices: the envs split over two XLA host devices (shard_map) make
+    the same crystals with the same values as one device. A subprocess, since XLA's device
+    count is fixed when JAX starts."""
+    import subprocess
+
+    code = """
+import numpy as np
+import crystaljax
+from crystaljax.benchmarks.mlip import _random_episodes
+import jax
+assert len(jax.devices()) == 2, jax.devices()
+env, params = crystaljax.make("density-perovskite-small-v0")
+one = _random_episodes(env, params, 8, 2, 0, devices=1)
+two = _random_episodes(env, params, 8, 2, 0, devices=2)
+assert [s.composition for s in one.structures] == [s.composition for s in two.structures]
+np.testing.assert_allclose(one.values, two.values, rtol=1e-6)
+try:
+    _random_episodes(env, params, 7, 1, 0, devices=2)
+except ValueError as exc:
+    assert "do not split" in str(exc)
+else:
+    raise AssertionError("7 envs on 2 devices")
+print("ok", len(one.values))
+"""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["ok", "16"]

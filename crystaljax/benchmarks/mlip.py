@@ -30,12 +30,37 @@ class Episodes(NamedTuple):
     seconds: float  # the rounds after the first
 
 
-def _random_episodes(env, params, num_envs: int, episodes: int, seed: int) -> Episodes:
+def env_step(env, devices: int = 1):
+    """The jitted env step vmapped over envs; with ``devices`` > 1 the envs are split over
+    that many XLA devices (``shard_map``: each device steps, and scores, its own envs; on a
+    CPU these are host devices, one per core, from ``XLA_FLAGS``)."""
+    step = jax.vmap(env.step_env, (0, 0, None))
+    if devices == 1:
+        return jax.jit(step)
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    available = jax.devices()
+    if len(available) < devices:
+        raise ValueError(
+            f"{devices} devices asked for, JAX has {len(available)}; on a CPU set XLA_FLAGS="
+            f"--xla_force_host_platform_device_count={devices} before JAX starts "
+            "(scripts/bench_mlip.py --host-devices does)")
+    mesh = Mesh(np.asarray(available[:devices]), ("envs",))
+    return jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P("envs"), P("envs"), P()),
+                                 out_specs=P("envs")))
+
+
+def _random_episodes(env, params, num_envs: int, episodes: int, seed: int,
+                     devices: int = 1) -> Episodes:
     """Run ``episodes`` rounds of random-policy episodes over ``num_envs`` envs through the
-    jitted, vmapped env step (the in-graph oracle scores the finished crystals)."""
+    jitted, vmapped env step (the in-graph oracle scores the finished crystals), the envs
+    split over ``devices`` XLA devices (:func:`env_step`)."""
+    if num_envs % devices:
+        raise ValueError(f"{num_envs} envs do not split over {devices} devices")
     steps = max(t.num_sites for t in env.templates)
     v_reset = jax.jit(jax.vmap(env.reset, (0, None)))
-    v_step = jax.jit(jax.vmap(env.step_env, (0, 0, None)))
+    v_step = env_step(env, devices)
     key = jax.random.PRNGKey(seed)
     out = Episodes([], [], [], 0.0, 0.0)
     run_s = 0.0
@@ -93,10 +118,12 @@ def distribution(task: str, num: int, seed: int = 0, num_envs: int = 64,
 
 
 def side_by_side(task: str, env_counts: list[int], host_workers: int = 2,
-                 overrides: dict | None = None) -> dict[str, Any]:
+                 overrides: dict | None = None, devices: int = 1) -> dict[str, Any]:
     """Crystals per second of the in-graph oracle (jitted env step, ``n`` envs; the first
     round compiles and is timed apart) beside the host torch oracle (``chgnet-host``, a
-    pool of ``host_workers`` processes) on the same ``n`` crystals, in one run."""
+    pool of ``host_workers`` processes) on the same ``n`` crystals, in one run; with
+    ``devices`` > 1 also the in-graph oracle with the envs split over that many devices
+    (the same crystals: the same keys)."""
     import crystaljax
     from crystaljax.oracles.chgnet_host import CHGNetHostOracle
 
@@ -116,6 +143,13 @@ def side_by_side(task: str, env_counts: list[int], host_workers: int = 2,
             host_s = time.perf_counter() - start
             mine, theirs = np.asarray(ours.values[n:]), np.asarray([r.value for r in results])
             both = np.isfinite(mine) & np.isfinite(theirs)
+            sharded = {}
+            if devices > 1 and n % devices == 0:
+                split = _random_episodes(env, params, n, 2, 0, devices)
+                sharded = {"devices": devices, "sharded_seconds": split.seconds,
+                           "sharded_per_second": n / split.seconds,
+                           "sharded_ratio": host_s / split.seconds,
+                           "sharded_same_crystals": split.structures[n:] == structures}
             rows.append({"envs": n, "in_graph_compile_seconds": ours.compile_seconds - ours.seconds,
                          "in_graph_seconds": ours.seconds, "host_seconds": host_s,
                          "in_graph_per_second": n / ours.seconds, "host_per_second": n / host_s,
@@ -124,7 +158,8 @@ def side_by_side(task: str, env_counts: list[int], host_workers: int = 2,
                                                                  / np.abs(theirs[both])))
                          if both.any() else None,
                          "same_status": int(sum(int(a) == int(r.status) for a, r
-                                                in zip(ours.statuses[n:], results)))})
+                                                in zip(ours.statuses[n:], results))),
+                         **sharded})
             print(rows[-1])
     return {"task": task, "overrides": overrides, "oracle_options": options,
             "host_workers": host_workers, "rows": rows, "machine": machine_description()}
@@ -139,13 +174,15 @@ def throughput_markdown(result: dict, source: str) -> str:
         f"processes on the same machine and the same crystals, in the same run. Raw numbers: "
         f"`{source}`.", "",
         "| envs | in-graph crystals/s | host crystals/s | in-graph / host | in-graph compile (s) "
-        "| max relative difference | same status |",
-        "|---|---|---|---|---|---|---|"]
+        "| max relative difference | same status | in-graph on D devices: crystals/s, / host |",
+        "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         diff = "-" if r["max_relative_difference"] is None else f"{r['max_relative_difference']:.1e}"
+        split = (f"D = {r['devices']}: {r['sharded_per_second']:.2f}, {r['sharded_ratio']:.2f}x"
+                 if "devices" in r else "-")
         lines.append(f"| {r['envs']} | {r['in_graph_per_second']:.2f} | {r['host_per_second']:.2f} "
                      f"| {r['ratio']:.2f}x | {r['in_graph_compile_seconds']:.0f} | {diff} "
-                     f"| {r['same_status']}/{r['envs']} |")
+                     f"| {r['same_status']}/{r['envs']} | {split} |")
     return "\n".join(lines)
 
 
@@ -172,4 +209,5 @@ def markdown(result: dict, source: str) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Episodes", "distribution", "markdown", "side_by_side", "throughput_markdown"]
+__all__ = ["Episodes", "distribution", "env_step", "markdown", "side_by_side",
+           "throughput_markdown"]
