@@ -100,6 +100,11 @@ def _print_summary(summary: dict) -> None:
         prop = rec.get("property") or next(k for k in PROPERTIES if k in rec)
         print(f"  reward {rec['reward']:8.4f}  {prop} {rec[prop]:10.4f} {rec['unit']:6s} "
               f"{rec['formula']:14s} on {rec['template']} ({rec['found_by']})")
+    oracle = summary.get("oracle") or {}
+    if "core_utilisation" in oracle:  # a host oracle with a process pool (QE)
+        print(f"oracle (this process): {oracle['evaluations']} crystals scored, "
+              f"{oracle['computed']} computed, {oracle['cache_hits']} from the cache, core "
+              f"utilisation {oracle['core_utilisation']:.2f} (busy core-s / available)")
     print(f"files: config.yaml, metrics.csv, tb/, checkpoints/, learning_curve.png, "
           f"crystals/ in {summary['run_dir']}")
 

@@ -58,3 +58,6 @@ def test_reward_from_real_pw_through_vmapped_step(executor_kind, tmp_path, key):
     np.testing.assert_allclose(np.asarray(reward), np.exp(-(1.12 - gaps) ** 2 / 1.0), rtol=1e-5)
     assert oracle.cache.stats.misses == 3  # three distinct crystals ran pw.x
     assert env.host_bridge.status_counts["OK"] == 4
+    stats = env.oracle_stats()  # the QE oracle's time counters pass through the bridge
+    assert stats["evaluations"] == 4 and stats["computed"] == 3
+    assert 0.0 < stats["core_utilisation"] <= 1.0 and stats["dft_seconds"] > 0

@@ -128,6 +128,9 @@ def test_time_budget_stops_early_with_checkpoint_and_evaluation(tmp_path, capsys
     summary = json.loads((run_dir / "eval.json").read_text())
     assert summary["env_steps"] == 80 and summary["eval_episodes"] == 8
     assert summary["stopped_early"].startswith("time budget")
+    # the in-graph density oracle keeps no host counters; a QE run's are in test_qe_env
+    assert summary["oracle"] == {"evaluations": 0, "computed": 0, "cache_hits": 0,
+                                 "by_status": {}}
     config = load_run_config(str(run_dir / "config.yaml"))
     again = Trainer(config, str(run_dir), resume=True)  # resumes from the early checkpoint
     try:

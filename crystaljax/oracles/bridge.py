@@ -102,13 +102,20 @@ class HostOracleBridge:
 
     def stats(self) -> dict:
         """``evaluations`` (crystals scored), ``computed`` (of those, computed rather than
-        read from a cache), ``cache_hits`` and ``by_status`` (evaluations by Status name)."""
+        read from a cache), ``cache_hits`` and ``by_status`` (evaluations by Status name);
+        and, when the oracle reports them (the QE oracle), ``dft_seconds``,
+        ``batch_seconds`` and ``core_utilisation`` (busy core-seconds / available over
+        its batches). Counters of this process: a resumed run starts them again."""
         counters = oracle_counters(self.oracle) or {}
         evaluations = sum(self.status_counts.values())
-        return {"evaluations": evaluations,
-                "computed": int(counters.get("computed", evaluations)),
-                "cache_hits": int(counters.get("cache_hits", 0)),
-                "by_status": dict(self.status_counts)}
+        out = {"evaluations": evaluations,
+               "computed": int(counters.get("computed", evaluations)),
+               "cache_hits": int(counters.get("cache_hits", 0)),
+               "by_status": dict(self.status_counts)}
+        for key in ("dft_seconds", "batch_seconds", "core_utilisation"):
+            if key in counters:
+                out[key] = float(counters[key])
+        return out
 
     def records_since(self, seen: int) -> tuple[list[OracleRecord], int]:
         """(records after the first ``seen`` ever made, total made so far); the bounded

@@ -219,7 +219,8 @@ class Trainer:
         self.top.export(self.run_dir, self.structures)
         summary = {"run_dir": self.run_dir, "env_steps": self.iteration * per_iter,
                    "wall_s": round(time.perf_counter() - t_start, 2), **last_eval,
-                   "stopped_early": stopped_early, "best_crystals": self.top.best()[:5]}
+                   "stopped_early": stopped_early, "best_crystals": self.top.best()[:5],
+                   "oracle": self.env.oracle_stats()}
         with open(os.path.join(self.run_dir, "eval.json"), "w") as f:
             json.dump(summary, f, indent=2, default=str)
         refresh_report(self.run_dir)
