@@ -48,7 +48,7 @@ def env_step(env, devices: int = 1):
             "(scripts/bench_mlip.py --host-devices does)")
     mesh = Mesh(np.asarray(available[:devices]), ("envs",))
     return jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P("envs"), P("envs"), P()),
-                                 out_specs=P("envs")))
+                                 out_specs=P("envs"), check_vma=False))
 
 
 def _random_episodes(env, params, num_envs: int, episodes: int, seed: int,
