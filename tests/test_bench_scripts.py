@@ -145,7 +145,7 @@ def test_bench_train_reports_a_failed_cell_instead_of_stopping(tmp_path, monkeyp
 
 def test_env_step_split_over_two_host_devices_gives_the_same_crystals(tmp_path):
     """bench_mlip --host-devices: the envs split over two XLA host devices (shard_map) make
-    the same crystals with the same values as one device. A subprocess, since XLA's device
+    the same crystals with the same CHGNet energies as one device. A subprocess, since XLA's device
     count is fixed when JAX starts."""
     import subprocess
 
@@ -155,11 +155,14 @@ import crystaljax
 from crystaljax.benchmarks.mlip import _random_episodes
 import jax
 assert len(jax.devices()) == 2, jax.devices()
-env, params = crystaljax.make("density-perovskite-small-v0")
+# an expensive in-graph oracle (CHGNet energy: a cond on "any env finished" per device)
+env, params = crystaljax.make("density-perovskite-small-v0", template="rocksalt",
+                              property="energy", target=-3.0, oracle="chgnet",
+                              oracle_options={"relax": "none"})
 one = _random_episodes(env, params, 8, 2, 0, devices=1)
 two = _random_episodes(env, params, 8, 2, 0, devices=2)
 assert [s.composition for s in one.structures] == [s.composition for s in two.structures]
-np.testing.assert_allclose(one.values, two.values, rtol=1e-6)
+np.testing.assert_allclose(one.values, two.values, rtol=1e-5)
 try:
     _random_episodes(env, params, 7, 1, 0, devices=2)
 except ValueError as exc:
