@@ -72,3 +72,4 @@ def test_batch_starts_longest_expected_first_and_reports_utilisation(tmp_path):
     # 3 jobs of 0.3 s on 2 workers: two waves (>= 0.6 s), 0.9 busy of >= 1.2 core-seconds
     assert stats["batch_seconds"] >= 0.6 and stats["dft_seconds"] == pytest.approx(0.9)
     assert 0.3 < stats["core_utilisation"] <= 0.76
+    assert stats["busy_core_seconds"] == pytest.approx(0.9)

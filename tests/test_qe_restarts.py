@@ -281,6 +281,26 @@ def test_band_gap_smearing_run_restarts_and_no_fixed_run_follows_its_failure(fam
 
 
 @requires_pw
+def test_band_gap_keeps_the_smeared_gap_when_the_fixed_scf_times_out(family, tmp_path):
+    """The fixed-occupation run of a crystal with a smeared gap hangs past its time limit:
+    the smeared run's gap is kept (with the reason), not lost to a TIMEOUT."""
+    pw = tmp_path / "pw.x"
+    pw.write_text(f"""#!/bin/bash
+if grep -q "occupations = 'fixed'" pw.in; then
+  sleep 60
+fi
+exec {shutil.which("pw.x") or "pw.x"} "$@"
+""")
+    pw.chmod(pw.stat().st_mode | stat.S_IEXEC)
+    result = band_gap(SI, family, SETTINGS, _runner(tmp_path, str(pw), time_limit=10.0))
+    assert result.status == Status.OK, result.reason
+    assert [(a["run"], a["failure"]) for a in result.extra["attempts"]] == [
+        ("gap-smear", "ok"), ("gap-fixed", "time_limit")]
+    assert result.extra["fixed_occupations"].startswith("TIMEOUT")
+    assert result.value == pytest.approx(result.extra["smeared_gap"]) and result.value > 0.1
+
+
+@requires_pw
 def test_band_gap_keeps_the_smeared_gap_when_the_fixed_scf_fails_and_does_not_restart_it(
         family, tmp_path):
     """A fixed-occupation SCF that does not converge is the sign of a metal, not a run to

@@ -51,12 +51,6 @@ def crystal_record(structure, result) -> dict:
             "seconds": round(sum(a["seconds"] for a in attempts), 1)}
 
 
-def _busy_seconds(stats: dict, workers: int, cores: int) -> float:
-    """Cumulative busy core-seconds behind an oracle's ``stats()``."""
-    util = stats["core_utilisation"]
-    return 0.0 if util != util else util * stats["batch_seconds"] * workers * cores
-
-
 def measure(out: str, task: str = "band-gap-perovskite454-medium-v0", num: int = 100,
             batch: int = 16, preset: str = "fast", workers: int | None = None,
             seed: int = 0, progress: bool = True, oracle_options: dict | None = None) -> dict:
@@ -85,8 +79,7 @@ def measure(out: str, task: str = "band-gap-perovskite454-medium-v0", num: int =
             results = oracle.evaluate(chunk)
             wall = time.time() - t0
             stats = oracle.stats()
-            busy = (_busy_seconds(stats, workers_used, cores)
-                    - _busy_seconds(before_stats, workers_used, cores))
+            busy = stats["busy_core_seconds"] - before_stats["busy_core_seconds"]
             span = stats["batch_seconds"] - before_stats["batch_seconds"]
             data["batches"].append({
                 "crystals": len(chunk), "wall_s": round(wall, 1),
@@ -156,11 +149,11 @@ def rescues(data: dict) -> dict[str, int]:
 def table(data: dict) -> str:
     """Markdown tables: failures by class before / after, rescuing remedies, batches."""
     n = len(data["crystals"])
+    counts = before_after(data)
     lines = ["| class | without restarts | with restarts |", "|---|---|---|"]
-    for name, (before, after) in before_after(data).items():
+    for name, (before, after) in counts.items():
         lines.append(f"| {name} | {before} ({before / n:.0%}) | {after} ({after / n:.0%}) |")
-    failed_before = n - before_after(data).get("ok", (0, 0))[0]
-    failed_after = n - before_after(data).get("ok", (0, 0))[1]
+    failed_before, failed_after = (n - ok for ok in counts.get("ok", (0, 0)))
     lines.append(f"| **failed** | **{failed_before} ({failed_before / n:.0%})** | "
                  f"**{failed_after} ({failed_after / n:.0%})** |")
     restarted = sum(c["restarts"] > 0 for c in data["crystals"])

@@ -146,22 +146,19 @@ def band_gap(
     def smeared(base: PwSettings) -> PwSettings:
         return _smeared(base, options)
 
-    extra: dict = {}
-    if int(round(n_el)) % 2 == 1:
-        attempt = _run(structure, smeared(settings), family, runner, options, log, "gap-smear")
-        if attempt.status != Status.OK:
-            return _failure(attempt, log)
-        return _result(0.0, log, {
-            "energy_per_atom": attempt.parsed.energy_per_atom, "metal": True,
-            "odd_electrons": True, "fermi": attempt.parsed.fermi,
-        })
     # Smearing first: most decorations are metals, and a metal's fixed-occupation run is
-    # the costly failure (it runs to electron_maxstep). The smeared run tells a metal (its
-    # bands N/2 and N/2 + 1 overlap by more than METAL_OVERLAP_EV) from a crystal that may
-    # have a gap, which then gets the fixed-occupation run for its exact gap.
+    # the costly failure (it runs to electron_maxstep). An odd electron count is a metal;
+    # otherwise the smeared run tells a metal (bands N/2 and N/2 + 1 overlapping by
+    # METAL_OVERLAP_EV or more) from a crystal that may have a gap, which then gets the
+    # fixed-occupation run for its exact gap.
     smear = _run(structure, smeared(settings), family, runner, options, log, "gap-smear")
     if smear.status != Status.OK:
         return _failure(smear, log)
+    if int(round(n_el)) % 2 == 1:
+        return _result(0.0, log, {
+            "energy_per_atom": smear.parsed.energy_per_atom, "metal": True,
+            "odd_electrons": True, "fermi": smear.parsed.fermi,
+        })
     smeared_gap = _gap_from(smear.parsed, n_el)
     if smeared_gap is None:
         return _parse_failure("no eigenvalues in pw.x output", log)
@@ -171,9 +168,11 @@ def band_gap(
         return _result(0.0, log, {**from_smearing, "metal": True})
     fixed = settings.replace(calculation="scf", occupations="fixed")
     # An SCF that does not converge with fixed occupations (or a wrong charge) is the sign
-    # of a metal: the smeared run's answer stands, the fixed run is not restarted.
+    # of a metal: not restarted. When the fixed run gives no gap, for that or any other
+    # reason (its time limit included), the smeared run's answer stands.
     attempt = _run(structure, fixed, family, runner, options, log, "gap-fixed",
                    handled=frozenset({Failure.SCF_NOT_CONVERGED, Failure.CHARGE_WRONG}))
+    extra: dict = {}
     if attempt.status == Status.OK:
         gap = _gap_from(attempt.parsed, n_el)
         if gap is None:
@@ -187,8 +186,6 @@ def band_gap(
                 "metal": False, "smeared_gap": smeared_gap,
             })
         extra["fixed_occupations"] = "bands overlap"
-    elif attempt.status == Status.TIMEOUT or attempt.details.get("not_started"):
-        return _failure(attempt, log)
     else:
         extra["fixed_occupations"] = f"{attempt.status.name}: {attempt.reason}"
     return _result(max(smeared_gap, 0.0), log, {

@@ -185,6 +185,7 @@ class QEOracle:
         run), ``executor_errors``, ``not_cached`` (results kept out of the cache: machine
         failures), ``dft_seconds`` (wall time of the computed jobs), ``batch_seconds``
         (wall time from a batch's first submitted job to its last result, summed),
+        ``busy_core_seconds`` (job seconds inside those batches x cores per job),
         ``core_utilisation`` (busy core-seconds of those jobs / core-seconds the executor's
         workers had during the batches; NaN before any batch), ``failures`` (status
         name -> count over computed jobs and executor errors), and ``cache`` (the cache's
@@ -197,6 +198,7 @@ class QEOracle:
         out["batch_seconds"] = self._batch_seconds
         cores = self.runner.mpi_ranks * self.runner.threads
         available = self._batch_seconds * self.executor.max_workers * cores
+        out["busy_core_seconds"] = self._batch_busy_seconds * cores
         out["core_utilisation"] = (self._batch_busy_seconds * cores / available
                                    if available > 0 else float("nan"))
         out["failures"] = dict(self._failures)
