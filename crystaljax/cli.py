@@ -117,8 +117,12 @@ def cmd_train(args) -> int:
         if args.config or args.overrides:
             raise ConfigError("give either a config (with overrides) or --resume RUN_DIR, not "
                               "both: a resumed run keeps the config in its directory")
-        summary = resume(args.resume, progress=not args.quiet)
+        summary = resume(args.resume, progress=not args.quiet,
+                         time_budget_minutes=args.budget_minutes)
     else:
+        if args.budget_minutes is not None:
+            raise ConfigError("--budget-minutes is for a resumed part (--resume RUN_DIR); a "
+                              "new run takes train.time_budget_minutes=M")
         if not args.config:
             raise ConfigError("give a config file (configs/*.yaml) or --resume RUN_DIR")
         config = load_run_config(args.config, args.overrides)  # checked before any file
@@ -172,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="key=value overrides: agent=rainbow seed=3 oracle=qe env.target=5 "
                         "learning_rate=1e-3 agent.preset=crystalgym (the paper's settings)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument("--budget-minutes", type=float, metavar="M",
+                   help="with --resume: wall-clock budget of this part (minutes), in place of "
+                        "the saved train.time_budget_minutes")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("evaluate", help="greedy rollouts of a trained run's policy")

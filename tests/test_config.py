@@ -108,6 +108,8 @@ def _run_cli(capsys, *argv):
     ["train", "{cfg}", "agent.learning_rate=-1"],
     ["train", "{cfg}", "train.name=../x"],
     ["train", "{cfg}", "--resume", "{runs}/some-run"],
+    ["train", "{cfg}", "--budget-minutes", "5"],  # only for a resumed part
+    ["train", "--resume", "{runs}/started", "--budget-minutes", "0"],
     ["rollout", "--envs", "0"],
     ["rollout", "density-perovskite-small-v0", "vocab=5"],
     ["evaluate", "{runs}", "--episodes", "0"],

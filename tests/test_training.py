@@ -78,6 +78,32 @@ def test_resume_restores_identical_state(tmp_path):
         again.close()
 
 
+def test_resumed_part_takes_its_own_time_budget_and_keeps_the_saved_config(tmp_path,
+                                                                          monkeypatch, capsys):
+    """``train --resume RUN --budget-minutes M``: the part runs under M, config.yaml is not
+    rewritten (the next plain ``--resume`` gets the saved budget again)."""
+    import crystaljax.training.run as run_module
+
+    path = tiny_config(tmp_path, total_env_steps=160)
+    assert main(["train", path, "--quiet"]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    saved = (run_dir / "config.yaml").read_text()
+    budgets = []
+
+    class Recording(run_module.Trainer):
+        def __init__(self, config, *args, **kwargs):
+            budgets.append(config.train.time_budget_minutes)
+            super().__init__(config, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "Trainer", Recording)
+    assert main(["train", "--resume", str(run_dir), "--budget-minutes", "7.5", "--quiet"]) == 0
+    assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
+    assert budgets == [7.5, None]
+    assert (run_dir / "config.yaml").read_text() == saved
+    assert "env_steps" in json.loads((run_dir / "eval.json").read_text())
+    capsys.readouterr()
+
+
 def test_bad_run_configs(tmp_path):
     with pytest.raises(ConfigError, match="unknown section"):
         load_run_config({"envs": {}})

@@ -3,6 +3,7 @@ checkpoints and artefacts between chunks (Stoix-style)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -271,9 +272,20 @@ def train(config_path: str | dict | RunConfig, overrides=None, progress: bool = 
         return trainer.run(progress=progress)
 
 
-def resume(run_dir: str, progress: bool = True) -> dict:
-    """Continue a run from its latest checkpoint to its configured number of env steps."""
-    with Trainer(load_run_config(run_config_path(run_dir)), run_dir, resume=True) as trainer:
+def resume(run_dir: str, progress: bool = True,
+           time_budget_minutes: float | None = None) -> dict:
+    """Continue a run from its latest checkpoint to its configured number of env steps.
+
+    ``time_budget_minutes`` (> 0) replaces the saved budget for this part only (a long DFT
+    run is resumed in parts of the length the machine has); the run's config.yaml keeps
+    its own.
+    """
+    config = load_run_config(run_config_path(run_dir))
+    if time_budget_minutes is not None:
+        settings = TrainSettings(**{**dataclasses.asdict(config.train),
+                                    "time_budget_minutes": time_budget_minutes})
+        config = dataclasses.replace(config, train=settings)
+    with Trainer(config, run_dir, resume=True) as trainer:
         return trainer.run(progress=progress)
 
 
