@@ -9,7 +9,10 @@ stopped and resumed. ``--family gth --gth`` scans the GTH entries of ld1.x eleme
 Usage::
 
     python scripts/converge_cutoffs.py [--family pslibrary|gth] [--elements Si Na ...]
-        [--out FILE] [--redo]
+        [--rule energy|property] [--out FILE] [--redo]
+
+``--rule property`` (SSSP-like: what the properties need, two volumes per cutoff) writes
+``benchmarks/cutoff_convergence_pslibrary_properties.json`` by default.
 """
 
 from __future__ import annotations
@@ -40,14 +43,19 @@ def main(argv=None) -> None:
     parser.add_argument("--gth", action="store_true",
                         help="scan the GTH_VARIANTS entry of elements the default preset generates "
                              "with ld1.x (stored under 'gth_alternatives')")
+    parser.add_argument("--rule", choices=("energy", "property"), default="energy",
+                        help="energy: total energy and pressure of one cell; property: "
+                             "pressure, its volume derivative and the bands at two volumes "
+                             "(crystaljax.benchmarks.cutoff_properties)")
     parser.add_argument("--redo", action="store_true",
                         help="rescan the listed elements even if the JSON file has them")
     args = parser.parse_args(argv)
-    out = args.out or ("benchmarks/cutoff_convergence_pslibrary.json" if args.family == "pslibrary"
-                       else "benchmarks/cutoff_convergence.json")
+    out = args.out or ("benchmarks/cutoff_convergence.json" if args.family == "gth" else
+                       "benchmarks/cutoff_convergence_pslibrary"
+                       f"{'_properties' if args.rule == 'property' else ''}.json")
     cutoffs.converge(out, args.elements, args.ladder, args.family_dir, args.tol_mev,
                      args.tol_gpa, args.time_limit, args.pw_command, args.gth, args.redo,
-                     family=args.family)
+                     family=args.family, rule=args.rule)
 
 
 if __name__ == "__main__":

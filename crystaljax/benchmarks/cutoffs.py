@@ -133,13 +133,20 @@ def recommend_cutoff(rows: list[dict], tol_mev: float, tol_gpa: float,
 def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
              family_dir: str = "/tmp/crystaljax-conv-pseudos", tol_mev: float = 5.0,
              tol_gpa: float = 0.5, time_limit: float = 600.0, pw_command: str = "pw.x",
-             gth: bool = False, redo: bool = False, family: str = "gth") -> dict:
+             gth: bool = False, redo: bool = False, family: str = "gth",
+             rule: str = "energy") -> dict:
     """Scan ``elements`` into ``out`` (rewritten after each; elements already there are
     skipped unless ``redo``). ``family``: ``gth`` (the ``gth`` preset's: cp2k GTH, Na from
     ld1.x) or ``pslibrary`` (the ``default`` preset's PAW sets); ``ladder`` defaults to the
     family's. ``gth``: scan the GTH entries of the ld1.x elements instead (stored under
-    ``gth_alternatives``)."""
+    ``gth_alternatives``). ``rule``: ``energy`` (this module's) or ``property``
+    (:mod:`crystaljax.benchmarks.cutoff_properties`: two volumes per cutoff, converged on
+    pressure, its volume derivative and the bands)."""
+    from crystaljax.benchmarks import cutoff_properties as props
     from crystaljax.oracles.qe.runner import RunnerConfig
+
+    if rule not in ("energy", "property"):
+        raise ValueError(f"rule must be 'energy' or 'property', got {rule!r}")
 
     dual, default_ladder = FAMILIES[family]
     ladder = tuple(ladder or default_ladder)
@@ -153,17 +160,31 @@ def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
         "tol_mev_per_atom": tol_mev, "tol_gpa": tol_gpa,
         "criterion": "within tolerances of a run at >= 1.5x the cutoff",
     }
+    if rule == "property":
+        for key in ("tol_mev_per_atom", "tol_gpa"):
+            del data["method"][key]
+        data["method"].update(rule="property", tolerances=props.PROPERTY_TOLERANCES,
+                              strain=props.PROPERTY_STRAIN, band_window_ev=props.BAND_WINDOW_EV,
+                              conv_thr_per_atom=1e-9)
     runner = RunnerConfig(pw_command=pw_command, time_limit=time_limit)
     section = data.setdefault("gth_alternatives", {}) if gth else data["elements"]
     for element in elements:
         if element in section and not redo:
             continue
         t0 = time.time()
-        result = scan_element(element, ladder, Path(family_dir), runner, tol_mev, tol_gpa,
-                              generated={} if gth else family_inputs(family), dual=dual)
-        result["chosen_ecutwfc"] = choose_cutoff(result["rows"], tol_mev, tol_gpa)
-        result["preset_ecutwfc"], result["rule"] = recommend_cutoff(result["rows"], tol_mev,
-                                                                    tol_gpa)
+        generated = {} if gth else family_inputs(family)
+        if rule == "property":
+            result = props.scan_element_properties(element, ladder, Path(family_dir), runner,
+                                                   generated, dual)
+            result["chosen_ecutwfc"] = props.choose_property_cutoff(result["rows"])
+            result["preset_ecutwfc"], result["rule"] = props.recommend_property_cutoff(
+                result["rows"])
+        else:
+            result = scan_element(element, ladder, Path(family_dir), runner, tol_mev, tol_gpa,
+                                  generated=generated, dual=dual)
+            result["chosen_ecutwfc"] = choose_cutoff(result["rows"], tol_mev, tol_gpa)
+            result["preset_ecutwfc"], result["rule"] = recommend_cutoff(result["rows"], tol_mev,
+                                                                        tol_gpa)
         section[element] = result
         path.write_text(json.dumps(data, indent=1))
         print(f"{element}: chosen {result['chosen_ecutwfc']} Ry ({time.time() - t0:.0f} s)",
