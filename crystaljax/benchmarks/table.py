@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from crystaljax.benchmarks import dft_learning
 from crystaljax.benchmarks.results import ROOT, Results, load_settings, settings_label, split_settings
 from crystaljax.properties import get_property
 from crystaljax.training.sweep import CRITERION_REWARD as LEARNT
@@ -195,7 +196,11 @@ def markdown(results: Results) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     random = _random_of(table)
+    dft_runs = dft_learning.load_runs()
+    replaced = dft_learning.agents_with_rows(dft_runs)
     for row in table:
+        if (row["property"], row["cell"], row["agent"]) in replaced:
+            continue  # a short QE row the DFT learning run of the same agent replaces
         unit = UNITS[row["property"]]
         rnd = random.get((row["property"], row["cell"]))
         lines.append(
@@ -212,6 +217,9 @@ def markdown(results: Results) -> str:
                   "`scripts/benchmark_table.py --agents A --properties P --cells C` runs one): "
                   + "; ".join(missing) + "."]
     lines += mlip_rows()
+    if dft_runs:
+        baseline = dft_learning.random_baseline(dft_runs[0].target, dft_runs[0].beta)
+        lines += ["", *dft_learning.results_rows(dft_runs, baseline)]
     return "\n".join(lines) + "\n"
 
 
