@@ -50,7 +50,9 @@ def test_totals_are_summed_over_resumed_parts(tmp_path):
     assert list(run.eval_steps) == [160, 320] and run.eval_abs_error[-1] == pytest.approx(0.27)
     assert not run.finished
     lines = dft_learning.results_rows([run], None)
-    assert "in progress (64 of 80 crystals)" in lines[-1] and "0.85 eV (Li2CNF)" in lines[-1]
+    row = next(line for line in lines if line.startswith("| dqn"))
+    assert "in progress (64 of 80 crystals)" in row and "0.85 eV (Li2CNF)" in row
+    assert lines[-1].startswith("* dqn seed 0: 64 training crystals") and "0.27 eV" in lines[-1]
     assert dft_learning.agents_with_rows([run]) == set()  # unfinished: replaces nothing
 
 
@@ -59,7 +61,10 @@ def test_finished_run_replaces_the_short_qe_row_of_its_agent(tmp_path):
     run = dft_learning.load_run(str(_run_dir(tmp_path, rows)))
     assert run.finished
     assert dft_learning.agents_with_rows([run]) == {("band_gap", "perovskite454", "dqn")}
-    assert "| finished |" in dft_learning.results_rows([run], None)[-1]
+    lines = dft_learning.results_rows([run], {"median_abs_error": 1.12, "metal_fraction": 0.92,
+                                              "mean_reward": 0.29, "crystals": 50})
+    assert any(line.startswith("| dqn") and "| finished |" in line for line in lines)
+    assert "0.300 against 0.290 for random crystals, above it" in lines[-1]
 
 
 def test_random_baseline_rewards_are_the_band_gap_reward(tmp_path):

@@ -23,8 +23,6 @@ from crystaljax.training.artifacts import read_metrics
 RUNS = os.path.join(ROOT, "benchmarks", "dft_learning")
 RANDOM_SAMPLE = os.path.join(ROOT, "benchmarks", "mask_metals.json")
 FIGURE = os.path.join(ROOT, "benchmarks", "dft_learning.png")
-#: crystals per agent the issue asks for
-CRYSTALS_WANTED = 1000
 
 
 @dataclasses.dataclass
@@ -177,7 +175,32 @@ def results_rows(runs: list[DFTRun], baseline: dict | None) -> list[str]:
             f"| {run.agent} | {run.seed} | {run.env_steps[-1]:,} | {run.crystals[-1]:,} | "
             f"{run.dft_calls:,} | {run.cache_hits:,} | {early:.3f} / {late:.3f} | {greedy} | "
             f"{rnd} | {_best(run)} | {run.wall_s / 3600:.1f} | {status} |")
-    return lines
+    return lines + ["", "What they show:", ""] + [f"* {f}" for f in findings(runs, baseline)]
+
+
+def findings(runs: list[DFTRun], baseline: dict | None) -> list[str]:
+    """What the rows show, one plain sentence per run."""
+    out = []
+    for run in runs:
+        n = len(run.mean_reward)
+        late = float(np.nanmean(run.mean_reward[-max(1, n // 10):]))
+        text = (f"{run.agent} seed {run.seed}: {run.crystals[-1]:,} training crystals "
+                f"evaluated by DFT ({run.dft_calls:,} pw.x computations and {run.cache_hits:,} "
+                f"cache hits, evaluations included, {run.wall_s / 3600:.1f} h)")
+        if len(run.eval_abs_error):
+            text += (f"; the greedy policy's crystal is {run.eval_abs_error[-1]:.2f} eV from the "
+                     f"target")
+        if baseline:
+            text += (f", the random policy's median is {baseline['median_abs_error']:.2f} eV "
+                     f"({baseline['metal_fraction']:.0%} of its crystals are metals); the mean "
+                     f"reward of the last 10 % of training crystals is {late:.3f} against "
+                     f"{baseline['mean_reward']:.3f} for random crystals, "
+                     f"{'above' if late > baseline['mean_reward'] else 'not above'} it")
+        if run.top:
+            c = run.top[0]
+            text += (f"; best crystal found {c['formula']}, {c['band_gap']:.2f} eV")
+        out.append(text + ("." if run.finished else " (run in progress)."))
+    return out
 
 
 def plot(runs: list[DFTRun], baseline: dict | None, path: str = FIGURE) -> str:
@@ -218,5 +241,6 @@ def agents_with_rows(runs: list[DFTRun]) -> set[tuple[str, str, str]]:
     return {("band_gap", cells.get(r.task, r.task), r.agent) for r in runs if r.finished}
 
 
-__all__ = ["CRYSTALS_WANTED", "DFTRun", "agents_with_rows", "load_run", "load_runs", "plot",
+__all__ = ["DFTRun", "agents_with_rows", "findings", "load_run", "load_runs",
+           "plot",
            "random_baseline", "results_rows"]
