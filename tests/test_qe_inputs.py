@@ -51,6 +51,13 @@ def test_input_text(family):
     assert "nstep = 3" in relax and "&cell" in relax and "degauss = 0.001" in relax
 
 
+def test_full_accuracy_of_empty_bands_is_asked_for_only_when_set(family):
+    mgo = rocksalt(4.25, "Mg", "O")
+    assert "diago_full_acc" not in write_pw_input(mgo, PwSettings(), family)
+    text = write_pw_input(mgo, PwSettings(full_accuracy_empty_bands=True), family)
+    assert "diago_full_acc = .true." in text
+
+
 def test_missing_element_raises(family):
     with pytest.raises(MissingPseudopotential):
         write_pw_input(rocksalt(4.0, "Na", "O"), PwSettings(), family)

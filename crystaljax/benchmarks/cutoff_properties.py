@@ -127,7 +127,8 @@ def scan_element_properties(element: str, ladder, family_dir: Path, runner,
     for ecut in ladder:
         settings = PwSettings(ecutwfc=float(ecut), ecutrho=dual * ecut, occupations="smearing",
                               smearing="mv", degauss=0.02, kgrid=(6, 6, 6),
-                              conv_thr_per_atom=1e-9, spin="off")
+                              conv_thr_per_atom=1e-9, spin="off",
+                              full_accuracy_empty_bands=True)
         rows.append(property_row(ecut, (v0, v1), settings, family, runner, element))
         if choose_property_cutoff(rows, tolerances) is not None:
             break

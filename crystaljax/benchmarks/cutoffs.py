@@ -207,8 +207,38 @@ def _table(elements: dict, tol_mev: float, tol_gpa: float) -> tuple[list[str], d
     return lines, chosen
 
 
+def _property_table(elements: dict) -> tuple[list[str], dict]:
+    """One Markdown row per element of a property-rule file, and element -> cutoff."""
+    from crystaljax.benchmarks import cutoff_properties as props
+    from crystaljax.oracles.qe.presets import PAW_ECUTWFC as ENERGY_RULE  # the preset's today
+
+    lines, chosen = [], {}
+    for el, v in elements.items():
+        rows = v["rows"]
+        cut, rule = props.recommend_property_cutoff(rows)
+        chosen[el] = cut
+        ref, row = rows[-1], next(r for r in rows if r["ecutwfc"] == cut)
+        dev = props.property_deviations(row, ref)
+        lines.append(f"| {el} | {v['variant'].split('/')[-1].split('-kjpaw')[0]} | {cut} | "
+                     f"{ENERGY_RULE.get(el, '-')} | {rule} | {100 * dev['volume']:.2f} | "
+                     f"{100 * dev['bulk_modulus']:.2f} | {dev['bands_mev']:.1f} | "
+                     f"{ref['ecutwfc']} | {row['seconds']} |")
+    return lines, chosen
+
+
 def summary(paths: Sequence[str]) -> str:
     """The Markdown table of cutoff-convergence files and the preset's cutoff dicts."""
+    first = json.loads(Path(paths[0]).read_text()) if paths else {}
+    if first.get("method", {}).get("rule") == "property":
+        elements = {}
+        for path in paths:
+            elements.update(json.loads(Path(path).read_text())["elements"])
+        rows, chosen = _property_table(elements)
+        return "\n".join([
+            "| element | pseudopotential | ecutwfc (Ry) | energy rule (Ry) | rule | volume error "
+            "(%) | bulk modulus error (%) | bands (meV) | vs (Ry) | s per pair at chosen |",
+            "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
+            f"PAW_ECUTWFC = {json.dumps(chosen)}"])
     elements: dict = {}
     alternatives: dict = {}
     method: dict = {}

@@ -49,6 +49,11 @@ ORACLE_VERSION = "qe-1"
 RECIPE_VERSIONS = {"band_gap": 2}
 
 
+
+#: PwSettings fields added after results were cached: left out of the cache key at their
+#: default, so the keys of earlier results (and of runs that continue) do not change
+SETTINGS_ADDED_LATER = {"full_accuracy_empty_bands": False}
+
 class QEOracle:
     """Quantum ESPRESSO property oracle for batches of finished crystals.
 
@@ -109,8 +114,12 @@ class QEOracle:
                 name=self.preset.family,
             )
         self.family: PseudoFamily = self.family_source.load()
+        settings = dataclasses.asdict(self.settings)
+        for name, default in SETTINGS_ADDED_LATER.items():  # older keys stay valid
+            if settings[name] == default:
+                del settings[name]
         key = {"version": ORACLE_VERSION, "property": property_name,
-               "family": self.family.fingerprint(), "settings": dataclasses.asdict(self.settings),
+               "family": self.family.fingerprint(), "settings": settings,
                "recipe": dataclasses.asdict(self.recipe)}
         if property_name in RECIPE_VERSIONS:  # absent for version 1: older keys stay valid
             key["recipe_version"] = RECIPE_VERSIONS[property_name]
