@@ -22,7 +22,11 @@ def test_deviations_are_volume_bulk_modulus_and_band_errors():
     dev = props.property_deviations(row, ref)
     b_ref = -4.0 / math.log(18.0 / 20.0)  # 37.97 GPa
     assert dev["volume"] == pytest.approx(0.5 / b_ref)
-    assert dev["bulk_modulus"] == pytest.approx(0.2 / 4.0)
+    # B error 0.2 GPa / |ln 0.9| = 1.9 GPa, relative to the floor (50 GPa > B = 38 GPa)
+    assert dev["bulk_modulus"] == pytest.approx(0.2 / -math.log(0.9) / 50.0)
+    stiff = props.property_deviations(_row(40, 10.0, 24.0, ref["bands_ev"]),
+                                      _row(60, 10.0, 25.0, ref["bands_ev"]))
+    assert stiff["bulk_modulus"] == pytest.approx(1.0 / 15.0)  # B = 142 GPa: relative to it
     # 8 eV is outside the window (Fermi level + 5 eV): its 1 eV change does not count
     assert dev["bands_mev"] == pytest.approx(10.0)
     other_bands = _row(40, 10.0, 14.0, [[-5.0, -1.0, 2.0]])
