@@ -61,3 +61,17 @@ def test_full_accuracy_of_empty_bands_is_asked_for_only_when_set(family):
 def test_missing_element_raises(family):
     with pytest.raises(MissingPseudopotential):
         write_pw_input(rocksalt(4.0, "Na", "O"), PwSettings(), family)
+
+
+def test_settings_added_later_keep_older_cache_keys():
+    """A PwSettings field added after results were cached enters the QE cache key only when
+    it is set, so results cached before it (and runs that continue) keep their key."""
+    import dataclasses
+
+    from crystaljax.oracles.qe.oracle import SETTINGS_ADDED_LATER, settings_key
+
+    default = settings_key(PwSettings())
+    assert not set(SETTINGS_ADDED_LATER) & set(default)
+    assert default == {k: v for k, v in dataclasses.asdict(PwSettings()).items()
+                       if k not in SETTINGS_ADDED_LATER}
+    assert settings_key(PwSettings(full_accuracy_empty_bands=True))["full_accuracy_empty_bands"]

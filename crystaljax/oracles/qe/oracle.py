@@ -36,6 +36,7 @@ from crystaljax.oracles.executors import (
 )
 from crystaljax.oracles.qe.cost import expected_cost
 from crystaljax.oracles.qe.family import FamilySource, PseudoFamily
+from crystaljax.oracles.qe.inputs import PwSettings
 from crystaljax.oracles.qe.jobs import MIN_DISTANCE, QEJob, check_structure, run_job
 from crystaljax.oracles.qe.options import QEOptions, check_recipe, check_settings, default_cache_dir
 from crystaljax.oracles.qe.presets import GTH_VARIANTS, Preset, get_preset
@@ -53,6 +54,16 @@ RECIPE_VERSIONS = {"band_gap": 2}
 #: PwSettings fields added after results were cached: left out of the cache key at their
 #: default, so the keys of earlier results (and of runs that continue) do not change
 SETTINGS_ADDED_LATER = {"full_accuracy_empty_bands": False}
+
+
+def settings_key(settings: PwSettings) -> dict:
+    """The pw.x settings as they enter the cache key: every field, except those of
+    :data:`SETTINGS_ADDED_LATER` at their default (so older keys stay valid)."""
+    values = dataclasses.asdict(settings)
+    for name, default in SETTINGS_ADDED_LATER.items():
+        if values[name] == default:
+            del values[name]
+    return values
 
 class QEOracle:
     """Quantum ESPRESSO property oracle for batches of finished crystals.
@@ -114,12 +125,8 @@ class QEOracle:
                 name=self.preset.family,
             )
         self.family: PseudoFamily = self.family_source.load()
-        settings = dataclasses.asdict(self.settings)
-        for name, default in SETTINGS_ADDED_LATER.items():  # older keys stay valid
-            if settings[name] == default:
-                del settings[name]
         key = {"version": ORACLE_VERSION, "property": property_name,
-               "family": self.family.fingerprint(), "settings": settings,
+               "family": self.family.fingerprint(), "settings": settings_key(self.settings),
                "recipe": dataclasses.asdict(self.recipe)}
         if property_name in RECIPE_VERSIONS:  # absent for version 1: older keys stay valid
             key["recipe_version"] = RECIPE_VERSIONS[property_name]
