@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from crystaljax.benchmarks import dft_learning
+from crystaljax.benchmarks import dft_learning, table
 from crystaljax.training.run import METRIC_FIELDS
 
 
@@ -53,14 +53,14 @@ def test_totals_are_summed_over_resumed_parts(tmp_path):
     row = next(line for line in lines if line.startswith("| dqn"))
     assert "in progress (64 of 80 crystals)" in row and "0.85 eV (Li2CNF)" in row
     assert lines[-1].startswith("* dqn seed 0: 64 training crystals") and "0.27 eV" in lines[-1]
-    assert dft_learning.agents_with_rows([run]) == set()  # unfinished: replaces nothing
+    assert table.replaced_by_dft_runs([run]) == set()  # unfinished: replaces nothing
 
 
 def test_finished_run_replaces_the_short_qe_row_of_its_agent(tmp_path):
     rows = [_row(80 * (i + 1), 0.3, 0.5, 16, 0, 60.0 * (i + 1)) for i in range(5)]
     run = dft_learning.load_run(str(_run_dir(tmp_path, rows)))
     assert run.finished
-    assert dft_learning.agents_with_rows([run]) == {("band_gap", "perovskite454", "dqn")}
+    assert table.replaced_by_dft_runs([run]) == {("band_gap", "perovskite454", "dqn")}
     lines = dft_learning.results_rows([run], {"median_abs_error": 1.12, "metal_fraction": 0.92,
                                               "mean_reward": 0.29, "crystals": 50})
     assert any(line.startswith("| dqn") and "| finished |" in line for line in lines)

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from crystaljax.benchmarks.cutoffs import element_family, fcc_cell, run_cell
+
 #: the second cell: the fcc lattice constant scaled by this (volume x 0.941)
 PROPERTY_STRAIN = 0.98
 #: tolerances of the property rule: relative volume error, relative bulk-modulus error,
@@ -42,26 +44,13 @@ BULK_MODULUS_FLOOR_GPA = 50.0
 BAND_WINDOW_EV = (-10.0, 5.0)
 
 
-def _run_cell(structure, settings, family, runner, label: str) -> tuple[str, str, object]:
-    from crystaljax.oracles.qe.inputs import write_pw_input
-    from crystaljax.oracles.qe.parse import classify, parse_output
-    from crystaljax.oracles.qe.runner import run_pw
-
-    run = run_pw(write_pw_input(structure, settings, family), runner, label=label)
-    parsed = parse_output(run.output)
-    status, reason = classify(run, parsed)
-    if status.name == "OK":
-        run.cleanup()
-    return status.name, reason, (parsed, run.seconds)
-
-
 def property_row(ecut: float, cells, settings, family, runner, element: str) -> dict:
     """One ladder row: energy, pressure and seconds at V0 and V1, band energies relative to
     the Fermi level at V0 (shape (n_k, n_bands), eV, rounded to 0.1 meV)."""
     row: dict = {"ecutwfc": ecut, "status": "OK", "reason": "", "seconds": 0.0}
     for tag, cell in zip(("v0", "v1"), cells):
-        status, reason, (parsed, seconds) = _run_cell(cell, settings, family, runner,
-                                                      f"conv-prop-{element}-{ecut}-{tag}")
+        status, reason, parsed, seconds = run_cell(cell, settings, family, runner,
+                                                   f"conv-prop-{element}-{ecut}-{tag}")
         row["seconds"] = round(row["seconds"] + seconds, 2)
         row[f"volume_{tag}"] = round(float(cell.volume), 6)
         row[f"energy_{tag}"] = parsed.energy_per_atom
@@ -121,13 +110,10 @@ def scan_element_properties(element: str, ladder, family_dir: Path, runner,
                             tolerances: dict[str, float] = PROPERTY_TOLERANCES) -> dict:
     """Up ``ladder`` until :func:`choose_property_cutoff` finds a cutoff (or the ladder ends):
     rows of :func:`property_row`; the family's pseudopotential for ``element``."""
-    from crystaljax.benchmarks.cutoffs import fcc_cell
-    from crystaljax.oracles.qe.family import write_gth_family
     from crystaljax.oracles.qe.inputs import PwSettings
-    from crystaljax.oracles.qe.presets import GTH_VARIANTS, pseudo_variant
+    from crystaljax.oracles.qe.presets import pseudo_variant
 
-    family = write_gth_family(family_dir, {element: (max(ladder), dual * max(ladder))},
-                              variants=GTH_VARIANTS, generated=generated)
+    family = element_family(element, ladder, family_dir, generated, dual)
     v0 = fcc_cell(element)
     v1 = v0.copy()
     v1.scale_lattice(v0.volume * PROPERTY_STRAIN**3)
@@ -157,6 +143,6 @@ def recommend_property_cutoff(rows: list[dict],
     return (ok[-1]["ecutwfc"] if ok else max(r["ecutwfc"] for r in rows)), "top"
 
 
-__all__ = ["BAND_WINDOW_EV", "BULK_MODULUS_FLOOR_GPA", "PROPERTY_STRAIN", "PROPERTY_TOLERANCES", "choose_property_cutoff",
-           "property_deviations", "property_row", "recommend_property_cutoff",
+__all__ = ["BAND_WINDOW_EV", "BULK_MODULUS_FLOOR_GPA", "PROPERTY_STRAIN", "PROPERTY_TOLERANCES",
+           "choose_property_cutoff", "property_deviations", "property_row", "recommend_property_cutoff",
            "scan_element_properties"]

@@ -46,6 +46,31 @@ def fcc_cell(element: str):
     return Structure(fcc_lattice(max(2.0 * float(radius), 2.2) * 2**0.5), [element], [[0, 0, 0]])
 
 
+def element_family(element: str, ladder, family_dir: Path, generated: dict[str, str], dual: float):
+    """The pseudopotential family holding ``element``'s set (ld1.x for the elements of
+    ``generated``, else its ``GTH_VARIANTS`` entry) at the ladder's top cutoff."""
+    from crystaljax.oracles.qe.family import write_gth_family
+    from crystaljax.oracles.qe.presets import GTH_VARIANTS
+
+    return write_gth_family(family_dir, {element: (max(ladder), dual * max(ladder))},
+                            variants=GTH_VARIANTS, generated=generated)
+
+
+def run_cell(structure, settings, family, runner, label: str):
+    """One pw.x run: ``(status name, reason, parsed output, seconds)``; the scratch of a
+    successful run is removed."""
+    from crystaljax.oracles.qe.inputs import write_pw_input
+    from crystaljax.oracles.qe.parse import classify, parse_output
+    from crystaljax.oracles.qe.runner import run_pw
+
+    run = run_pw(write_pw_input(structure, settings, family), runner, label=label)
+    parsed = parse_output(run.output)
+    status, reason = classify(run, parsed)
+    if status.name == "OK":
+        run.cleanup()
+    return status.name, reason, parsed, run.seconds
+
+
 def scan_element(element: str, ladder, family_dir: Path, runner, tol_mev: float, tol_gpa: float,
                  generated: dict[str, str] | None = None, dual: float = 4.0) -> dict:
     """Energy, pressure and time of ``element``'s fcc cell up the cutoff ladder.
@@ -55,30 +80,22 @@ def scan_element(element: str, ladder, family_dir: Path, runner, tol_mev: float,
     The scan stops as soon as a cutoff is confirmed by a run at >= 1.5 times that cutoff
     (:func:`choose_cutoff`).
     """
-    from crystaljax.oracles.qe.family import write_gth_family
-    from crystaljax.oracles.qe.inputs import PwSettings, write_pw_input
-    from crystaljax.oracles.qe.parse import classify, parse_output
-    from crystaljax.oracles.qe.presets import GTH_VARIANTS, LD1_INPUTS, pseudo_variant
-    from crystaljax.oracles.qe.runner import run_pw
+    from crystaljax.oracles.qe.inputs import PwSettings
+    from crystaljax.oracles.qe.presets import LD1_INPUTS, pseudo_variant
 
     generated = LD1_INPUTS if generated is None else generated
-    family = write_gth_family(family_dir, {element: (max(ladder), dual * max(ladder))},
-                              variants=GTH_VARIANTS, generated=generated)
+    family = element_family(element, ladder, family_dir, generated, dual)
     structure = fcc_cell(element)
     rows: list[dict] = []
     for ecut in ladder:
         settings = PwSettings(ecutwfc=float(ecut), ecutrho=dual * ecut, occupations="smearing",
                               smearing="mv", degauss=0.02, kgrid=(6, 6, 6),
                               conv_thr_per_atom=1e-8, spin="off")  # as the recorded scans
-        run = run_pw(write_pw_input(structure, settings, family), runner,
-                     label=f"conv-{element}-{ecut}")
-        parsed = parse_output(run.output)
-        status, reason = classify(run, parsed)
-        rows.append({"ecutwfc": ecut, "status": status.name, "reason": reason,
+        status, reason, parsed, seconds = run_cell(structure, settings, family, runner,
+                                                   f"conv-{element}-{ecut}")
+        rows.append({"ecutwfc": ecut, "status": status, "reason": reason,
                      "energy_ev_per_atom": parsed.energy_per_atom,
-                     "pressure_gpa": parsed.pressure, "seconds": round(run.seconds, 2)})
-        if status.name == "OK":
-            run.cleanup()
+                     "pressure_gpa": parsed.pressure, "seconds": round(seconds, 2)})
         if choose_cutoff(rows, tol_mev, tol_gpa) is not None:
             break
     return {"element": element, "variant": pseudo_variant(element, generated),
@@ -260,5 +277,5 @@ def summary(paths: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["LADDER", "LARGE_VOCABULARY", "choose_cutoff", "converge", "fcc_cell",
-           "recommend_cutoff", "scan_element", "summary"]
+__all__ = ["LADDER", "LARGE_VOCABULARY", "choose_cutoff", "converge", "element_family",
+           "fcc_cell", "recommend_cutoff", "run_cell", "scan_element", "summary"]

@@ -234,13 +234,6 @@ def plot(runs: list[DFTRun], baseline: dict | None, path: str = FIGURE) -> str:
     return path
 
 
-def agents_with_rows(runs: list[DFTRun]) -> set[tuple[str, str, str]]:
-    """(property, cell, agent) of the finished runs: their short QE rows of results.md are
-    replaced by these."""
-    cells = {"band-gap-perovskite454-small-v0": "perovskite454"}
-    return {("band_gap", cells.get(r.task, r.task), r.agent) for r in runs if r.finished}
-
-
-__all__ = ["DFTRun", "agents_with_rows", "findings", "load_run", "load_runs",
+__all__ = ["DFTRun", "findings", "load_run", "load_runs",
            "plot",
            "random_baseline", "results_rows"]

@@ -116,10 +116,22 @@ def _default_target(prop: str) -> float:
     return float(get_property(prop).default_target)
 
 
+def _task_cells() -> dict[str, tuple[str, str]]:
+    """task id -> (property, cell) of the table's CrystalGym tasks."""
+    return {task_id(p, c): (p, c) for p in PROPERTIES for c in CELLS}
+
+
+def replaced_by_dft_runs(dft_runs) -> set[tuple[str, str, str]]:
+    """(property, cell, agent) of the finished DFT learning runs
+    (:mod:`crystaljax.benchmarks.dft_learning`): their short QE rows give way to them."""
+    cells = _task_cells()
+    return {(*cells[r.task], r.agent) for r in dft_runs if r.finished and r.task in cells}
+
+
 def rows(results: Results) -> list[dict]:
     """The table's rows: runs of a CrystalGym task at its property's default target (runs
     of other targets, e.g. bench_agents' 5.0 g/cm3, are not rows), ordered by property, cell, agent."""
-    cells = {task_id(p, c): (p, c) for p in PROPERTIES for c in CELLS}
+    cells = _task_cells()
     out = []
     for run in results.runs:
         if run.task not in cells or not math.isclose(run.target, _default_target(run.property), rel_tol=1e-6):
@@ -197,7 +209,7 @@ def markdown(results: Results) -> str:
     ]
     random = _random_of(table)
     dft_runs = dft_learning.load_runs()
-    replaced = dft_learning.agents_with_rows(dft_runs)
+    replaced = replaced_by_dft_runs(dft_runs)
     for row in table:
         if (row["property"], row["cell"], row["agent"]) in replaced:
             continue  # a short QE row the DFT learning run of the same agent replaces
@@ -369,5 +381,6 @@ def merge(paths: Sequence[str], out: str) -> Results:
 
 
 __all__ = ["CELLS", "IN_GRAPH", "PROPERTIES", "TableOptions", "markdown", "merge",
-           "missing_rows", "paper_comparison", "plot", "qe_overrides", "rows", "run_row",
+           "missing_rows", "paper_comparison", "plot", "qe_overrides", "replaced_by_dft_runs",
+           "rows", "run_row",
            "run_table", "task_id", "write_outputs"]
