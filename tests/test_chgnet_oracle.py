@@ -206,19 +206,21 @@ def test_nested_vmap_over_seeds_gives_the_same_values(modulus_env):
 
 
 def test_map_batching_graph_levels_give_the_single_graph_energies():
-    """``batching: map`` reads E(s) on the smallest graph valid at s (levels 0.8, 0.9,
-    1.0); the values equal the one skinned graph of ``vmap`` batching at every scale,
-    on both sides of each level."""
+    """``batching: map`` reads E(s) on the smallest graph valid at s (levels 0.8, 0.85,
+    0.9, 1.0, 1.15); the values equal the one skinned graph of ``vmap`` batching at every
+    scale, on both sides of each level."""
     vocab = ["Sr", "Ti", "O", "Ba", "Li", "Mg"]
     oracles = {mode: crystaljax.make("bulk-modulus-perovskite-small-v0", oracle="chgnet",
                                      vocab=vocab, oracle_options={"batching": mode})[0]
                .in_graph_oracle for mode in ("map", "vmap")}
-    assert oracles["map"].levels == (0.8, 0.9, 1.0) and oracles["vmap"].levels == (0.8,)
-    sizes = [g["angle_mask"].shape[1] for g in oracles["map"].graph_levels]
-    assert sizes[0] > sizes[1] > sizes[2]  # the levels really are smaller graphs
+    assert oracles["map"].levels == (0.8, 0.85, 0.9, 1.0, 1.15)
+    assert oracles["vmap"].levels == (0.8,)
+    edges = [g["edge_mask"].shape[1] for g in oracles["map"].graph_levels]
+    assert all(a > b for a, b in zip(edges, edges[1:]))  # the levels really are smaller
     rng = np.random.default_rng(3)
     tokens = jnp.asarray(rng.integers(0, len(vocab), (4, 5)), jnp.int32)
-    scales = jnp.asarray([0.8, 0.89, 0.9, 0.97, 0.999, 1.0, 1.2, 1.3], jnp.float32)
+    scales = jnp.asarray([0.8, 0.849, 0.85, 0.89, 0.9, 0.97, 0.999, 1.0, 1.149, 1.15, 1.2, 1.3],
+                         jnp.float32)
 
     def energies(oracle):
         e = lambda t, s: oracle.energy_of_scale(t, jnp.int32(0))(s)  # noqa: E731
@@ -237,3 +239,22 @@ def test_map_batching_graph_levels_give_the_single_graph_energies():
                                atol=2e-4)
     with pytest.raises(ValueError, match="ascending"):
         oracle.energies_on_grid(tokens[0], jnp.int32(0))(grid[::-1])
+
+
+def test_a_level_whose_graph_would_isolate_an_atom_is_left_out():
+    """Simple cubic, a = 5.5 Å: every atom has neighbours within 6 Å (and within the
+    skinned 7.5 Å of 0.8), but none within 6 / 1.15 = 5.2 Å, so the level 1.15 cannot be
+    built; its scales use the graph of the level below, whose energies it keeps."""
+    from pymatgen.core import Lattice
+
+    from crystaljax.oracles.chgnet import CHGNetOptions, CHGNetStepOracle
+    from crystaljax.templates.core import from_structure
+
+    template = from_structure(Structure(Lattice.cubic(5.5), ["Cu"], [[0, 0, 0]]))
+    oracle = CHGNetStepOracle("energy", CHGNetOptions(batching="map"), [template], ["Cu"])
+    assert oracle.levels == (0.8, 0.85, 0.9, 1.0)
+    e = jax.jit(lambda s: oracle.energy_of_scale(jnp.zeros(1, jnp.int32), jnp.int32(0))(s))
+    skinned = CHGNetStepOracle("energy", CHGNetOptions(batching="vmap"), [template], ["Cu"])
+    e_one = jax.jit(lambda s: skinned.energy_of_scale(jnp.zeros(1, jnp.int32), jnp.int32(0))(s))
+    for s in (1.05, 1.2):
+        assert abs(float(e(jnp.float32(s))) - float(e_one(jnp.float32(s)))) < 2e-4

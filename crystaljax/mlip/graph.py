@@ -107,10 +107,11 @@ def build_graph(lattice: np.ndarray, frac_coords: np.ndarray, *, cutoff: float =
       lattice: f [3, 3] Å, rows are lattice vectors.
       frac_coords: f [n, 3] fractional coordinates.
       cutoff, bond_cutoff: Å, at scale 1 (CHGNet 0.3.0: 6 and 3).
-      min_scale: smallest isotropic scale factor of the lattice the graph must serve.
+      min_scale: smallest isotropic scale factor of the lattice the graph must serve
+        (above 1 the graph is smaller than the template's own and serves only s >= it).
     """
-    if not 0 < min_scale <= 1:
-        raise GraphError(f"min_scale must be in (0, 1], got {min_scale}")
+    if not 0 < min_scale < np.inf:
+        raise GraphError(f"min_scale must be positive and finite, got {min_scale}")
     frac_coords = np.asarray(frac_coords, float)
     n = len(frac_coords)
     structure = Structure(Lattice(np.asarray(lattice, float)), ["H"] * n, frac_coords)

@@ -36,7 +36,7 @@ from pymatgen.core import Element
 
 from crystaljax.config import check, option
 from crystaljax.mlip import chgnet
-from crystaljax.mlip.graph import build_graph, stack_graphs
+from crystaljax.mlip.graph import GraphError, build_graph, stack_graphs
 from crystaljax.mlip.references import reference_energies
 from crystaljax.mlip.relax import bulk_modulus, derivatives, relax_volume
 from crystaljax.mlip.weights import CHECKPOINTS, load_weights
@@ -45,8 +45,10 @@ from crystaljax.oracles.base import Status
 from crystaljax.oracles.batching import BATCHING
 
 #: lattice-constant scales from which ``batching: map`` keeps a smaller graph of its own
-#: (valid for every scale above; the graph of ``min_scale`` covers the rest)
-GRAPH_LEVELS = (0.9, 1.0)
+#: (valid for every scale above; the graph of ``min_scale`` covers the rest). Below 1.0 the
+#: bond graph shrinks fastest (3 Å cut-off); above it the atom graph (6 Å); more levels
+#: compile longer and were measured no faster (docs/MLIP.md).
+GRAPH_LEVELS = (0.85, 0.9, 1.0, 1.15)
 
 #: properties the in-graph CHGNet oracle computes
 PROPERTIES = ("density", "bulk_modulus", "energy", "formation_energy")
@@ -118,13 +120,21 @@ class CHGNetStepOracle:
                                           jnp.float32)
         self.params = chgnet.to_params(state_dict)
         self.batching = options.resolved_batching()
-        min_scale = options.min_scale if options.relax == "volume" else 1.0
+        min_scale, max_scale = ((options.min_scale, options.max_scale)
+                                if options.relax == "volume" else (1.0, 1.0))
         #: ascending scales; graph k serves s >= levels[k] (map batching: up to the next)
         self.levels = (min_scale,)
+        tables = [stack_graphs([build_graph(t.lattice, t.frac_coords, min_scale=min_scale)
+                                for t in templates])]
         if self.batching == "map":
-            self.levels += tuple(level for level in GRAPH_LEVELS if level > min_scale)
-        tables = [stack_graphs([build_graph(t.lattice, t.frac_coords, min_scale=level)
-                                for t in templates]) for level in self.levels]
+            for level in (level for level in GRAPH_LEVELS if min_scale < level < max_scale):
+                try:
+                    tables.append(stack_graphs([build_graph(t.lattice, t.frac_coords,
+                                                            min_scale=level)
+                                                for t in templates]))
+                except GraphError:  # an atom alone within the shorter reach: keep the
+                    continue        # larger graph of the level below for these scales
+                self.levels += (level,)
         table = tables[0]
         n = table["atom_mask"].shape[1]
         self.graph_levels = [{k: jnp.asarray(v) for k, v in t.items() if k != "num_atoms"}
