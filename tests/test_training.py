@@ -165,3 +165,19 @@ def test_time_budget_stops_early_with_checkpoint_and_evaluation(tmp_path, capsys
         again.close()
     with pytest.raises(ConfigError, match="time_budget_minutes"):
         load_run_config(path, {"train.time_budget_minutes": -3})
+
+
+def test_metrics_counters_include_the_evaluation_oracle_calls(tmp_path):
+    """A host oracle's counters in the last metrics row are read after the chunk's greedy
+    evaluation, so a run's (or a resumed part's) last row equals eval.json's totals."""
+    path = tiny_config(tmp_path)
+    overrides = ["oracle=chgnet-host", "env.oracle_options.relax=none",
+                 "env.oracle_options.workers=0", "agent.total_env_steps=80"]
+    assert main(["train", path, *overrides, "--quiet"]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    rows = (run_dir / "metrics.csv").read_text().strip().splitlines()
+    last = dict(zip(rows[0].split(","), rows[-1].split(",")))
+    oracle = json.loads((run_dir / "eval.json").read_text())["oracle"]
+    assert oracle["evaluations"] > 16  # 16 training crystals, then the evaluation's
+    assert int(last["dft_calls"]) == oracle["computed"]
+    assert int(last["cache_hits"]) == oracle["cache_hits"]

@@ -201,6 +201,11 @@ class Trainer:
                 if (c + 1) % s.eval_every_chunks == 0 or last_chunk:
                     last_eval = self.evaluate(s.eval_episodes)
                     row.update({k: v for k, v in last_eval.items() if k.startswith("eval_")})
+                    # the row's counters and clock include the evaluation's DFT jobs
+                    stats = self.env.oracle_stats()
+                    row.update(dft_calls=int(stats["computed"]),
+                               cache_hits=int(stats["cache_hits"]),
+                               wall_s=round(time.perf_counter() - t_start, 2))
                 if row["skipped_updates"]:
                     log.warning("%d updates skipped for a non-finite loss, gradient or "
                                 "priority by env step %d", row["skipped_updates"],
