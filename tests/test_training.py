@@ -181,3 +181,24 @@ def test_metrics_counters_include_the_evaluation_oracle_calls(tmp_path):
     assert oracle["evaluations"] > 16  # 16 training crystals, then the evaluation's
     assert int(last["dft_calls"]) == oracle["computed"]
     assert int(last["cache_hits"]) == oracle["cache_hits"]
+
+
+def test_top_crystals_hold_one_decoration_per_symmetry_class(tmp_path):
+    """O-F-O and F-O-O on the three X sites of the cubic perovskite are one crystal (a
+    3-fold axis maps one onto the other); swapping A and B is another crystal."""
+    from crystaljax.templates.prototypes import prototype
+    from crystaljax.training.artifacts import EquivalentCrystals, TopCrystals
+
+    template = prototype("cg-perovskite-4.27")
+    equivalent, top = EquivalentCrystals(), TopCrystals(5)
+    decorations = {"Sr-Ti-O-F-O": 0.9, "Sr-Ti-F-O-O": 0.8, "Ti-Sr-O-F-O": 0.7}
+    structures = {}
+    for symbols, reward in decorations.items():
+        key = f"{template.name}:{symbols}"
+        structures[key] = template.to_structure(symbols.split("-"))
+        name = equivalent.name(key, structures[key])
+        top.offer(reward, name, {"key": key, "formula": "x", "reward": reward})
+    assert equivalent.name(f"{template.name}:Sr-Ti-F-O-O", None) == f"{template.name}:Sr-Ti-O-F-O"
+    assert [r["reward"] for r in top.best()] == [0.9, 0.7]
+    top.export(str(tmp_path), structures, pictures=False)
+    assert len(json.loads((tmp_path / "crystals" / "top_crystals.json").read_text())) == 2

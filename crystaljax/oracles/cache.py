@@ -102,6 +102,18 @@ def timeout_applies(stored_limit: float | None, time_limit: float | None) -> boo
     return stored_limit is not None and time_limit is not None and time_limit <= stored_limit
 
 
+#: (ltol, stol, angle_tol) of the ``StructureMatcher`` that decides equivalence
+MATCH_TOLERANCES = (0.01, 0.02, 0.5)
+
+
+def structure_matcher(match_tolerances: tuple[float, float, float] = MATCH_TOLERANCES
+                      ) -> StructureMatcher:
+    """The matcher of equivalent crystals: no rescaling, no supercells, tight tolerances."""
+    ltol, stol, angle_tol = match_tolerances
+    return StructureMatcher(ltol=ltol, stol=stol, angle_tol=angle_tol, primitive_cell=True,
+                            scale=False, attempt_supercell=False)
+
+
 def settings_hash(settings: Any) -> str:
     """A stable 16-hex-digit hash of JSON-serialisable ``settings``."""
     blob = json.dumps(settings, sort_keys=True, default=str)
@@ -189,16 +201,12 @@ class ResultCache:
         self,
         path: str | Path,
         symprec: float = 1e-3,
-        match_tolerances: tuple[float, float, float] = (0.01, 0.02, 0.5),
+        match_tolerances: tuple[float, float, float] = MATCH_TOLERANCES,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.symprec = symprec
-        ltol, stol, angle_tol = match_tolerances
-        self._matcher = StructureMatcher(
-            ltol=ltol, stol=stol, angle_tol=angle_tol, primitive_cell=True, scale=False,
-            attempt_supercell=False,
-        )
+        self._matcher = structure_matcher(match_tolerances)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")

@@ -78,8 +78,46 @@ def plot_learning_curve(run_dir: str, title: str) -> str:
     return path
 
 
+class EquivalentCrystals:
+    """One name per symmetry class of the crystals a run sees (in memory).
+
+    The result cache's rule (:mod:`crystaljax.oracles.cache`): the class key (space group,
+    composition, site orbits, volume per atom), then pymatgen's ``StructureMatcher``
+    within a class. Two decorations of a template that a symmetry operation maps onto
+    each other (e.g. O-F-O and F-O-O on the three X sites of a cubic perovskite) are one
+    crystal; the name of a class is the key of the first of its decorations seen.
+    """
+
+    def __init__(self, symprec: float = 1e-3):
+        from crystaljax.oracles.cache import structure_matcher
+
+        self.symprec = symprec
+        self._matcher = structure_matcher()
+        self._names: dict[str, str] = {}
+        self._classes: dict[str, list[tuple[str, object]]] = {}
+
+    def name(self, key: str, structure) -> str:
+        """The class name of the crystal ``structure`` (a pymatgen Structure) known by
+        ``key`` (e.g. ``template:A-B-X-X-X``); ``key`` itself for a new class."""
+        if key in self._names:
+            return self._names[key]
+        from crystaljax.oracles.cache import class_key
+
+        members = self._classes.setdefault(class_key(structure, self.symprec), [])
+        name = next((n for n, rep in members if self._matcher.fit(structure, rep)), None)
+        if name is None:
+            members.append((key, structure))
+            name = key
+        self._names[key] = name
+        return name
+
+
 class TopCrystals:
-    """The ``k`` best distinct crystals seen (by reward), exportable as CIF + JSON."""
+    """The ``k`` best distinct crystals seen (by reward), exportable as CIF + JSON.
+
+    ``offer`` keys say which crystals are the same: the trainer names them by symmetry
+    class (:class:`EquivalentCrystals`), so the list holds the first seen of each class.
+    """
 
     def __init__(self, k: int):
         self.k = k

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 import crystaljax
 from crystaljax.config import ConfigError
-from crystaljax.training.artifacts import MetricsLogger, TopCrystals, plot_learning_curve
+from crystaljax.training.artifacts import EquivalentCrystals, MetricsLogger, TopCrystals, plot_learning_curve
 from crystaljax.training.checkpoints import Checkpointer
 from crystaljax.training.config import RunConfig, TrainSettings, load_run_config
 from crystaljax.training.metrics import mean_terminal_reward, reduce_chunk
@@ -87,6 +87,7 @@ class Trainer:
         self.checkpointer = Checkpointer(run_dir)
         self.logger = MetricsLogger(run_dir, METRIC_FIELDS)
         self.top = TopCrystals(self.settings.top_k)
+        self.equivalent = EquivalentCrystals()
         self.structures: dict = {}
         self.unit = self.env.property.unit
         self.iteration = 0
@@ -119,7 +120,7 @@ class Trainer:
         if key not in self.structures:
             self.structures[key] = template.to_structure(symbols)
         s = self.structures[key]
-        self.top.offer(float(reward), key, {
+        self.top.offer(float(reward), self.equivalent.name(key, s), {
             "key": key, "formula": s.composition.reduced_formula, "template": template.name,
             "symbols": symbols, "reward": float(reward), "property": self.env.property_name,
             self.env.property_name: float(value), "unit": self.unit, "status": int(status),
@@ -136,9 +137,10 @@ class Trainer:
             if template is None:
                 continue
             key = template.name + ":" + "-".join(rec["symbols"])
-            self.structures[key] = template.to_structure(rec["symbols"])
-            self.top.offer(rec["reward"], key, {**{k: v for k, v in rec.items()
-                                                   if k not in ("cif", "rank")}, "key": key})
+            structure = self.structures[key] = template.to_structure(rec["symbols"])
+            record = {k: v for k, v in rec.items() if k not in ("cif", "rank")}
+            self.top.offer(rec["reward"], self.equivalent.name(key, structure),
+                           {**record, "key": key})
 
     def _offer_oracle_records(self) -> None:
         """Offer the crystals the host oracle scored since the last call (with the reward
