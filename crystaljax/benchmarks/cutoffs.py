@@ -182,7 +182,7 @@ def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
             del data["method"][key]
         data["method"].update(rule="property", tolerances=props.PROPERTY_TOLERANCES,
                               strain=props.PROPERTY_STRAIN, band_window_ev=props.BAND_WINDOW_EV,
-                              conv_thr_per_atom=1e-9)
+                              conv_thr_per_atom=1e-9, diago_full_acc=True)
     runner = RunnerConfig(pw_command=pw_command, time_limit=time_limit)
     section = data.setdefault("gth_alternatives", {}) if gth else data["elements"]
     for element in elements:
