@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from crystaljax.oracles.cache import class_key, structure_matcher
+
 
 class MetricsLogger:
     """Appends rows to ``metrics.csv`` and scalars to TensorBoard events under ``tb/``."""
@@ -89,8 +91,6 @@ class EquivalentCrystals:
     """
 
     def __init__(self, symprec: float = 1e-3):
-        from crystaljax.oracles.cache import structure_matcher
-
         self.symprec = symprec
         self._matcher = structure_matcher()
         self._names: dict[str, str] = {}
@@ -101,8 +101,6 @@ class EquivalentCrystals:
         ``key`` (e.g. ``template:A-B-X-X-X``); ``key`` itself for a new class."""
         if key in self._names:
             return self._names[key]
-        from crystaljax.oracles.cache import class_key
-
         members = self._classes.setdefault(class_key(structure, self.symprec), [])
         name = next((n for n, rep in members if self._matcher.fit(structure, rep)), None)
         if name is None:

@@ -33,6 +33,12 @@ METRIC_FIELDS = (
 )
 
 
+def oracle_counters(oracle_stats: dict, wall_s: float) -> dict:
+    """The metrics.csv columns read from the oracle's counters and the run's clock."""
+    return {"dft_calls": int(oracle_stats["computed"]),
+            "cache_hits": int(oracle_stats["cache_hits"]), "wall_s": round(wall_s, 2)}
+
+
 def chunk_row(metrics: dict, iteration: int, oracle_stats: dict, wall_s: float) -> dict:
     """One metrics.csv row from a chunk's per-iteration agent metrics (reduced by the
     agents' METRICS schema) and the oracle's counters."""
@@ -44,9 +50,7 @@ def chunk_row(metrics: dict, iteration: int, oracle_stats: dict, wall_s: float) 
         "loss": float(m["loss"]), "skipped_updates": int(m["skipped_updates"]),
         "epsilon": float(m["epsilon"]), "alpha": float(m["alpha"]),
         "entropy": float(m["entropy"]), "dft_failures": int(m["oracle_failures"]),
-        "invalid_actions": int(m["invalid_actions"]),
-        "dft_calls": int(oracle_stats["computed"]), "cache_hits": int(oracle_stats["cache_hits"]),
-        "wall_s": round(wall_s, 2),
+        "invalid_actions": int(m["invalid_actions"]), **oracle_counters(oracle_stats, wall_s),
     }
 
 
@@ -204,10 +208,8 @@ class Trainer:
                     last_eval = self.evaluate(s.eval_episodes)
                     row.update({k: v for k, v in last_eval.items() if k.startswith("eval_")})
                     # the row's counters and clock include the evaluation's DFT jobs
-                    stats = self.env.oracle_stats()
-                    row.update(dft_calls=int(stats["computed"]),
-                               cache_hits=int(stats["cache_hits"]),
-                               wall_s=round(time.perf_counter() - t_start, 2))
+                    row.update(oracle_counters(self.env.oracle_stats(),
+                                               time.perf_counter() - t_start))
                 if row["skipped_updates"]:
                     log.warning("%d updates skipped for a non-finite loss, gradient or "
                                 "priority by env step %d", row["skipped_updates"],
