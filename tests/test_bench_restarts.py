@@ -8,6 +8,8 @@ import json
 import shutil
 import stat
 
+import pytest
+
 from qe_helpers import requires_pw
 
 from crystaljax.benchmarks import restarts
@@ -119,3 +121,24 @@ def test_gap_recipe_table_gives_ratios_and_the_largest_gap_difference():
     assert "| smearing first | 10.0 | 20.0 | 4 | 2 | 1 | 0 |" in text
     assert "wall 3.00x, DFT core-seconds 3.00x. Same status for 2 of 3 crystals" in text
     assert "over the 2 computed by both: 0.05 eV." in text
+
+
+def test_the_baseline_checkout_is_removed_afterwards():
+    import subprocess
+    from pathlib import Path
+
+    from crystaljax.benchmarks import gap_recipe
+    from crystaljax.benchmarks.results import ROOT
+
+    if not (Path(ROOT) / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    def worktrees() -> str:
+        return subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], check=True,
+                              capture_output=True, text=True).stdout
+
+    with gap_recipe.baseline_checkout("HEAD") as path:
+        assert (Path(path) / "crystaljax" / "benchmarks" / "gap_recipe.py").exists()
+        assert path in worktrees()
+    assert not Path(path).exists()
+    assert path not in worktrees()

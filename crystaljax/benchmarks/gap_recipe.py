@@ -2,16 +2,20 @@
 2026-12-03), the same random crystals, one run (scripts/bench_dft.py --gap-recipe).
 
 Each variant runs in its own subprocess with ``PYTHONPATH`` set to a checkout of its code
-(this one, and a ``git worktree`` of the baseline commit), the result cache off, the same
+(this one, and a temporary ``git worktree`` of the baseline commit, removed afterwards), the result cache off, the same
 preset and workers; per crystal: status, gap, seconds and the pw.x runs made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from crystaljax.benchmarks.results import ROOT
@@ -53,15 +57,18 @@ def _run_variant(code_path: str, task: str, num: int, seed: int, preset: str, wo
     return json.loads(Path(out).read_text())
 
 
-def baseline_checkout(commit: str = BASELINE) -> str:
-    """A ``git worktree`` of ``commit`` (created once under the temp folder)."""
-    import tempfile
-
-    path = Path(tempfile.gettempdir()) / f"crystaljax-baseline-{commit}"
-    if not path.exists():
-        subprocess.run(["git", "-C", ROOT, "worktree", "add", "-f", "--detach", str(path),
-                        commit], check=True, capture_output=True)
-    return str(path)
+@contextlib.contextmanager
+def baseline_checkout(commit: str = BASELINE) -> Iterator[str]:
+    """A temporary ``git worktree`` of ``commit`` (under the temp folder), removed on exit."""
+    path = Path(tempfile.mkdtemp(prefix=f"crystaljax-baseline-{commit}-")) / "tree"
+    subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", str(path), commit],
+                   check=True, capture_output=True)
+    try:
+        yield str(path)
+    finally:
+        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", str(path)],
+                       check=False, capture_output=True)
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def compare(out: str, task: str = "band-gap-perovskite454-small-v0", num: int = 16,
@@ -71,12 +78,13 @@ def compare(out: str, task: str = "band-gap-perovskite454-small-v0", num: int = 
     tmp = Path(out).resolve().with_suffix(".part")  # the subprocesses run in their checkout
     data = {"task": task, "num": num, "seed": seed, "preset": preset, "workers": workers,
             "baseline": baseline, "variants": {}}
-    for label, path in (("fixed first (baseline)", baseline_checkout(baseline)),
-                        ("smearing first", ROOT)):
-        data["variants"][label] = _run_variant(path, task, num, seed, preset, workers,
-                                               str(tmp))
-        print(label, {k: v for k, v in data["variants"][label].items() if k != "crystals"},
-              flush=True)
+    with baseline_checkout(baseline) as baseline_path:
+        for label, path in (("fixed first (baseline)", baseline_path),
+                            ("smearing first", ROOT)):
+            data["variants"][label] = _run_variant(path, task, num, seed, preset, workers,
+                                                   str(tmp))
+            print(label, {k: v for k, v in data["variants"][label].items()
+                          if k != "crystals"}, flush=True)
     tmp.unlink(missing_ok=True)
     Path(out).write_text(json.dumps(data, indent=1))
     return data
