@@ -16,6 +16,7 @@ from crystaljax.oracles.qe.presets import (
     LD1_INPUTS,
     PAW_DUAL,
     PAW_ECUTWFC,
+    PAW_ECUTWFC_ENERGY,
     PRESETS,
     PSLIBRARY_INPUTS,
     get_preset,
@@ -25,6 +26,7 @@ from crystaljax.oracles.qe.presets import (
 ROOT = Path(__file__).resolve().parents[1]
 GTH_DATA = ROOT / "benchmarks" / "cutoff_convergence.json"
 PAW_DATA = ROOT / "benchmarks" / "cutoff_convergence_pslibrary.json"
+PAW_PROPERTY_DATA = ROOT / "benchmarks" / "cutoff_convergence_pslibrary_properties.json"
 
 
 def test_every_preset_covers_the_large_vocabulary():
@@ -49,10 +51,24 @@ def _check_recorded(path: Path, chosen: dict, generated: dict, dual: float) -> N
         assert chosen[element] == cutoff, element
 
 
-def test_default_cutoffs_follow_the_recorded_convergence_data():
-    _check_recorded(PAW_DATA, PAW_ECUTWFC, PSLIBRARY_INPUTS, PAW_DUAL)
+def test_default_cutoffs_follow_the_recorded_property_convergence_data():
+    from crystaljax.benchmarks import cutoff_properties as props
+
+    data = json.loads(PAW_PROPERTY_DATA.read_text())
+    assert data["method"]["rule"] == "property"
+    assert data["method"]["ecutrho"] == f"{PAW_DUAL:g} x ecutwfc"
+    assert data["method"]["tolerances"] == props.PROPERTY_TOLERANCES
+    assert set(data["elements"]) == set(LARGE)
+    for element, entry in data["elements"].items():
+        assert entry["variant"] == pseudo_variant(element, PSLIBRARY_INPUTS)
+        cutoff, _rule = props.recommend_property_cutoff(entry["rows"])
+        assert PAW_ECUTWFC[element] == cutoff, element
     for element, cutoff in PAW_ECUTWFC.items():
         assert get_preset("default").cutoffs[element] == (cutoff, PAW_DUAL * cutoff)
+
+
+def test_energy_rule_cutoffs_follow_the_recorded_convergence_data():
+    _check_recorded(PAW_DATA, PAW_ECUTWFC_ENERGY, PSLIBRARY_INPUTS, PAW_DUAL)
 
 
 def test_gth_cutoffs_follow_the_recorded_convergence_data():
@@ -78,10 +94,12 @@ def test_choose_cutoff_rules():
     assert converge.recommend_cutoff(far, 5.0, 0.5) == (300, "top")
 
 
-def test_fast_preset_caps_the_default_cutoffs():
+def test_fast_preset_caps_the_energy_rule_cutoffs():
+    # fast keeps the energy-rule table: its cutoffs are part of the cache key of the DFT
+    # learning runs (benchmarks/dft_learning/), which must stay resumable with their cache
     fast, default = get_preset("fast"), get_preset("default")
     for element, (wfc, rho) in fast.cutoffs.items():
-        assert wfc == min(default.cutoffs[element][0], FAST_ECUTWFC_CAP), element
+        assert wfc == min(PAW_ECUTWFC_ENERGY[element], FAST_ECUTWFC_CAP), element
         assert rho == FAST_DUAL * wfc
     assert fast.settings.kppa < default.settings.kppa
     assert fast.generated == default.generated

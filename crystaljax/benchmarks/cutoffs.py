@@ -227,7 +227,7 @@ def _table(elements: dict, tol_mev: float, tol_gpa: float) -> tuple[list[str], d
 def _property_table(elements: dict) -> tuple[list[str], dict]:
     """One Markdown row per element of a property-rule file, and element -> cutoff."""
     from crystaljax.benchmarks import cutoff_properties as props
-    from crystaljax.oracles.qe.presets import PAW_ECUTWFC as ENERGY_RULE  # the preset's today
+    from crystaljax.oracles.qe.presets import PAW_ECUTWFC_ENERGY as ENERGY_RULE
 
     lines, chosen = [], {}
     for el, v in elements.items():
@@ -272,7 +272,7 @@ def summary(paths: Sequence[str]) -> str:
     if alternatives:
         rows, _ = _table(alternatives, *tol)
         lines += ["", "GTH entries of the ld1.x elements (not used by a preset):", "", *rows]
-    name = "PAW_ECUTWFC" if method.get("family") == "pslibrary" else "GTH_ECUTWFC"
+    name = "PAW_ECUTWFC_ENERGY" if method.get("family") == "pslibrary" else "GTH_ECUTWFC"
     lines += ["", f"{name} = {json.dumps(chosen)}"]
     return "\n".join(lines)
 
