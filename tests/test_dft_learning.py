@@ -67,12 +67,24 @@ def test_finished_run_replaces_the_short_qe_row_of_its_agent(tmp_path):
     assert "0.300 against 0.290 for random crystals, above it" in lines[-1]
 
 
+@pytest.mark.parametrize("sem, words", [(0.001, "above it"),
+                                        (0.01, "the same within the random sample's noise "
+                                                "(2 standard errors = 0.020)")])
+def test_late_reward_is_compared_with_the_random_samples_noise(tmp_path, sem, words):
+    rows = [_row(80 * (i + 1), 0.3, 0.5, 16, 0, 60.0 * (i + 1)) for i in range(5)]
+    run = dft_learning.load_run(str(_run_dir(tmp_path, rows)))
+    baseline = {"median_abs_error": 1.12, "metal_fraction": 0.92, "mean_reward": 0.29,
+                "reward_sem": sem, "crystals": 50}
+    assert f"random crystals, {words}" in dft_learning.results_rows([run], baseline)[-1]
+
+
 def test_random_baseline_rewards_are_the_band_gap_reward(tmp_path):
     sample = {"settings": {"charge_balance": {"gaps": [0.0, 0.0, 1.12, 0.5], "failed": 0}}}
     path = tmp_path / "mask.json"
     path.write_text(json.dumps(sample))
     base = dft_learning.random_baseline(1.12, 1.0, str(path))
     rewards = [math.exp(-1.12**2)] * 2 + [1.0, math.exp(-0.62**2)]
+    assert base["reward_sem"] == pytest.approx(np.std(rewards, ddof=1) / 2.0)
     assert base["mean_reward"] == pytest.approx(np.mean(rewards), rel=1e-5)
     assert base["metal_fraction"] == 0.5 and base["best_gap"] == 1.12
     assert base["median_abs_error"] == pytest.approx(np.median([1.12, 1.12, 0.0, 0.62]))

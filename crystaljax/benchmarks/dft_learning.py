@@ -116,8 +116,8 @@ def load_runs(runs_dir: str = RUNS) -> list[DFTRun]:
 
 def random_baseline(target: float, beta: float = 1.0, path: str = RANDOM_SAMPLE) -> dict | None:
     """The masked random sample's size, metal fraction, median |gap - target|, mean reward
-    (the band gap's reward, ``exp(-(target - gap)^2 / beta)``) and best gap; None without
-    the file."""
+    (the band gap's reward, ``exp(-(target - gap)^2 / beta)``) with its standard error
+    (``reward_sem``) and best gap; None without the file."""
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -131,7 +131,10 @@ def random_baseline(target: float, beta: float = 1.0, path: str = RANDOM_SAMPLE)
     rewards = get_property("band_gap").reward(gaps, np.zeros(len(gaps), np.int32), params, np)
     return {"crystals": int(len(gaps)), "metal_fraction": float(np.mean(gaps <= 0.0)),
             "median_abs_error": float(np.median(np.abs(gaps - target))),
-            "mean_reward": float(np.mean(rewards)), "best_gap": float(gaps.max()),
+            "mean_reward": float(np.mean(rewards)),
+            "reward_sem": float(np.std(rewards, ddof=1) / np.sqrt(len(rewards)))
+            if len(rewards) > 1 else 0.0,
+            "best_gap": float(gaps.max()),
             "failed": int(sample.get("failed", 0))}
 
 
@@ -195,12 +198,21 @@ def findings(runs: list[DFTRun], baseline: dict | None) -> list[str]:
                      f"({baseline['metal_fraction']:.0%} of its crystals are metals); the mean "
                      f"reward of the last 10 % of training crystals is {late:.3f} against "
                      f"{baseline['mean_reward']:.3f} for random crystals, "
-                     f"{'above' if late > baseline['mean_reward'] else 'not above'} it")
+                     f"{_compared(late, baseline)}")
         if run.top:
             c = run.top[0]
             text += (f"; best crystal found {c['formula']}, {c['band_gap']:.2f} eV")
         out.append(text + ("." if run.finished else " (run in progress)."))
     return out
+
+
+def _compared(late: float, baseline: dict) -> str:
+    """"above it", or "within the noise" when ``late`` is within two standard errors of the
+    random sample's mean reward (``reward_sem``, 0 when unknown), or "below it"."""
+    margin = 2.0 * float(baseline.get("reward_sem", 0.0))
+    if abs(late - baseline["mean_reward"]) <= margin:
+        return f"the same within the random sample's noise (2 standard errors = {margin:.3f})"
+    return "above it" if late > baseline["mean_reward"] else "below it"
 
 
 def plot(runs: list[DFTRun], baseline: dict | None, path: str = FIGURE) -> str:
