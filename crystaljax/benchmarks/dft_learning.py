@@ -207,8 +207,9 @@ def findings(runs: list[DFTRun], baseline: dict | None) -> list[str]:
 
 
 def _compared(late: float, baseline: dict) -> str:
-    """"above it", or "within the noise" when ``late`` is within two standard errors of the
-    random sample's mean reward (``reward_sem``, 0 when unknown), or "below it"."""
+    """How ``late`` compares with the random sample's mean reward: "the same within the
+    random sample's noise" within two standard errors (``reward_sem``, 0 when unknown),
+    else "above it" or "below it"."""
     margin = 2.0 * float(baseline.get("reward_sem", 0.0))
     if abs(late - baseline["mean_reward"]) <= margin:
         return f"the same within the random sample's noise (2 standard errors = {margin:.3f})"
