@@ -9,7 +9,6 @@ import shutil
 import stat
 
 import pytest
-
 from qe_helpers import requires_pw
 
 from crystaljax.benchmarks import restarts

@@ -2,8 +2,8 @@
 2026-12-03), the same random crystals, one run (scripts/bench_dft.py --gap-recipe).
 
 Each variant runs in its own subprocess with ``PYTHONPATH`` set to a checkout of its code
-(this one, and a temporary ``git worktree`` of the baseline commit, removed afterwards), the result cache off, the same
-preset and workers; per crystal: status, gap, seconds and the pw.x runs made.
+(this one, and a temporary ``git worktree`` of the baseline commit, removed afterwards),
+the result cache off, the same preset and workers; per crystal: status, gap, seconds and the pw.x runs made.
 """
 
 from __future__ import annotations

@@ -50,21 +50,56 @@ def _layer_norm(p: Params, name: str, x: jnp.ndarray) -> jnp.ndarray:
     return (x - mean) / jnp.sqrt(var + LAYER_NORM_EPS) * p[f"{name}.weight"] + p[f"{name}.bias"]
 
 
-def _mlp(p: Params, name: str, x: jnp.ndarray) -> jnp.ndarray:
-    """torch ``nn.Sequential`` of Linear layers with SiLU between them (dropout = 0)."""
-    linear = sorted({int(k[len(name) + 8:].split(".")[0]) for k in p
-                     if k.startswith(f"{name}.layers.") and k.endswith(".weight")})
+def _linear_indices(p: Params, name: str) -> list[int]:
+    """Indices of the Linear layers of the torch ``nn.Sequential`` ``name``, in order."""
+    return sorted({int(k[len(name) + 8:].split(".")[0]) for k in p
+                   if k.startswith(f"{name}.layers.") and k.endswith(".weight")})
+
+
+def _mlp(p: Params, name: str, x: jnp.ndarray, skip_first: bool = False) -> jnp.ndarray:
+    """torch ``nn.Sequential`` of Linear layers with SiLU between them (dropout = 0);
+    ``skip_first``: ``x`` is already the first layer's output."""
+    linear = _linear_indices(p, name)
     for n, index in enumerate(linear):
-        x = _linear(p, f"{name}.layers.{index}", x)
+        if not (skip_first and n == 0):
+            x = _linear(p, f"{name}.layers.{index}", x)
         if n < len(linear) - 1:
             x = jax.nn.silu(x)
     return x
 
 
-def _gated_mlp(p: Params, name: str, x: jnp.ndarray) -> jnp.ndarray:
-    core = jax.nn.silu(_layer_norm(p, f"{name}.bn1", _mlp(p, f"{name}.mlp_core", x)))
-    gate = jax.nn.sigmoid(_layer_norm(p, f"{name}.bn2", _mlp(p, f"{name}.mlp_gate", x)))
-    return core * gate
+def _gated_mlp(p: Params, name: str, blocks: list[tuple[jnp.ndarray, jnp.ndarray]]
+               ) -> jnp.ndarray:
+    """CHGNet's GatedMLP of the concatenation of gathered blocks, ``concat_b x_b[index_b]``.
+
+    The first Linear layer of the core and gate MLPs is applied to each block before its
+    gather (``(x_b W_b^T)[index_b]``, summed), not to the concatenation: the same numbers
+    in float32 rounding, at a fraction of the FLOPs when a block has fewer rows than the
+    gather (5 atoms, ~100 bonds against ~1,000 angles).
+
+    Args:
+      blocks: ``(x_b f32 [R_b, F_b], index_b int32 [M] or None)``; None takes ``x_b`` as
+        it is (``R_b = M``). The widths add up to the layer's input width.
+    Returns: f32 [M, 64].
+    """
+    core, gate = f"{name}.mlp_core", f"{name}.mlp_gate"
+    first = [_linear_indices(p, core)[0], _linear_indices(p, gate)[0]]
+    weight = jnp.concatenate([p[f"{core}.layers.{first[0]}.weight"],
+                              p[f"{gate}.layers.{first[1]}.weight"]])  # [2H, F]
+    hidden = jnp.concatenate([p[f"{core}.layers.{first[0]}.bias"],
+                              p[f"{gate}.layers.{first[1]}.bias"]])
+    start = 0
+    for x, index in blocks:
+        part = x @ weight[:, start:start + x.shape[-1]].T
+        hidden = hidden + (part if index is None else part[index])
+        start += x.shape[-1]
+    if start != weight.shape[1]:
+        raise ValueError(f"{name}: blocks of width {start}, the layer takes {weight.shape[1]}")
+    h_core, h_gate = jnp.split(hidden, 2, axis=-1)
+    core_out = _mlp(p, core, h_core, skip_first=True)
+    gate_out = _mlp(p, gate, h_gate, skip_first=True)
+    return (jax.nn.silu(_layer_norm(p, f"{name}.bn1", core_out))
+            * jax.nn.sigmoid(_layer_norm(p, f"{name}.bn2", gate_out)))
 
 
 def _bessel(frequencies: jnp.ndarray, r: jnp.ndarray, cutoff: float, order: int = 8
@@ -130,19 +165,19 @@ def site_energies(p: Params, graph: Mapping[str, jnp.ndarray], atomic_numbers: j
 
     def atom_conv(i, atoms, bonds):
         name = f"atom_conv_layers.{i}"
-        messages = jnp.concatenate([atoms[center], bonds[edge_bond], atoms[neighbor]], axis=1)
-        messages = _gated_mlp(p, f"{name}.twoBody_atom", messages) * edge_weight
+        messages = _gated_mlp(p, f"{name}.twoBody_atom", [
+            (atoms, center), (bonds, edge_bond), (atoms, neighbor)]) * edge_weight
         summed = jax.ops.segment_sum(messages, center, num_segments=num_atoms)
         return _mlp(p, f"{name}.mlp_out", summed) + atoms
 
     for i in range(NUM_CONV - 1):
         atoms = atom_conv(i, atoms, bonds)
-        total = jnp.concatenate([bonds[a_i], bonds[a_j], angle_feas, atoms[a_center]], axis=1)
-        update = _gated_mlp(p, f"bond_conv_layers.{i}.twoBody_bond", total) * angle_weight
+        update = _gated_mlp(p, f"bond_conv_layers.{i}.twoBody_bond", [
+            (bonds, a_i), (bonds, a_j), (angle_feas, None), (atoms, a_center)]) * angle_weight
         summed = jax.ops.segment_sum(update, a_i, num_segments=num_bonds)
         bonds = _mlp(p, f"bond_conv_layers.{i}.mlp_out", summed) + bonds
-        total = jnp.concatenate([bonds[a_i], bonds[a_j], angle_feas, atoms[a_center]], axis=1)
-        angle_feas = _gated_mlp(p, f"angle_layers.{i}.twoBody_bond", total) + angle_feas
+        angle_feas = _gated_mlp(p, f"angle_layers.{i}.twoBody_bond", [
+            (bonds, a_i), (bonds, a_j), (angle_feas, None), (atoms, a_center)]) + angle_feas
     atoms = atom_conv(NUM_CONV - 1, atoms, bonds)
     atoms = _layer_norm(p, "readout_norm", atoms)
     return _mlp(p, "mlp", atoms)[:, 0] * graph["atom_mask"]

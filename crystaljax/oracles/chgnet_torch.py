@@ -17,7 +17,7 @@ import numpy as np
 from pymatgen.core import Element, Lattice, Structure
 
 from crystaljax.config import check, from_mapping, option
-from crystaljax.mlip.relax import GRID_POINTS, SCALE_TOLERANCE, STOP_FRACTION
+from crystaljax.mlip.relax import GRID_POINTS, SCALE_TOLERANCE, STOP_FRACTION, parabola_vertex
 from crystaljax.mlip.weights import CHECKPOINTS
 from crystaljax.oracles.base import OracleResult, Status
 
@@ -222,9 +222,10 @@ class TorchCHGNet:
     def relax_volume(self, structures: Sequence[Structure], min_scale: float, max_scale: float,
                      steps: int) -> list[dict]:
         """The in-graph protocol (:func:`crystaljax.mlip.relax.relax_volume`) on a batch: E on
-        the grid, then up to ``steps`` safeguarded Newton steps around the lowest grid point
-        (a crystal stops when the next step would be below ``SCALE_TOLERANCE *
-        STOP_FRACTION``, or at once without a bracketed minimum). Per crystal a
+        the grid, then up to ``steps`` safeguarded Newton steps around the lowest grid point,
+        from the vertex of the parabola through it and its neighbours (a crystal stops
+        when the next step would be below ``SCALE_TOLERANCE * STOP_FRACTION``, or at once
+        without a bracketed minimum). Per crystal a
         dict of ``scale``, ``energy``, ``gradient``, ``curvature`` (eV per cell),
         ``has_minimum`` and ``converged``, plus ``reason`` when there is no value."""
         n = len(structures)
@@ -234,7 +235,7 @@ class TorchCHGNet:
             order=0)[:, 0].reshape(n, len(grid))
         lowest = np.argmin(np.where(np.isfinite(energies), energies, np.inf), axis=1)
         at_low, at_high = lowest == 0, lowest == len(grid) - 1
-        x = grid[lowest].astype(np.float64)
+        x = parabola_vertex(grid, energies, lowest, np).astype(np.float64)
         final = self.scale_derivatives(list(structures), x, order=2)
         slope = final[:, 1].copy()
         bracketed = (~at_low & ~at_high) | (at_low & (slope < 0)) | (at_high & (slope > 0))

@@ -128,9 +128,10 @@ PAW_ECUTWFC: dict[str, float] = {
 
 
 #: ``fast`` preset: the energy-rule cutoffs (:data:`PAW_ECUTWFC_ENERGY`) capped at this value
-#: (Ry), with ``ecutrho`` = :data:`FAST_DUAL` x ``ecutwfc``. Screening quality for demos and quick runs: elements whose
-#: measured cutoff is higher are under-converged (by up to the energy and pressure
-#: differences at this cutoff recorded in benchmarks/cutoff_convergence_pslibrary.json).
+#: (Ry), with ``ecutrho`` = :data:`FAST_DUAL` x ``ecutwfc``. Screening quality for demos
+#: and quick runs: elements whose measured cutoff is higher are under-converged (by up to
+#: the energy and pressure differences at this cutoff recorded in
+#: benchmarks/cutoff_convergence_pslibrary.json).
 #: Measured on three 5-site crystals of the a = 4.5443 Å cell (band gap, 1 core shared with
 #: a benchmark): 15-25 s per crystal against 28-58 s at 60/480 Ry, gaps within 0.12 eV of
 #: those (Na4O 1.332 vs 1.324 eV, KMgCl3 5.761 vs 5.640, NaSrO3 a metal in both).
