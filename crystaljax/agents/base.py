@@ -43,6 +43,7 @@ METRICS: dict[str, str] = {
     "value_loss": "mean",
     "approx_kl": "mean",
     "clip_fraction": "mean",
+    "sil_loss": "mean",  # PPO's self-imitation loss (nan when off)
     "actor_loss": "mean",
     "alpha_loss": "mean",
     "q_mean": "mean",

@@ -19,6 +19,14 @@ from crystaljax.agents.base import Agent, BaseState, adam, summarise_updates
 from crystaljax.agents.config import AgentConfig
 from crystaljax.agents.exploration import greedy
 from crystaljax.agents.guards import all_finite, guarded_step
+from crystaljax.agents.self_imitation import (
+    SILBuffer,
+    monte_carlo_returns,
+    sil_add,
+    sil_init,
+    sil_loss,
+    sil_sample,
+)
 from crystaljax.config import ConfigError, option
 from crystaljax.models.networks import ActorCriticNetwork
 
@@ -54,6 +62,11 @@ class PPOConfig(AgentConfig):
       max_grad_norm: global gradient-norm clip (None = none).
       shared_torso: one MEGNet torso for policy and value (False = separate networks,
         as the original).
+      sil_coef: weight of the self-imitation loss (:mod:`crystaljax.agents.
+        self_imitation`; 0 = plain PPO): every gradient step also imitates transitions of
+        the best finished episodes seen, where their return beats the critic.
+      sil_capacity, sil_batch_size: transitions kept (the highest returns) and sampled
+        per gradient step; sil_value_coef: weight of its value term (the paper's 0.01).
     """
 
     adam_eps: float = option(1e-5, gt=0.0)
@@ -70,6 +83,10 @@ class PPOConfig(AgentConfig):
     ent_coef: float = option(0.05, ge=0.0)
     vf_coef: float = option(0.5, ge=0.0)
     shared_torso: bool = False
+    sil_coef: float = option(0.0, ge=0.0)
+    sil_capacity: int = option(512, ge=1)
+    sil_batch_size: int = option(32, ge=1)
+    sil_value_coef: float = option(0.01, ge=0.0)
 
     def __post_init__(self):
         super().__post_init__()
@@ -105,9 +122,11 @@ class PPOConfig(AgentConfig):
 @struct.dataclass
 class PPOState(BaseState):
     """PPO's state: BaseState (params = ActorCriticNetwork parameters; updates counts
-    gradient steps) + the optax state."""
+    gradient steps) + the optax state + the self-imitation buffer (None when
+    ``sil_coef`` is 0)."""
 
     opt_state: Any
+    sil: Any = None
 
 
 @struct.dataclass
@@ -203,7 +222,9 @@ class PPOAgent(Agent):
 
     def init_learner(self, key: jax.Array, obs: Any) -> dict[str, Any]:
         params = self.network.init(key, obs)
-        return {"params": params, "opt_state": self.optimizer.init(params)}
+        sil = (sil_init(jax.tree.map(lambda x: x[0], obs), self.config.sil_capacity)
+               if self.config.sil_coef > 0 else None)
+        return {"params": params, "opt_state": self.optimizer.init(params), "sil": sil}
 
     # ---- network -------------------------------------------------------------------------
     def policy_value(self, params: Any, obs: Any) -> tuple[jax.Array, jax.Array]:
@@ -259,10 +280,12 @@ class PPOAgent(Agent):
         return carry, rollout, jax.tree.map(jnp.sum, stats)
 
     # ---- learning ------------------------------------------------------------------------
-    def loss(self, params: Any, batch: PPOSamples) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def loss(self, params: Any, batch: PPOSamples, sil_batch: SILBuffer | None = None
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """PPO loss of one minibatch (leaves [M', ...]): clipped surrogate (rlax) +
-        vf_coef * value loss - ent_coef * entropy. Returns (loss, metrics: policy_loss,
-        value_loss, entropy, approx_kl, clip_fraction)."""
+        vf_coef * value loss - ent_coef * entropy (+ sil_coef * the self-imitation loss of
+        ``sil_batch``, leaves [S, ...]). Returns (loss, metrics: policy_loss, value_loss,
+        entropy, approx_kl, clip_fraction, sil_loss)."""
         cfg = self.config
         logits, value = self.policy_value(params, batch.obs)
         log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), batch.action[:, None],
@@ -280,16 +303,24 @@ class PPOAgent(Agent):
         value_loss = 0.5 * jnp.mean(value_error)
         entropy_loss = rlax.entropy_loss(logits, jnp.ones_like(ratio))  # -mean entropy
         loss = policy_loss + cfg.vf_coef * value_loss + cfg.ent_coef * entropy_loss
-        return loss, {"policy_loss": policy_loss, "value_loss": value_loss,
+        imitation = jnp.float32(jnp.nan)
+        if sil_batch is not None:
+            sil_logits, sil_value = self.policy_value(params, sil_batch.obs)
+            imitation = sil_loss(sil_logits, sil_value, sil_batch, cfg.sil_value_coef)
+            loss = loss + cfg.sil_coef * imitation
+        return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "sil_loss": imitation,
                       "entropy": -entropy_loss,
                       "approx_kl": jnp.mean((ratio - 1.0) - log_ratio),
                       "clip_fraction": jnp.mean(jnp.abs(ratio - 1.0) > cfg.clip_coef)}
 
-    def _minibatch_update(self, carry, batch: PPOSamples):
-        """One gradient step; skipped (params and optimiser state kept) when the loss or a
-        gradient is not finite, and counted in the ``skipped`` metric (bool [])."""
+    def _minibatch_update(self, carry, batches: tuple[PPOSamples, SILBuffer | None]):
+        """One gradient step on (a minibatch, its self-imitation sample or None); skipped
+        (params and optimiser state kept) when the loss or a gradient is not finite, and
+        counted in the ``skipped`` metric (bool [])."""
         params, opt_state = carry
-        (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(params, batch)
+        batch, sil_batch = batches
+        (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(params, batch,
+                                                                            sil_batch)
         finite = all_finite(loss, grads)
         carry = guarded_step(self.optimizer, grads, opt_state, params, finite)
         return carry, dict(metrics, loss=loss, skipped=~finite)
@@ -304,15 +335,21 @@ class PPOAgent(Agent):
                                        log_prob=rollout.log_prob, value=rollout.value,
                                        advantage=advantage, target=target))
 
-    def _learn(self, params: Any, opt_state: Any, samples: PPOSamples, key: jax.Array):
+    def _learn(self, params: Any, opt_state: Any, samples: PPOSamples, key: jax.Array,
+               sil: SILBuffer | None = None):
         """``update_epochs`` passes over ``samples`` [B], each in freshly shuffled
-        minibatches. Returns (params, opt_state, metrics averaged over the steps, with
-        ``skipped_updates`` int32 [] the number of steps skipped as non-finite)."""
+        minibatches (each step with ``sil_batch_size`` transitions drawn from the
+        self-imitation buffer ``sil``, when given). Returns (params, opt_state, metrics
+        averaged over the steps, with ``skipped_updates`` int32 [] the number of steps
+        skipped as non-finite)."""
         cfg = self.config
 
         def epoch(carry, epoch_key):
-            minibatches = shuffle_minibatches(samples, epoch_key, cfg.num_minibatches)
-            return jax.lax.scan(self._minibatch_update, carry, minibatches)
+            k_shuffle, k_sil = jax.random.split(epoch_key)
+            minibatches = shuffle_minibatches(samples, k_shuffle, cfg.num_minibatches)
+            sil_batches = (None if sil is None else
+                           sil_sample(sil, k_sil, (cfg.num_minibatches, cfg.sil_batch_size)))
+            return jax.lax.scan(self._minibatch_update, carry, (minibatches, sil_batches))
 
         (params, opt_state), metrics = jax.lax.scan(
             epoch, (params, opt_state), jax.random.split(key, cfg.update_epochs))
@@ -327,9 +364,16 @@ class PPOAgent(Agent):
         (env_state, obs), rollout, step_stats = self._rollout(state.params, state.env_state,
                                                               state.obs, k_rollout)
         samples = self.samples_from_rollout(rollout)
+        sil = state.sil
+        if sil is not None:
+            returns, complete = monte_carlo_returns(rollout.reward, rollout.terminated,
+                                                    rollout.truncated, cfg.gamma)
+            sil = sil_add(sil, samples.obs, samples.action, returns.reshape(-1),
+                          complete.reshape(-1))
         params, opt_state, learn_metrics = self._learn(state.params, state.opt_state, samples,
-                                                       k_learn)
+                                                       k_learn, sil)
         state = state.replace(params=params, opt_state=opt_state, env_state=env_state, obs=obs,
+                              sil=sil,
                               key=key, iteration=it + 1,
                               env_steps=(it + 1) * cfg.env_steps_per_iteration,
                               updates=state.updates + cfg.update_epochs * cfg.num_minibatches)
