@@ -242,6 +242,12 @@ class ReplayAgent(Agent):
         """Metrics read off the state at the end of an iteration."""
         return {}
 
+    def record_step(self, state: Any, obs: Any, actions: jax.Array, reward: jax.Array,
+                    terminated: jax.Array, truncated: jax.Array) -> Any:
+        """Hook after every env step (obs acted on [N, ...], the rest [N]); the default
+        keeps nothing beyond the replay buffer."""
+        return state
+
     def empty_buffer(self, obs: Any) -> ReplayBuffer:
         """An empty replay buffer for transitions of these (batched) observations."""
         one_obs = jax.tree.map(lambda x: x[0], obs)
@@ -265,6 +271,7 @@ class ReplayAgent(Agent):
             k_env, state.env_state, actions, self.env_params)
         buffer = buffer_add(state.buffer, Transition(state.obs, actions, reward, terminated,
                                                      truncated, info["final_observation"]))
+        state = self.record_step(state, state.obs, actions, reward, terminated, truncated)
         env_steps = steps_before + cfg.num_envs
         state = state.replace(buffer=buffer, env_state=env_state, obs=next_obs, key=key,
                               iteration=it + 1, env_steps=env_steps)

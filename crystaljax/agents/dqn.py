@@ -20,6 +20,14 @@ from crystaljax.agents.config import ReplayConfig
 from crystaljax.agents.exploration import epsilon_greedy, greedy, linear_schedule
 from crystaljax.agents.guards import all_finite, guarded_step
 from crystaljax.agents.losses import categorical_losses, scalar_loss, scalar_td_errors
+from crystaljax.agents.self_imitation import (
+    lower_bound_loss,
+    sil_add,
+    sil_init,
+    sil_sample,
+    trace_init,
+    trace_step,
+)
 from crystaljax.config import ConfigError, option
 from crystaljax.models.networks import QNetwork, QOutput
 
@@ -59,6 +67,10 @@ class DQNConfig(ReplayConfig):
       priority_eps: added to priorities so nothing gets probability 0.
       noisy: noisy linear layers in the head (factorised Gaussian).
       noisy_sigma0: initial noise scale.
+      sil_coef: weight of the self-imitation lower-bound loss ``max(R - Q(s, a), 0)^2`` on
+        transitions of the best finished episodes seen (:mod:`crystaljax.agents.
+        self_imitation`; 0 = off; scalar Q only). sil_capacity, sil_batch_size:
+        transitions kept (the highest Monte-Carlo returns) and sampled per update.
     """
 
     total_env_steps: int = option(20_000, ge=1)
@@ -83,9 +95,15 @@ class DQNConfig(ReplayConfig):
     priority_eps: float = option(1e-6, gt=0.0)
     noisy: bool = False
     noisy_sigma0: float = option(0.5, ge=0.0)
+    sil_coef: float = option(0.0, ge=0.0)
+    sil_capacity: int = option(512, ge=1)
+    sil_batch_size: int = option(32, ge=1)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.sil_coef > 0 and self.num_atoms > 1:
+            raise ConfigError("sil_coef needs scalar Q values (num_atoms 1): the lower bound "
+                              "applies to Q, not to a C51 distribution")
         if self.buffer_size < self.num_envs * self.n_step:
             raise ConfigError(f"buffer_size ({self.buffer_size}) must hold at least num_envs * "
                               f"n_step = {self.num_envs * self.n_step} transitions")
@@ -128,11 +146,14 @@ class RainbowConfig(DQNConfig):
 @struct.dataclass
 class AgentState(BaseState):
     """The value-based agents' state: BaseState (params = the online network) + the target
-    network's parameters, the optax state and the ReplayBuffer."""
+    network's parameters, the optax state and the ReplayBuffer (+ the self-imitation
+    buffer and the running episodes, None when ``sil_coef`` is 0)."""
 
     target_params: Any
     opt_state: Any
     buffer: ReplayBuffer
+    sil: Any = None
+    trace: Any = None
 
 
 class DQNAgent(ReplayAgent):
@@ -158,8 +179,26 @@ class DQNAgent(ReplayAgent):
 
     def init_learner(self, key: jax.Array, obs: Any) -> dict[str, Any]:
         params = self.network.init(key, obs, deterministic=True)
+        cfg, one_obs = self.config, jax.tree.map(lambda x: x[0], obs)
+        sil = trace = None
+        if cfg.sil_coef > 0:
+            sil = sil_init(one_obs, cfg.sil_capacity)
+            trace = trace_init(one_obs, cfg.num_envs, int(self.env.max_sites))
         return {"params": params, "target_params": params,
-                "opt_state": self.optimizer.init(params), "buffer": self.empty_buffer(obs)}
+                "opt_state": self.optimizer.init(params), "buffer": self.empty_buffer(obs),
+                "sil": sil, "trace": trace}
+
+    def record_step(self, state: AgentState, obs: Any, actions: jax.Array, reward: jax.Array,
+                    terminated: jax.Array, truncated: jax.Array) -> AgentState:
+        """Self-imitation on: add every env's step to its running episode; the episodes that
+        terminated enter the buffer of best returns."""
+        if state.sil is None:
+            return state
+        trace, candidates = trace_step(state.trace, obs, actions, reward, terminated,
+                                       truncated, self.config.gamma)
+        sil = jax.lax.cond(terminated.any(), lambda b: sil_add(b, *candidates),
+                           lambda b: b, state.sil)
+        return state.replace(sil=sil, trace=trace)
 
     # ---- network -------------------------------------------------------------------------
     def q_output(self, params: Any, obs: Any, key: jax.Array | None = None) -> QOutput:
@@ -184,8 +223,9 @@ class DQNAgent(ReplayAgent):
             "epsilon": epsilon}
 
     # ---- learning ------------------------------------------------------------------------
-    def _loss_and_priorities(self, params, target_params, batch, weights, key):
-        """Weighted mean loss and per-sample priorities [B] of an n-step batch."""
+    def _loss_and_priorities(self, params, target_params, batch, weights, key, sil_batch=None):
+        """Weighted mean loss and per-sample priorities [B] of an n-step batch (+ sil_coef x
+        the lower-bound loss of the self-imitation sample ``sil_batch``, when given)."""
         cfg = self.config
         k_tm1, k_t, k_target = jax.random.split(key, 3)
         target_t = self.q_output(target_params, batch.next_obs, k_target)
@@ -203,7 +243,12 @@ class DQNAgent(ReplayAgent):
                 td = scalar_td_errors(out.q_values, batch.action, batch.reward, batch.discount,
                                       target_t.q_values, selector)
                 per_sample, priorities = scalar_loss(td, cfg.loss), jnp.abs(td)
-            return jnp.mean(weights * per_sample), jax.lax.stop_gradient(priorities)
+            loss = jnp.mean(weights * per_sample)
+            if sil_batch is not None:
+                q = self.q_output(p, sil_batch.obs, k_tm1).q_values
+                q_taken = jnp.take_along_axis(q, sil_batch.action[:, None], axis=1)[:, 0]
+                loss = loss + cfg.sil_coef * lower_bound_loss(q_taken, sil_batch)
+            return loss, jax.lax.stop_gradient(priorities)
 
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
@@ -227,8 +272,11 @@ class DQNAgent(ReplayAgent):
             weights = weights / weights.max()
         else:
             weights = jnp.ones_like(probs)
+        sil_batch = (None if state.sil is None  # its own key: the default's draws unchanged
+                     else sil_sample(state.sil, jax.random.fold_in(key, 1),
+                                     (cfg.sil_batch_size,)))
         (loss, priorities), grads = self._loss_and_priorities(
-            state.params, state.target_params, batch, weights, k_loss)
+            state.params, state.target_params, batch, weights, k_loss, sil_batch)
         finite = all_finite(loss, priorities, grads)
         params, opt_state = guarded_step(self.optimizer, grads, state.opt_state, state.params,
                                          finite)

@@ -345,10 +345,10 @@ class PPOAgent(Agent):
         cfg = self.config
 
         def epoch(carry, epoch_key):
-            k_shuffle, k_sil = jax.random.split(epoch_key)
-            minibatches = shuffle_minibatches(samples, k_shuffle, cfg.num_minibatches)
-            sil_batches = (None if sil is None else
-                           sil_sample(sil, k_sil, (cfg.num_minibatches, cfg.sil_batch_size)))
+            minibatches = shuffle_minibatches(samples, epoch_key, cfg.num_minibatches)
+            sil_batches = (None if sil is None else  # own key: the default's draws unchanged
+                           sil_sample(sil, jax.random.fold_in(epoch_key, 1),
+                                      (cfg.num_minibatches, cfg.sil_batch_size)))
             return jax.lax.scan(self._minibatch_update, carry, (minibatches, sil_batches))
 
         (params, opt_state), metrics = jax.lax.scan(

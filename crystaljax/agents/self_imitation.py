@@ -14,7 +14,15 @@ returns it keeps. Everything is pure ``jnp`` with static shapes: the buffer keep
 ``capacity`` highest returns seen (``lax.top_k`` over buffer + rollout), empty slots
 hold a return of ``-inf``.
 
-Shapes: T rollout steps, N envs, K capacity, S sampled transitions.
+For value-based agents the same buffer gives a lower bound (Oh et al.; Tang, "Self-
+Imitation Learning via Generalized Lower Bound Q-learning", NeurIPS 2020): in an
+episodic task the Monte-Carlo return of any episode is a return the optimal policy can at
+least match, so ``Q*(s, a) >= R`` and the loss ``mean max(R - Q(s, a), 0)^2`` pushes up the
+values of the best crystals' actions that the TD targets underrate. An off-policy agent
+steps every env once per iteration, so :class:`EpisodeTrace` keeps each env's running
+episode until it ends (at most ``L`` steps: one per site).
+
+Shapes: T rollout steps, N envs, L longest episode, K capacity, S sampled transitions.
 """
 
 from __future__ import annotations
@@ -58,6 +66,62 @@ def monte_carlo_returns(reward: jax.Array, terminated: jax.Array, truncated: jax
     _, (returns, complete) = jax.lax.scan(backward, init, (reward, terminated, truncated),
                                           reverse=True)
     return returns, complete
+
+
+@struct.dataclass
+class EpisodeTrace:
+    """The running episode of each env: obs, action, reward leaves [N, L, ...]; ``length``
+    int32 [N] steps recorded so far (may exceed L: such an episode is never kept)."""
+
+    obs: Any
+    action: jax.Array
+    reward: jax.Array
+    length: jax.Array
+
+
+def trace_init(example_obs: Any, num_envs: int, max_length: int) -> EpisodeTrace:
+    """Empty traces of ``num_envs`` envs for episodes of at most ``max_length`` steps,
+    shaped like one observation ``example_obs``."""
+    return EpisodeTrace(
+        obs=jax.tree.map(lambda x: jnp.zeros((num_envs, max_length, *x.shape), x.dtype),
+                         example_obs),
+        action=jnp.zeros((num_envs, max_length), jnp.int32),
+        reward=jnp.zeros((num_envs, max_length), jnp.float32),
+        length=jnp.zeros((num_envs,), jnp.int32))
+
+
+def trace_step(trace: EpisodeTrace, obs: Any, action: jax.Array, reward: jax.Array,
+               terminated: jax.Array, truncated: jax.Array, gamma: float
+               ) -> tuple[EpisodeTrace, tuple[Any, jax.Array, jax.Array, jax.Array]]:
+    """Record one step of every env (obs acted on [N, ...], action, reward, terminated,
+    truncated [N]); an env whose episode ended starts a new trace.
+
+    Returns (trace, candidates): the steps of every trace flattened (obs [N * L, ...],
+    action, return, complete [N * L]), where ``complete`` marks the steps of episodes that
+    terminated at this step (with their Monte-Carlo returns), for :func:`sil_add`.
+    """
+    num_envs, max_length = trace.action.shape
+    rows = jnp.arange(num_envs)
+    slot = jnp.minimum(trace.length, max_length - 1)
+    trace = trace.replace(
+        obs=jax.tree.map(lambda t, o: t.at[rows, slot].set(o), trace.obs, obs),
+        action=trace.action.at[rows, slot].set(action.astype(jnp.int32)),
+        reward=trace.reward.at[rows, slot].set(reward.astype(jnp.float32)))
+    steps = jnp.arange(max_length)
+    recorded = steps[None, :] <= trace.length[:, None]  # [N, L]
+
+    def backward(next_return, r):
+        ret = r + gamma * next_return
+        return ret, ret
+
+    rewards = jnp.where(recorded, trace.reward, 0.0)
+    _, returns = jax.lax.scan(backward, jnp.zeros(num_envs), rewards.T, reverse=True)
+    kept = terminated & (trace.length < max_length)
+    complete = recorded & kept[:, None]
+    candidates = (jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), trace.obs),
+                  trace.action.reshape(-1), returns.T.reshape(-1), complete.reshape(-1))
+    trace = trace.replace(length=jnp.where(terminated | truncated, 0, trace.length + 1))
+    return trace, candidates
 
 
 def sil_init(example_obs: Any, capacity: int) -> SILBuffer:
@@ -108,4 +172,13 @@ def sil_loss(logits: jax.Array, value: jax.Array, batch: SILBuffer, value_coef: 
     return policy + value_coef * 0.5 * jnp.square(clipped).sum() / count
 
 
-__all__ = ["SILBuffer", "monte_carlo_returns", "sil_add", "sil_init", "sil_loss", "sil_sample"]
+def lower_bound_loss(q_taken: jax.Array, batch: SILBuffer) -> jax.Array:
+    """``mean max(R - Q(s, a), 0)^2`` over the filled slots of sampled transitions
+    (``q_taken`` f32 [S]: Q of the stored action); f32 [] (0 while the buffer is empty)."""
+    filled = jnp.isfinite(batch.ret)
+    gap = jnp.maximum(jnp.where(filled, batch.ret - q_taken, 0.0), 0.0)
+    return jnp.square(gap).sum() / jnp.maximum(filled.sum(), 1)
+
+
+__all__ = ["EpisodeTrace", "SILBuffer", "lower_bound_loss", "monte_carlo_returns", "sil_add",
+           "sil_init", "sil_loss", "sil_sample", "trace_init", "trace_step"]
