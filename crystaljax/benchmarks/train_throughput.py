@@ -86,7 +86,7 @@ def _update_cost(agent, state) -> float:
         zeros = jnp.zeros((rows,), jnp.float32)
         batch = PPOSamples(obs=obs, action=jnp.zeros((rows,), jnp.int32), log_prob=zeros,
                            value=zeros, advantage=zeros + 1.0, target=zeros)
-        fn, args = agent._minibatch_update, ((state.params, state.opt_state), batch)
+        fn, args = agent._minibatch_update, ((state.params, state.opt_state), (batch, None))
     else:
         fn, args = agent.update, (state, jax.random.PRNGKey(0), jnp.int32(0))
     cost = jax.jit(fn).lower(*args).compile().cost_analysis()
