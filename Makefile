@@ -14,7 +14,7 @@ TORCH_VERSION ?= 2.13.0
 # test processes (pytest-xdist; 0 = one process). Compilation is single-threaded: one per core.
 TEST_WORKERS ?= 2
 
-.PHONY: setup system python demo test test-all bench benchmark-table clean
+.PHONY: setup system python demo test test-all lint bench benchmark-table clean
 
 setup: system python
 
@@ -43,11 +43,15 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(PY) -m crystaljax.training.main_job configs/main_job.yaml
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -m "not slow" -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
-test-all: setup
+test-all: setup lint
 	$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+# Style and common bugs (pyproject.toml [tool.ruff]); part of `make test`.
+lint: setup
+	$(PY) -m ruff check crystaljax scripts tests
 
 bench: setup
 	$(PY) scripts/bench_env.py
