@@ -22,11 +22,11 @@ from crystaljax.agents.guards import all_finite, guarded_step
 from crystaljax.agents.losses import categorical_losses, scalar_loss, scalar_td_errors
 from crystaljax.agents.self_imitation import (
     lower_bound_loss,
-    sil_add,
     sil_init,
+    sil_key,
+    sil_record,
     sil_sample,
     trace_init,
-    trace_step,
 )
 from crystaljax.config import ConfigError, option
 from crystaljax.models.networks import QNetwork, QOutput
@@ -194,10 +194,8 @@ class DQNAgent(ReplayAgent):
         terminated enter the buffer of best returns."""
         if state.sil is None:
             return state
-        trace, candidates = trace_step(state.trace, obs, actions, reward, terminated,
-                                       truncated, self.config.gamma)
-        sil = jax.lax.cond(terminated.any(), lambda b: sil_add(b, *candidates),
-                           lambda b: b, state.sil)
+        sil, trace = sil_record(state.sil, state.trace, obs, actions, reward, terminated,
+                                truncated, self.config.gamma)
         return state.replace(sil=sil, trace=trace)
 
     # ---- network -------------------------------------------------------------------------
@@ -272,9 +270,8 @@ class DQNAgent(ReplayAgent):
             weights = weights / weights.max()
         else:
             weights = jnp.ones_like(probs)
-        sil_batch = (None if state.sil is None  # its own key: the default's draws unchanged
-                     else sil_sample(state.sil, jax.random.fold_in(key, 1),
-                                     (cfg.sil_batch_size,)))
+        sil_batch = (None if state.sil is None
+                     else sil_sample(state.sil, sil_key(key), (cfg.sil_batch_size,)))
         (loss, priorities), grads = self._loss_and_priorities(
             state.params, state.target_params, batch, weights, k_loss, sil_batch)
         finite = all_finite(loss, priorities, grads)

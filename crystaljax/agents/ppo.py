@@ -21,11 +21,12 @@ from crystaljax.agents.exploration import greedy
 from crystaljax.agents.guards import all_finite, guarded_step
 from crystaljax.agents.self_imitation import (
     SILBuffer,
-    monte_carlo_returns,
-    sil_add,
     sil_init,
+    sil_key,
     sil_loss,
+    sil_record_rollout,
     sil_sample,
+    trace_init,
 )
 from crystaljax.config import ConfigError, option
 from crystaljax.models.networks import ActorCriticNetwork
@@ -122,11 +123,12 @@ class PPOConfig(AgentConfig):
 @struct.dataclass
 class PPOState(BaseState):
     """PPO's state: BaseState (params = ActorCriticNetwork parameters; updates counts
-    gradient steps) + the optax state + the self-imitation buffer (None when
-    ``sil_coef`` is 0)."""
+    gradient steps) + the optax state + the self-imitation buffer and each env's running
+    episode (None when ``sil_coef`` is 0)."""
 
     opt_state: Any
     sil: Any = None
+    trace: Any = None
 
 
 @struct.dataclass
@@ -222,9 +224,13 @@ class PPOAgent(Agent):
 
     def init_learner(self, key: jax.Array, obs: Any) -> dict[str, Any]:
         params = self.network.init(key, obs)
-        sil = (sil_init(jax.tree.map(lambda x: x[0], obs), self.config.sil_capacity)
-               if self.config.sil_coef > 0 else None)
-        return {"params": params, "opt_state": self.optimizer.init(params), "sil": sil}
+        cfg, one_obs = self.config, jax.tree.map(lambda x: x[0], obs)
+        sil = trace = None
+        if cfg.sil_coef > 0:
+            sil = sil_init(one_obs, cfg.sil_capacity)
+            trace = trace_init(one_obs, cfg.num_envs, int(self.env.max_sites))
+        return {"params": params, "opt_state": self.optimizer.init(params), "sil": sil,
+                "trace": trace}
 
     # ---- network -------------------------------------------------------------------------
     def policy_value(self, params: Any, obs: Any) -> tuple[jax.Array, jax.Array]:
@@ -346,8 +352,8 @@ class PPOAgent(Agent):
 
         def epoch(carry, epoch_key):
             minibatches = shuffle_minibatches(samples, epoch_key, cfg.num_minibatches)
-            sil_batches = (None if sil is None else  # own key: the default's draws unchanged
-                           sil_sample(sil, jax.random.fold_in(epoch_key, 1),
+            sil_batches = (None if sil is None else
+                           sil_sample(sil, sil_key(epoch_key),
                                       (cfg.num_minibatches, cfg.sil_batch_size)))
             return jax.lax.scan(self._minibatch_update, carry, (minibatches, sil_batches))
 
@@ -364,16 +370,15 @@ class PPOAgent(Agent):
         (env_state, obs), rollout, step_stats = self._rollout(state.params, state.env_state,
                                                               state.obs, k_rollout)
         samples = self.samples_from_rollout(rollout)
-        sil = state.sil
+        sil, trace = state.sil, state.trace
         if sil is not None:
-            returns, complete = monte_carlo_returns(rollout.reward, rollout.terminated,
-                                                    rollout.truncated, cfg.gamma)
-            sil = sil_add(sil, samples.obs, samples.action, returns.reshape(-1),
-                          complete.reshape(-1))
+            sil, trace = sil_record_rollout(sil, trace, rollout.obs, rollout.action,
+                                            rollout.reward, rollout.terminated,
+                                            rollout.truncated, cfg.gamma)
         params, opt_state, learn_metrics = self._learn(state.params, state.opt_state, samples,
                                                        k_learn, sil)
         state = state.replace(params=params, opt_state=opt_state, env_state=env_state, obs=obs,
-                              sil=sil,
+                              sil=sil, trace=trace,
                               key=key, iteration=it + 1,
                               env_steps=(it + 1) * cfg.env_steps_per_iteration,
                               updates=state.updates + cfg.update_epochs * cfg.num_minibatches)

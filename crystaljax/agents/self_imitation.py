@@ -1,4 +1,4 @@
-"""Self-imitation (Oh et al., "Self-Imitation Learning", ICML 2018) for on-policy agents.
+"""Self-imitation (Oh et al., "Self-Imitation Learning", ICML 2018) for PPO and DQN.
 
 An on-policy learner sees each sampled crystal once: a rare near-target crystal moves the
 policy by one gradient step and is gone. Self-imitation keeps the transitions of the
@@ -10,19 +10,30 @@ imitates their actions where their Monte-Carlo return beats the critic's value:
 
 (the advantage in the first term is not differentiated). Transitions whose return is
 already below V contribute nothing, so the term fades once the policy reaches the
-returns it keeps. Everything is pure ``jnp`` with static shapes: the buffer keeps the
-``capacity`` highest returns seen (``lax.top_k`` over buffer + rollout), empty slots
-hold a return of ``-inf``.
+returns it keeps. The advantage is not normalised, so ``sil_coef`` weighs it on the
+reward's own scale. Everything is pure ``jnp`` with static shapes.
+
+Which transitions are kept: whole episodes, ranked by the episode's reward (the
+undiscounted sum over its steps, the same number on every step of it); each transition
+carries its own discounted return ``R_i`` for the loss. Ranking by ``R_i`` instead would
+split episodes (with a reward only at the last step, an early step of a worse episode
+can outrank the last step of a better one). ``lax.top_k`` over buffer + new episodes keeps
+the ``capacity`` best transitions (ties: the earlier ones), so a capacity that is a
+multiple of the episode length keeps whole episodes; empty slots score ``-inf``.
+
+:class:`EpisodeTrace` keeps each env's running episode until it ends (at most ``L``
+steps: one per site), across PPO rollouts and DQN iterations alike, so an episode that
+spans two rollouts is kept whole.
 
 For value-based agents the same buffer gives a lower bound (Oh et al.; Tang, "Self-
-Imitation Learning via Generalized Lower Bound Q-learning", NeurIPS 2020): in an
-episodic task the Monte-Carlo return of any episode is a return the optimal policy can at
-least match, so ``Q*(s, a) >= R`` and the loss ``mean max(R - Q(s, a), 0)^2`` pushes up the
-values of the best crystals' actions that the TD targets underrate. An off-policy agent
-steps every env once per iteration, so :class:`EpisodeTrace` keeps each env's running
-episode until it ends (at most ``L`` steps: one per site).
+Imitation Learning via Generalized Lower Bound Q-learning", NeurIPS 2020): when the
+transitions and rewards are deterministic given the observation (as in the crystal env,
+whose oracle is a function of the finished crystal), the Monte-Carlo return of any
+episode is a return the optimal policy can at least match, so ``Q*(s, a) >= R`` and the
+loss ``mean max(R - Q(s, a), 0)^2`` pushes up the values of the best crystals' actions
+that the TD targets underrate. With random rewards it biases Q upwards.
 
-Shapes: T rollout steps, N envs, L longest episode, K capacity, S sampled transitions.
+Shapes: N envs, L longest episode, K capacity, S sampled transitions.
 """
 
 from __future__ import annotations
@@ -37,35 +48,13 @@ from flax import struct
 @struct.dataclass
 class SILBuffer:
     """The kept transitions, leaves [K, ...]: obs (observation acted on), action int32,
-    ret f32 (Monte-Carlo return from that step; ``-inf`` on an empty slot)."""
+    ret f32 (Monte-Carlo return from that step; ``-inf`` on an empty slot), score f32 (the
+    reward of the episode it belongs to, which ranks it; ``-inf`` on an empty slot)."""
 
     obs: Any
     action: jax.Array
     ret: jax.Array
-
-
-def monte_carlo_returns(reward: jax.Array, terminated: jax.Array, truncated: jax.Array,
-                        gamma: float) -> tuple[jax.Array, jax.Array]:
-    """Discounted return of each step of a time-major rollout (inputs [T, N]).
-
-    R_t = r_t + gamma * R_{t+1}, restarting at every episode end. A return is complete
-    only when its episode terminated inside the rollout (a truncated episode, or one
-    still running when the rollout ended, has no Monte-Carlo return).
-
-    Returns (returns f32 [T, N], complete bool [T, N]).
-    """
-    def backward(carry, x):
-        next_return, next_complete = carry
-        r, term, trunc = x
-        ended = term | trunc
-        ret = r + gamma * jnp.where(ended, 0.0, next_return)
-        complete = term | (~ended & next_complete)
-        return (ret, complete), (ret, complete)
-
-    init = (jnp.zeros_like(reward[0]), jnp.zeros(reward.shape[1:], bool))
-    _, (returns, complete) = jax.lax.scan(backward, init, (reward, terminated, truncated),
-                                          reverse=True)
-    return returns, complete
+    score: jax.Array
 
 
 @struct.dataclass
@@ -97,8 +86,10 @@ def trace_step(trace: EpisodeTrace, obs: Any, action: jax.Array, reward: jax.Arr
     truncated [N]); an env whose episode ended starts a new trace.
 
     Returns (trace, candidates): the steps of every trace flattened (obs [N * L, ...],
-    action, return, complete [N * L]), where ``complete`` marks the steps of episodes that
-    terminated at this step (with their Monte-Carlo returns), for :func:`sil_add`.
+    action, return, score, complete [N * L]), where ``complete`` marks the steps of
+    episodes that terminated at this step (with their Monte-Carlo returns and the
+    episode's undiscounted reward as score), for :func:`sil_add`. A truncated episode,
+    or one longer than L, is never complete.
     """
     num_envs, max_length = trace.action.shape
     rows = jnp.arange(num_envs)
@@ -118,8 +109,10 @@ def trace_step(trace: EpisodeTrace, obs: Any, action: jax.Array, reward: jax.Arr
     _, returns = jax.lax.scan(backward, jnp.zeros(num_envs), rewards.T, reverse=True)
     kept = terminated & (trace.length < max_length)
     complete = recorded & kept[:, None]
+    score = jnp.broadcast_to(rewards.sum(1, keepdims=True), rewards.shape)
     candidates = (jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), trace.obs),
-                  trace.action.reshape(-1), returns.T.reshape(-1), complete.reshape(-1))
+                  trace.action.reshape(-1), returns.T.reshape(-1), score.reshape(-1),
+                  complete.reshape(-1))
     trace = trace.replace(length=jnp.where(terminated | truncated, 0, trace.length + 1))
     return trace, candidates
 
@@ -130,20 +123,59 @@ def sil_init(example_obs: Any, capacity: int) -> SILBuffer:
     return SILBuffer(
         obs=jax.tree.map(lambda x: jnp.zeros((capacity, *x.shape), x.dtype), example_obs),
         action=jnp.zeros((capacity,), jnp.int32),
-        ret=jnp.full((capacity,), -jnp.inf, jnp.float32))
+        ret=jnp.full((capacity,), -jnp.inf, jnp.float32),
+        score=jnp.full((capacity,), -jnp.inf, jnp.float32))
 
 
 def sil_add(buffer: SILBuffer, obs: Any, action: jax.Array, ret: jax.Array,
-            complete: jax.Array) -> SILBuffer:
-    """Keep the ``K`` highest returns of the buffer and new transitions (leaves [B, ...];
-    ``complete`` bool [B]: transitions without a complete return are not kept)."""
+            score: jax.Array, complete: jax.Array) -> SILBuffer:
+    """Keep the ``K`` best-scored transitions of the buffer and new ones (leaves [B, ...];
+    ``score`` f32 [B] their episodes' rewards; ``complete`` bool [B]: transitions without a
+    complete, finite return are not kept)."""
     capacity = buffer.ret.shape[0]
-    rets = jnp.concatenate([buffer.ret, jnp.where(complete, ret, -jnp.inf)])
-    _, keep = jax.lax.top_k(rets, capacity)
+    usable = complete & jnp.isfinite(ret) & jnp.isfinite(score)
+    scores = jnp.concatenate([buffer.score, jnp.where(usable, score, -jnp.inf)])
+    _, keep = jax.lax.top_k(scores, capacity)
     merged = SILBuffer(
         obs=jax.tree.map(lambda a, b: jnp.concatenate([a, b]), buffer.obs, obs),
-        action=jnp.concatenate([buffer.action, action.astype(jnp.int32)]), ret=rets)
+        action=jnp.concatenate([buffer.action, action.astype(jnp.int32)]),
+        ret=jnp.concatenate([buffer.ret, jnp.where(usable, ret, -jnp.inf)]), score=scores)
     return jax.tree.map(lambda x: x[keep], merged)
+
+
+def sil_record(buffer: SILBuffer, trace: EpisodeTrace, obs: Any, action: jax.Array,
+               reward: jax.Array, terminated: jax.Array, truncated: jax.Array, gamma: float
+               ) -> tuple[SILBuffer, EpisodeTrace]:
+    """One step of every env (leaves [N, ...]) into the traces (:func:`trace_step`); the
+    episodes that terminated enter the buffer (:func:`sil_add`, skipped at steps where
+    none did). Returns (buffer, trace)."""
+    trace, candidates = trace_step(trace, obs, action, reward, terminated, truncated, gamma)
+    buffer = jax.lax.cond(terminated.any(), lambda b: sil_add(b, *candidates), lambda b: b,
+                          buffer)
+    return buffer, trace
+
+
+def sil_record_rollout(buffer: SILBuffer, trace: EpisodeTrace, obs: Any, action: jax.Array,
+                       reward: jax.Array, terminated: jax.Array, truncated: jax.Array,
+                       gamma: float) -> tuple[SILBuffer, EpisodeTrace]:
+    """:func:`sil_record` over the steps of a time-major rollout (leaves [T, N, ...])."""
+    def step(carry, xs):
+        return sil_record(*carry, *xs, gamma), None
+
+    (buffer, trace), _ = jax.lax.scan(step, (buffer, trace),
+                                      (obs, action, reward, terminated, truncated))
+    return buffer, trace
+
+
+#: folded into an update's key for the self-imitation draws: a constant no
+#: ``jax.random.split`` index reaches, so the draws are independent of the update's own
+#: (and the update's draws with self-imitation off are unchanged)
+SIL_KEY = 0x5111_0001
+
+
+def sil_key(key: jax.Array) -> jax.Array:
+    """The self-imitation sampling key of an update's ``key``."""
+    return jax.random.fold_in(key, SIL_KEY)
 
 
 def sil_sample(buffer: SILBuffer, key: jax.Array, shape: tuple[int, ...]) -> SILBuffer:
@@ -180,5 +212,6 @@ def lower_bound_loss(q_taken: jax.Array, batch: SILBuffer) -> jax.Array:
     return jnp.square(gap).sum() / jnp.maximum(filled.sum(), 1)
 
 
-__all__ = ["EpisodeTrace", "SILBuffer", "lower_bound_loss", "monte_carlo_returns", "sil_add",
-           "sil_init", "sil_loss", "sil_sample", "trace_init", "trace_step"]
+__all__ = ["SIL_KEY", "EpisodeTrace", "SILBuffer", "lower_bound_loss", "sil_add", "sil_init",
+           "sil_key", "sil_loss", "sil_record", "sil_record_rollout", "sil_sample", "trace_init",
+           "trace_step"]
