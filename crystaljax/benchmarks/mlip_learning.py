@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -149,8 +149,9 @@ def load_verification(path: str = VERIFY) -> dict | None:
 
 
 def results_rows(results: Results, verification: Mapping[str, dict] | None) -> list[str]:
-    """The MLIP learning rows of benchmarks/results.md: per agent, the criterion, the
-    greedy errors, the best crystals and their DFT check."""
+    """The MLIP learning rows of benchmarks/results.md: per agent (with its settings other
+    than the package defaults), the criterion, the greedy errors, the best crystals and
+    their DFT check."""
     first = results.runs[0]
     baseline = next((r.random for r in results.runs if r.random), None)
     random_error = (f"{baseline['median_abs_error'] / abs(first.target):.3f}" if baseline
@@ -177,17 +178,23 @@ def results_rows(results: Results, verification: Mapping[str, dict] | None) -> l
         summary = check["summary"] if check else None
         checked = f"{summary['crystals']} ({summary['ok']})" if summary else "-"
         rel = summary.get("mean_abs_relative_difference") if summary else None
+        settings = {k: v for r in runs for k, v in sorted(r.overrides.items())}
+        label = agent + (f" ({', '.join(f'{k}={v}' for k, v in settings.items())})"
+                         if settings else "")
         lines.append(
-            f"| {agent} | {len(runs)} | {runs[0].chunk_steps[-1]:,} | {met}/{len(runs)} | "
+            f"| {label} | {len(runs)} | {runs[0].chunk_steps[-1]:,} | {met}/{len(runs)} | "
             f"{', '.join(f'{b:.3f}' for b in best)} | {final.mean():.3f} ± {final.std():.3f} | "
             f"{random_error} | {found.mean():.1f} ± {found.std():.1f} | {checked} | "
             f"{'-' if rel is None else f'{rel:.0%}'} | {sum(r.wall_s for r in runs):.0f} |")
     return lines
 
 
-def top_crystals(results: Results, agent: str, top: int = 5) -> list[dict]:
+def top_crystals(results: Results, agent: str, top: int = 5,
+                 same_crystal: Callable[[dict], str] | None = None) -> list[dict]:
     """The ``top`` best distinct crystals ``agent`` found over its seeds (by the reward of
-    training: each seed's :attr:`SweepResult.top_crystals`), best first, with ``seed``."""
+    training: each seed's :attr:`SweepResult.top_crystals`), best first, with ``seed``.
+    ``same_crystal(c)``: a name shared by equivalent crystals (e.g. symmetry-equivalent
+    decorations), of which only the best is kept; default: the decoration itself."""
     merged: dict[tuple, dict] = {}
     for run in results.runs:
         for seed_top in (run.top_crystals or []) if run.agent == agent else []:
@@ -195,7 +202,15 @@ def top_crystals(results: Results, agent: str, top: int = 5) -> list[dict]:
                 key = (c["template_id"], tuple(c["tokens"]))
                 if key not in merged or merged[key]["reward"] < c["reward"]:
                     merged[key] = {**c, "seed": run.seed}
-    return sorted(merged.values(), key=lambda c: -c["reward"])[:top]
+    chosen, names = [], set()
+    for c in sorted(merged.values(), key=lambda c: -c["reward"]):
+        name = same_crystal(c) if same_crystal else (c["template_id"], tuple(c["tokens"]))
+        if name not in names:
+            names.add(name)
+            chosen.append(c)
+        if len(chosen) == top:
+            break
+    return chosen
 
 
 def verify(results: Results, top: int = 5, preset: str = "fast", relax: str = "volume",
@@ -205,20 +220,28 @@ def verify(results: Results, top: int = 5, preset: str = "fast", relax: str = "v
     own) and write ``out``: ``{agent: verify.json content}``
     (:func:`crystaljax.training.verify.verify_crystals`)."""
     import crystaljax
+    from crystaljax.training.artifacts import EquivalentCrystals
     from crystaljax.training.verify import oracle_label, verify_crystals
 
     first = results.runs[0]
     env, _ = crystaljax.make(first.task, **first.env)
+
+    def structure_of(c):
+        template = env.templates[c["template_id"]]
+        symbols = [env.vocab[t] for t in c["tokens"][:template.num_sites]]
+        return symbols, template.to_structure(symbols)
+
+    classes = EquivalentCrystals()  # symmetry-equivalent decorations are one crystal
     with env:
         run_label = oracle_label("chgnet", env.in_graph_oracle.options)
         out_data = {}
         for agent in sorted({r.agent for r in results.runs}):
-            chosen = top_crystals(results, agent, top)
+            chosen = top_crystals(results, agent, top, lambda c: classes.name(
+                f"{c['template_id']}:{'-'.join(structure_of(c)[0])}", structure_of(c)[1]))
             records, structures = [], []
             for rank, c in enumerate(chosen, start=1):
                 template = env.templates[c["template_id"]]
-                symbols = [env.vocab[t] for t in c["tokens"][:template.num_sites]]
-                structure = template.to_structure(symbols)
+                symbols, structure = structure_of(c)
                 records.append({"rank": rank, "formula": structure.composition.reduced_formula,
                                 "template": template.name, "symbols": symbols,
                                 "reward": c["reward"], "property": first.property,
