@@ -74,6 +74,7 @@ def test_top_crystals_merge_the_seeds_distinct_and_best_first():
     assert [t["seed"] for t in top] == [0, 1, 1]
     assert [t["tokens"][0] for t in top] == [0, 2, 1]  # the repeat kept its best reward
     assert mlip_learning.top_crystals(results, "sac") == []
+    assert mlip_learning.top_crystals(results, "dqn", top=0) == []
     # equivalent crystals (here: same first token parity) count once, the best of them
     top = mlip_learning.top_crystals(results, "dqn", top=3,
                                      same_crystal=lambda c: c["tokens"][0] % 2)

@@ -204,12 +204,12 @@ def top_crystals(results: Results, agent: str, top: int = 5,
                     merged[key] = {**c, "seed": run.seed}
     chosen, names = [], set()
     for c in sorted(merged.values(), key=lambda c: -c["reward"]):
+        if len(chosen) >= top:
+            break
         name = same_crystal(c) if same_crystal else (c["template_id"], tuple(c["tokens"]))
         if name not in names:
             names.add(name)
             chosen.append(c)
-        if len(chosen) == top:
-            break
     return chosen
 
 
@@ -232,12 +232,15 @@ def verify(results: Results, top: int = 5, preset: str = "fast", relax: str = "v
         return symbols, template.to_structure(symbols)
 
     classes = EquivalentCrystals()  # symmetry-equivalent decorations are one crystal
+
+    def class_name(c):
+        symbols, structure = structure_of(c)
+        return classes.name(f"{c['template_id']}:{'-'.join(symbols)}", structure)
     with env:
         run_label = oracle_label("chgnet", env.in_graph_oracle.options)
         out_data = {}
         for agent in sorted({r.agent for r in results.runs}):
-            chosen = top_crystals(results, agent, top, lambda c: classes.name(
-                f"{c['template_id']}:{'-'.join(structure_of(c)[0])}", structure_of(c)[1]))
+            chosen = top_crystals(results, agent, top, class_name)
             records, structures = [], []
             for rank, c in enumerate(chosen, start=1):
                 template = env.templates[c["template_id"]]
