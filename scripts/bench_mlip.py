@@ -10,6 +10,8 @@ Usage::
     python scripts/bench_mlip.py --learning dqn ppo [--seeds 0 1 2] [--env-steps 30000]
     python scripts/bench_mlip.py --verify [--top 5]   # the learners' best crystals with QE
     python scripts/bench_mlip.py --throughput 1 64 256 1024 [--host-devices 2]
+    python scripts/bench_mlip.py --throughput 1 256 4096 65536 --host-workers 16 \\
+        --host-max 1024 --section mlip-throughput-gpu --out FILE   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ def main(argv=None) -> None:
                         help="instead: crystals/s of the in-graph oracle at these env counts "
                              "beside the host torch oracle on the same crystals")
     parser.add_argument("--host-workers", type=int, default=2)
+    parser.add_argument("--host-max", type=int, default=None, help="--throughput: the host "
+                        "oracle computes only the first this many crystals of a row")
+    parser.add_argument("--section", default="mlip-throughput",
+                        help="--throughput: the BENCHMARKS.md section to write")
     parser.add_argument("--host-devices", type=int, default=1,
                         help="--throughput: also the in-graph oracle with the envs split over "
                              "this many XLA host devices (one per core)")
@@ -75,10 +81,12 @@ def main(argv=None) -> None:
             mlip_learning.refresh_results_table()  # its MLIP rows read the default files
         return
     if args.throughput is not None:
+        out = args.out or "benchmarks/chgnet_throughput.json"
         result = mlip.side_by_side(args.task, args.throughput or [1, 64, 256], args.host_workers,
-                                   overrides, args.host_devices)
-        write_results(result, args.out or "benchmarks/chgnet_throughput.json", markdown_path,
-                      "mlip-throughput", mlip.throughput_markdown)
+                                   overrides, args.host_devices, args.host_max,
+                                   progress=lambda partial: write_results(partial, out, None, "",
+                                                                          None))
+        write_results(result, out, markdown_path, args.section, mlip.throughput_markdown)
         return
     result = mlip.distribution(args.task, args.num, args.seed, args.envs, overrides)
     write_results(result, args.out or "benchmarks/chgnet_distribution.json", markdown_path,

@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -52,10 +54,12 @@ def env_step(env, devices: int = 1):
 
 
 def _random_episodes(env, params, num_envs: int, episodes: int, seed: int,
-                     devices: int = 1) -> Episodes:
+                     devices: int = 1, keep_structures: int | None = None) -> Episodes:
     """Run ``episodes`` rounds of random-policy episodes over ``num_envs`` envs through the
     jitted, vmapped env step (the in-graph oracle scores the finished crystals), the envs
-    split over ``devices`` XLA devices (:func:`env_step`)."""
+    split over ``devices`` XLA devices (:func:`env_step`). ``keep_structures``: build the
+    pymatgen Structure of only the first this many finished crystals of each round (None:
+    all; building 65,536 of them takes longer than computing them on a GPU)."""
     if num_envs % devices:
         raise ValueError(f"{num_envs} envs do not split over {devices} devices")
     steps = max(t.num_sites for t in env.templates)
@@ -80,7 +84,8 @@ def _random_episodes(env, params, num_envs: int, episodes: int, seed: int,
         finished = np.asarray(done)
         out.values.extend(np.asarray(info["property"])[finished].tolist())
         out.statuses.extend(np.asarray(info["status"])[finished].tolist())
-        out.structures.extend(env.to_structure(state, int(i)) for i in np.flatnonzero(finished))
+        out.structures.extend(env.to_structure(state, int(i))
+                              for i in np.flatnonzero(finished)[:keep_structures])
     return out._replace(seconds=run_s)
 
 
@@ -118,12 +123,17 @@ def distribution(task: str, num: int, seed: int = 0, num_envs: int = 64,
 
 
 def side_by_side(task: str, env_counts: list[int], host_workers: int = 2,
-                 overrides: dict | None = None, devices: int = 1) -> dict[str, Any]:
+                 overrides: dict | None = None, devices: int = 1, host_max: int | None = None,
+                 progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Crystals per second of the in-graph oracle (jitted env step, ``n`` envs; the first
     round compiles and is timed apart) beside the host torch oracle (``chgnet-host``, a
-    pool of ``host_workers`` processes) on the same ``n`` crystals, in one run; with
-    ``devices`` > 1 also the in-graph oracle with the envs split over that many devices
-    (the same crystals: the same keys)."""
+    pool of ``host_workers`` processes; 0: no host oracle) on the same crystals, in one run.
+
+    ``host_max``: the host computes only the first ``host_max`` crystals of a row (its
+    crystals/s, the ratio and the differences are read on those; None: all). With
+    ``devices`` > 1 also the in-graph oracle with the envs split over that many devices (the
+    same crystals: the same keys). ``progress(result so far)`` is called after each row.
+    """
     import crystaljax
     from crystaljax.oracles.chgnet_host import CHGNetHostOracle
 
@@ -131,58 +141,94 @@ def side_by_side(task: str, env_counts: list[int], host_workers: int = 2,
     env, params = crystaljax.make(task, **overrides)
     options = dict(vars(env.in_graph_oracle.options))
     host_options = {k: options[k] for k in ("relax", "min_scale", "max_scale", "steps")}
-    rows = []
-    with CHGNetHostOracle.from_options(env.property_name,
-                                       {**host_options, "workers": host_workers}) as host:
-        host.evaluate([env.templates[0].to_structure([env.vocab[0]] * env.templates[0].num_sites)])
+    result = {"task": task, "overrides": overrides, "oracle_options": options,
+              "batching": env.in_graph_oracle.batching, "host_workers": host_workers,
+              "host_max": host_max, "rows": [], "machine": machine_description(),
+              "jax": f"{jax.__version__} ({jax.default_backend()})"}
+    host = (CHGNetHostOracle.from_options(env.property_name,
+                                          {**host_options, "workers": host_workers})
+            if host_workers else contextlib.nullcontext())
+    with host:
+        if host_workers:  # every worker loads its model before the clock runs
+            template, rng = env.templates[0], np.random.default_rng(seed=12345)
+            host.evaluate([template.to_structure(list(rng.choice(env.vocab, template.num_sites)))
+                           for _ in range(2 * host_workers)])
         for n in env_counts:
-            ours = _random_episodes(env, params, n, 2, 0)  # round 1 compiles, round 2 is timed
-            structures = ours.structures[n:]
-            start = time.perf_counter()
-            results = host.evaluate(structures)
-            host_s = time.perf_counter() - start
-            mine, theirs = np.asarray(ours.values[n:]), np.asarray([r.value for r in results])
-            both = np.isfinite(mine) & np.isfinite(theirs)
-            sharded = {}
+            m = n if host_max is None else min(n, host_max)
+            ours = _random_episodes(env, params, n, 2, 0, keep_structures=m)
+            row = {"envs": n, "in_graph_compile_seconds": ours.compile_seconds - ours.seconds,
+                   "in_graph_seconds": ours.seconds, "in_graph_per_second": n / ours.seconds,
+                   "in_graph_ok": int(np.sum(np.asarray(ours.statuses[n:]) == Status.OK))}
+            if host_workers:
+                row.update(_host_row(host, ours, n, m))
             if devices > 1 and n % devices == 0:
-                split = _random_episodes(env, params, n, 2, 0, devices)
-                sharded = {"devices": devices, "sharded_seconds": split.seconds,
-                           "sharded_per_second": n / split.seconds,
-                           "sharded_ratio": host_s / split.seconds,
-                           "sharded_same_crystals": split.structures[n:] == structures}
-            rows.append({"envs": n, "in_graph_compile_seconds": ours.compile_seconds - ours.seconds,
-                         "in_graph_seconds": ours.seconds, "host_seconds": host_s,
-                         "in_graph_per_second": n / ours.seconds, "host_per_second": n / host_s,
-                         "ratio": host_s / ours.seconds,
-                         "max_relative_difference": float(np.max(np.abs(mine[both] - theirs[both])
-                                                                 / np.abs(theirs[both])))
-                         if both.any() else None,
-                         "same_status": int(sum(int(a) == int(r.status) for a, r
-                                                in zip(ours.statuses[n:], results))),
-                         **sharded})
-            print(rows[-1])
-    return {"task": task, "overrides": overrides, "oracle_options": options,
-            "host_workers": host_workers, "rows": rows, "machine": machine_description()}
+                split = _random_episodes(env, params, n, 2, 0, devices, keep_structures=m)
+                row.update({"devices": devices, "sharded_seconds": split.seconds,
+                            "sharded_per_second": n / split.seconds,
+                            "sharded_same_crystals": split.structures[m:] == ours.structures[m:]})
+                if host_workers:
+                    row["sharded_ratio"] = row["sharded_per_second"] / row["host_per_second"]
+            result["rows"].append(row)
+            print(row, flush=True)
+            if progress is not None:
+                progress(result)
+    return result
+
+
+def _host_row(host, ours: Episodes, n: int, m: int) -> dict[str, Any]:
+    """The host oracle on the first ``m`` crystals of the timed round of ``ours`` (``n``
+    envs): its crystals/s, the ratio, and how far the two oracles agree on those."""
+    structures = ours.structures[m:]  # round 1 kept m structures, round 2 (timed) the rest
+    start = time.perf_counter()
+    results = host.evaluate(structures)
+    host_s = time.perf_counter() - start
+    mine = np.asarray(ours.values[n:n + m])
+    theirs = np.asarray([r.value for r in results])
+    both = np.isfinite(mine) & np.isfinite(theirs)
+    return {"host_crystals": m, "host_seconds": host_s, "host_per_second": m / host_s,
+            "ratio": (n / ours.seconds) / (m / host_s),
+            "max_relative_difference": float(np.max(np.abs(mine[both] - theirs[both])
+                                                    / np.abs(theirs[both])))
+            if both.any() else None,
+            "same_status": int(sum(int(a) == int(r.status)
+                                   for a, r in zip(ours.statuses[n:n + m], results)))}
 
 
 def throughput_markdown(result: dict, source: str) -> str:
     """BENCHMARKS.md section of a :func:`side_by_side` result."""
+    title = ("### The same on a GPU" if "GPU:" in result["machine"] else
+             "## In-graph CHGNet against the host torch CHGNet")
+    host = (f"host: `chgnet-host` with {result['host_workers']} worker processes on the same "
+            "machine and the same crystals, in the same run" if result["host_workers"]
+            else "no host oracle in this run")
+    batching = f", `{result['batching']}` batching" if "batching" in result else ""
+    jax_version = f"; JAX {result['jax']}" if "jax" in result else ""
     lines = [
-        "## In-graph CHGNet against the host torch CHGNet (`scripts/bench_mlip.py --throughput`)",
-        "", f"{result['machine']}. Task `{result['task']}`, oracle options "
-        f"{result['oracle_options']}; host: `chgnet-host` with {result['host_workers']} worker "
-        f"processes on the same machine and the same crystals, in the same run. Raw numbers: "
-        f"`{source}`.", "",
+        f"{title} (`scripts/bench_mlip.py --throughput`)",
+        "", f"{result['machine']}{jax_version}. Task `{result['task']}`, oracle options "
+        f"{result['oracle_options']}{batching}; {host}. Raw numbers: `{source}`.", "",
         "| envs | in-graph crystals/s | host crystals/s | in-graph / host | in-graph compile (s) "
         "| max relative difference | same status | in-graph on D devices: crystals/s, / host |",
         "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        diff = "-" if r["max_relative_difference"] is None else f"{r['max_relative_difference']:.1e}"
-        split = (f"D = {r['devices']}: {r['sharded_per_second']:.2f}, {r['sharded_ratio']:.2f}x"
-                 if "devices" in r else "-")
-        lines.append(f"| {r['envs']} | {r['in_graph_per_second']:.2f} | {r['host_per_second']:.2f} "
-                     f"| {r['ratio']:.2f}x | {r['in_graph_compile_seconds']:.0f} | {diff} "
-                     f"| {r['same_status']}/{r['envs']} | {split} |")
+        host = r.get("host_crystals", r["envs"]) if "host_per_second" in r else 0
+        diff = ("-" if not host or r["max_relative_difference"] is None
+                else f"{r['max_relative_difference']:.1e}")
+        split = "-"
+        if "devices" in r:
+            ratio = f", {r['sharded_ratio']:.2f}x" if "sharded_ratio" in r else ""
+            split = f"D = {r['devices']}: {r['sharded_per_second']:.2f}{ratio}"
+        lines.append(
+            f"| {r['envs']} | {r['in_graph_per_second']:.2f} "
+            + (f"| {r['host_per_second']:.2f} | {r['ratio']:.2f}x " if host else "| - | - ")
+            + f"| {r['in_graph_compile_seconds']:.0f} | {diff} "
+            + (f"| {r['same_status']}/{host} " if host else "| - ") + f"| {split} |")
+    if result.get("host_max") and result["host_workers"]:
+        lines += ["", f"The host oracle computed the first {result['host_max']} crystals of "
+                  "each larger row (its crystals/s, the ratio, the difference and the status "
+                  "count are read on those)."]
+    if result.get("notes"):
+        lines += ["", result["notes"]]
     return "\n".join(lines)
 
 

@@ -109,7 +109,8 @@ def _in_graph_step_oracle(built):
     if not getattr(built, "expensive", False):
         return lambda tokens, tid, terminated, params: built(tokens, tid, params)
     fill = lambda: (jnp.float32(jnp.nan), jnp.int32(Status.NOT_EVALUATED))  # noqa: E731
-    call = only_finished(built, fill, getattr(built, "batching", "vmap"))
+    call = only_finished(built, fill, getattr(built, "batching", "vmap"),
+                         getattr(built, "chunk", 0))
     return lambda tokens, tid, terminated, params: call(terminated, tokens, tid, params)
 
 

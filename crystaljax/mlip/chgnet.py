@@ -33,13 +33,20 @@ LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default
 Params = Mapping[str, jnp.ndarray]
 
 
+def _matmul(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """``a @ b`` in full float32: GPUs otherwise multiply float32 matrices in TF32 (10-bit
+    mantissa), which moves the energy by more than the port's 1e-4 eV/atom and its second
+    derivatives far more; on a CPU this is the plain product."""
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
 def to_params(state_dict: Mapping[str, np.ndarray]) -> dict[str, jnp.ndarray]:
     """The checkpoint's arrays as a float32 jnp pytree (keys unchanged)."""
     return {k: jnp.asarray(v, jnp.float32) for k, v in state_dict.items()}
 
 
 def _linear(p: Params, name: str, x: jnp.ndarray) -> jnp.ndarray:
-    y = x @ p[f"{name}.weight"].T
+    y = _matmul(x, p[f"{name}.weight"].T)
     bias = p.get(f"{name}.bias")
     return y if bias is None else y + bias
 
@@ -90,7 +97,7 @@ def _gated_mlp(p: Params, name: str, blocks: list[tuple[jnp.ndarray, jnp.ndarray
                               p[f"{gate}.layers.{first[1]}.bias"]])
     start = 0
     for x, index in blocks:
-        part = x @ weight[:, start:start + x.shape[-1]].T
+        part = _matmul(x, weight[:, start:start + x.shape[-1]].T)
         hidden = hidden + (part if index is None else part[index])
         start += x.shape[-1]
     if start != weight.shape[1]:
@@ -138,7 +145,7 @@ def site_energies(p: Params, graph: Mapping[str, jnp.ndarray], atomic_numbers: j
     num_atoms, num_bonds = positions.shape[0], bond_mask.shape[0]
     # directed edge vectors (neighbour -> center), safe on padding edges (far, finite)
     vectors = (positions[graph["center"]]
-               - (positions[graph["neighbor"]] + graph["image"] @ lattice))
+               - (positions[graph["neighbor"]] + _matmul(graph["image"], lattice)))
     far = jnp.array([2.0 * cutoffs[0], 0.0, 0.0], vectors.dtype)
     vectors = jnp.where(edge_mask[:, None], vectors, far)
     lengths = jnp.sqrt((vectors ** 2).sum(-1))
@@ -193,7 +200,7 @@ def composition_energy(p: Params, atomic_numbers: jnp.ndarray, atom_mask: jnp.nd
 def energy(p: Params, graph: Mapping[str, jnp.ndarray], atomic_numbers: jnp.ndarray,
            frac_coords: jnp.ndarray, lattice: jnp.ndarray) -> jnp.ndarray:
     """Total energy f32 [] of the cell in eV (CHGNet's energy per atom x atoms)."""
-    positions = frac_coords @ lattice
+    positions = _matmul(frac_coords, lattice)
     return (site_energies(p, graph, atomic_numbers, positions, lattice).sum()
             + composition_energy(p, atomic_numbers, graph["atom_mask"]))
 
@@ -209,10 +216,10 @@ def energy_forces_stress(p: Params, graph: Mapping[str, jnp.ndarray], atomic_num
 
     def strained(strain, positions):  # cell L (1 + strain), atoms carried along
         deform = jnp.eye(3) + strain
-        return site_energies(p, graph, atomic_numbers, positions @ deform,
-                             lattice @ deform).sum()
+        return site_energies(p, graph, atomic_numbers, _matmul(positions, deform),
+                             _matmul(lattice, deform)).sum()
 
-    positions = frac_coords @ lattice
+    positions = _matmul(frac_coords, lattice)
     e_sites, (d_strain, d_pos) = jax.value_and_grad(strained, argnums=(0, 1))(
         jnp.zeros((3, 3)), positions)
     n = mask.sum()

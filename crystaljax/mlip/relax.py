@@ -117,7 +117,7 @@ def relax_volume(energy_of_scale: Callable[[jnp.ndarray], jnp.ndarray], s_min: f
        minimum is bracketed. Under ``vmap`` the loop runs until every crystal has stopped.
     3. Converged when the last Newton step |E'/E''| is below ``tolerance`` (in s).
     """
-    if isinstance(s_min, jax.core.Tracer) or isinstance(s_max, jax.core.Tracer):
+    if not all(isinstance(v, (int, float, np.number)) for v in (s_min, s_max)):  # traced
         if energies_on_grid is not None:
             raise ValueError("energies_on_grid needs a static range (s_min, s_max)")
         grid = jnp.linspace(jnp.float32(s_min), jnp.float32(s_max), grid_points)
