@@ -184,8 +184,9 @@ class CHGNetStepOracle:
     def energies_on_grid(self, tokens: jnp.ndarray, template_id: jnp.ndarray):
         """``fn(grid) -> E f32 [G]`` (eV per cell) at the static, ascending scales ``grid``
         (f32 [G] NumPy): the level of each scale is known at trace time, so each group of
-        scales runs in a ``lax.map`` on its own graph (a switch under ``vmap`` would run
-        every graph at every scale)."""
+        scales runs vmapped on its own graph (a switch under ``vmap`` would run every graph
+        at every scale). Vmapped rather than one by one in a ``lax.map``: 30 % faster on a
+        CPU (the graphs are small, so per-op overhead dominates; docs/MLIP.md)."""
         branches = self._branches(tokens, template_id)
         if len(branches) == 1:
             return jax.vmap(branches[0])
@@ -196,7 +197,7 @@ class CHGNetStepOracle:
             level = (grid[:, None] >= bounds).sum(1)
             if np.any(np.diff(level) < 0):
                 raise ValueError("the grid must be ascending")
-            return jnp.concatenate([jax.lax.map(branches[k], jnp.asarray(grid[level == k]))
+            return jnp.concatenate([jax.vmap(branches[k])(jnp.asarray(grid[level == k]))
                                     for k in np.unique(level)])
 
         return on_grid
