@@ -131,3 +131,28 @@ def test_a_second_seed_set_is_its_own_result_when_merged():
     merged = Results([first])
     merged.add(other)
     assert len(merged.runs) == 2 and first.key + (1,) == other.key
+
+
+def test_self_imitation_preset_is_the_mlip_benchmarks_settings():
+    """The settings of the DQN and PPO rows of benchmarks/mlip_learning.json (3 of 3 seeds)."""
+    from crystaljax.benchmarks.results import Results
+
+    benchmarked = {run.agent: run.overrides for run in Results.load(
+        os.path.join(ROOT, "benchmarks", "mlip_learning.json")).runs}
+    for name in ("dqn", "ppo"):
+        assert agent_config(name, {"preset": "self-imitation"}) == agent_config(
+            name, benchmarked[name])
+    dqn = default_config("dqn", "self-imitation")
+    assert (dqn.sil_coef, dqn.sil_capacity, dqn.sil_batch_size) == (4.0, 25, 64)
+    assert default_config("ppo", "self-imitation").sil_coef == 1.0
+    with pytest.raises(ConfigError, match="no settings for agent 'sac'"):
+        agent_config("sac", {"preset": "self-imitation"})
+
+
+def test_chgnet_config_trains_the_benchmarked_agents():
+    path = os.path.join(ROOT, "configs", "bulk_modulus_chgnet.yaml")
+    for name in ("ppo", "dqn"):
+        run = load_run_config(path, [f"agent={name}"])
+        assert run.agent == agent_config(name, {"preset": "self-imitation",
+                                                "total_env_steps": 30_000})
+        assert run.env.oracle == "chgnet" and run.env.oracle_options["relax"] == "volume"
