@@ -169,3 +169,13 @@ def test_a_new_property_and_oracle_are_one_registry_entry_each():
         properties.PROPERTIES.pop("mass_per_site")
         registry.ORACLES.pop("test-mass")
     assert "mass-per-site-perovskite-small-v0" not in tasks()
+
+
+def test_chunk_env_steps_rounds_down_to_whole_iterations_and_overrides_chunk_iterations():
+    settings = TrainSettings(chunk_iterations=7, chunk_env_steps=2_500)
+    assert settings.iterations_per_chunk(16) == 156  # DQN: 16 envs, one step each
+    assert settings.iterations_per_chunk(2_400) == 1  # PPO: one rollout
+    assert settings.iterations_per_chunk(4_096) == 1  # at least one
+    assert TrainSettings(chunk_iterations=7).iterations_per_chunk(16) == 7
+    with pytest.raises(ConfigError, match="chunk_env_steps must be >= 1"):
+        TrainSettings(chunk_env_steps=0)

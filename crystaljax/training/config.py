@@ -29,6 +29,9 @@ class TrainSettings:
         ``agent.config.env_steps_per_iteration`` env steps: one vectorised step for
         DQN/Rainbow/SAC, one rollout for PPO); logging, progress, checkpoints and
         evaluation happen between chunks.
+      chunk_env_steps: env steps per chunk instead (rounded down to whole iterations, at
+        least one), or None (default: ``chunk_iterations``). One value suits every agent,
+        whose iterations differ by 100x (a DQN step of 16 envs, a PPO rollout of 2,400).
       eval_episodes: greedy episodes per evaluation (>= 1).
       eval_every_chunks: evaluate every this many chunks (and always at the end).
       checkpoint_every_chunks: save a checkpoint every this many chunks (and at the end).
@@ -45,6 +48,7 @@ class TrainSettings:
 
     seed: int = 0
     chunk_iterations: int = option(250, ge=1)
+    chunk_env_steps: int | None = option(None, ge=1)
     eval_episodes: int = option(64, ge=1)
     eval_every_chunks: int = option(4, ge=1)
     checkpoint_every_chunks: int = option(1, ge=1)
@@ -61,6 +65,12 @@ class TrainSettings:
             if bad:
                 raise ConfigError(f"train.name must be a plain directory name (no '/' or '..'), "
                                   f"got {self.name!r}")
+
+    def iterations_per_chunk(self, env_steps_per_iteration: int) -> int:
+        """Agent iterations per chunk for an agent whose iteration is that many env steps."""
+        if self.chunk_env_steps is None:
+            return int(self.chunk_iterations)
+        return max(1, int(self.chunk_env_steps) // int(env_steps_per_iteration))
 
 
 SECTIONS = ("env", "agent", "train")

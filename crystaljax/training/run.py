@@ -177,7 +177,7 @@ class Trainer:
         per_iter = int(cfg.env_steps_per_iteration)
         total_iters = math.ceil(cfg.total_env_steps / per_iter)
         # a chunk never exceeds the run (a PPO iteration is a whole rollout)
-        chunk = max(1, min(int(self.settings.chunk_iterations), total_iters))
+        chunk = max(1, min(self.settings.iterations_per_chunk(per_iter), total_iters))
         n_chunks = math.ceil(total_iters / chunk)
         done_chunks = self.iteration // chunk
         t_start = time.perf_counter()
