@@ -226,10 +226,15 @@ def verify(results: Results, top: int = 5, preset: str = "fast", relax: str = "v
     first = results.runs[0]
     env, _ = crystaljax.make(first.task, **first.env)
 
+    built: dict[tuple, tuple] = {}  # (template id, tokens) -> (symbols, Structure)
+
     def structure_of(c):
-        template = env.templates[c["template_id"]]
-        symbols = [env.vocab[t] for t in c["tokens"][:template.num_sites]]
-        return symbols, template.to_structure(symbols)
+        key = (c["template_id"], tuple(c["tokens"]))
+        if key not in built:
+            template = env.templates[c["template_id"]]
+            symbols = [env.vocab[t] for t in c["tokens"][:template.num_sites]]
+            built[key] = symbols, template.to_structure(symbols)
+        return built[key]
 
     classes = EquivalentCrystals()  # symmetry-equivalent decorations are one crystal
 
