@@ -258,3 +258,37 @@ def test_a_level_whose_graph_would_isolate_an_atom_is_left_out():
     e_one = jax.jit(lambda s: skinned.energy_of_scale(jnp.zeros(1, jnp.int32), jnp.int32(0))(s))
     for s in (1.05, 1.2):
         assert abs(float(e(jnp.float32(s))) - float(e_one(jnp.float32(s)))) < 2e-4
+
+
+def test_energy_at_scale_equals_the_energy_of_the_scaled_cell_and_jet_equals_nested_jvp():
+    """The oracle's E(s) reuses the cell's geometry at scale 1 (lengths scale, angles do
+    not): equal to the energy of the explicitly scaled lattice. Its (E, E', E'') by one
+    Taylor-mode pass (``jet``) equal forward-over-forward autodiff of the plain energy."""
+    from crystaljax.mlip import chgnet
+    from crystaljax.mlip.relax import _taylor, jet_taylor
+
+    oracle = crystaljax.make("bulk-modulus-perovskite-small-v0", oracle="chgnet",
+                             vocab=["Sr", "Ti", "O", "Ba", "Li", "Mg"],
+                             oracle_options={"batching": "map"})[0].in_graph_oracle
+    tokens = jnp.asarray([[0, 1, 2, 2, 2], [3, 5, 2, 4, 2]], jnp.int32)
+    graph = jax.tree.map(lambda x: x[0], oracle.graph_levels[0])
+    frac, lattice = oracle.frac_coords[0], oracle.lattices[0]
+    for t in tokens:
+        numbers = oracle.atomic_numbers[t]
+        plain = lambda s: chgnet.energy(oracle.params, graph, numbers, frac, s * lattice)  # noqa: E731
+        scaled = oracle._branches(t, jnp.int32(0))[0]
+        for s in (0.8, 0.93, 1.0, 1.21):
+            s = jnp.float32(s)
+            assert abs(float(jax.jit(scaled)(s)) - float(jax.jit(plain)(s))) < 2e-4
+            ours = jax.jit(lambda x: jet_taylor(scaled, x))(s)  # noqa: B023
+            nested = jax.jit(lambda x: _taylor(plain, x))(s)  # noqa: B023
+            _close(ours, nested)
+        switched = jax.jit(oracle.taylor_of_scale(t, jnp.int32(0)))  # the level's graph
+        _close(switched(jnp.float32(1.1)),
+               jax.jit(lambda x: _taylor(plain, x))(jnp.float32(1.1)))  # noqa: B023
+
+
+def _close(ours, theirs):
+    """(E, E', E'') equal to float32 noise: 2e-4 eV, 2e-3 eV, 2e-2 eV or 2e-3 relative."""
+    for a, b, atol in zip(ours, theirs, (2e-4, 2e-3, 2e-2), strict=True):
+        assert abs(float(a) - float(b)) <= atol + 2e-3 * abs(float(b)), (ours, theirs)

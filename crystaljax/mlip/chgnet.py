@@ -128,6 +128,31 @@ def _fourier(frequencies: jnp.ndarray, angle: jnp.ndarray) -> jnp.ndarray:
     return jnp.concatenate([const, jnp.sin(t), jnp.cos(t)], axis=1) / np.sqrt(np.pi)
 
 
+def geometry_features(p: Params, graph: Mapping[str, jnp.ndarray], positions: jnp.ndarray,
+                      lattice: jnp.ndarray, cutoffs: tuple[float, float] = (6.0, 3.0)
+                      ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """What the network reads of the geometry: bond lengths f32 [B] (Å; ``2 x cutoff`` on
+    padding bonds) and the embedded angle basis f32 [A, 64] of the bond graph's angles.
+
+    Args: as :func:`site_energies`. Under an isotropic scaling of the cell the lengths scale
+    and the angles do not, which :func:`energy_at_scale` uses.
+    """
+    edge_mask, bond_mask, angle_mask = graph["edge_mask"], graph["bond_mask"], graph["angle_mask"]
+    # directed edge vectors (neighbour -> center), safe on padding edges (far, finite)
+    vectors = (positions[graph["center"]]
+               - (positions[graph["neighbor"]] + _matmul(graph["image"], lattice)))
+    far = jnp.array([2.0 * cutoffs[0], 0.0, 0.0], vectors.dtype)
+    vectors = jnp.where(edge_mask[:, None], vectors, far)
+    lengths = jnp.sqrt((vectors ** 2).sum(-1))
+    units = vectors / lengths[:, None]
+    bond_lengths = jnp.where(bond_mask, lengths[graph["bond_edge"]], 2.0 * cutoffs[0])
+    cosine = (units[graph["angle_edge_i"]] * units[graph["angle_edge_j"]]).sum(-1) * (1 - 1e-6)
+    angles = jnp.arccos(jnp.where(angle_mask, cosine, 0.0))
+    angle_feas = _linear(p, "angle_embedding",
+                         _fourier(p["angle_basis_expansion.fourier_expansion.frequencies"], angles))
+    return bond_lengths, angle_feas
+
+
 def site_energies(p: Params, graph: Mapping[str, jnp.ndarray], atomic_numbers: jnp.ndarray,
                   positions: jnp.ndarray, lattice: jnp.ndarray,
                   cutoffs: tuple[float, float] = (6.0, 3.0)) -> jnp.ndarray:
@@ -141,29 +166,28 @@ def site_energies(p: Params, graph: Mapping[str, jnp.ndarray], atomic_numbers: j
       lattice: f32 [3, 3] Å, rows are lattice vectors.
       cutoffs: (atom graph, bond graph) cut-offs in Å.
     """
+    bond_lengths, angle_feas = geometry_features(p, graph, positions, lattice, cutoffs)
+    return site_energies_of_features(p, graph, atomic_numbers, bond_lengths, angle_feas,
+                                     cutoffs)
+
+
+def site_energies_of_features(p: Params, graph: Mapping[str, jnp.ndarray],
+                              atomic_numbers: jnp.ndarray, bond_lengths: jnp.ndarray,
+                              angle_feas: jnp.ndarray, cutoffs: tuple[float, float] = (6.0, 3.0)
+                              ) -> jnp.ndarray:
+    """Per-atom energies f32 [N] from :func:`geometry_features`' bond lengths f32 [B] and
+    angle features f32 [A, 64]: the interaction blocks and the readout."""
     edge_mask, bond_mask, angle_mask = graph["edge_mask"], graph["bond_mask"], graph["angle_mask"]
-    num_atoms, num_bonds = positions.shape[0], bond_mask.shape[0]
-    # directed edge vectors (neighbour -> center), safe on padding edges (far, finite)
-    vectors = (positions[graph["center"]]
-               - (positions[graph["neighbor"]] + _matmul(graph["image"], lattice)))
-    far = jnp.array([2.0 * cutoffs[0], 0.0, 0.0], vectors.dtype)
-    vectors = jnp.where(edge_mask[:, None], vectors, far)
-    lengths = jnp.sqrt((vectors ** 2).sum(-1))
-    units = vectors / lengths[:, None]
-    bond_lengths = jnp.where(bond_mask, lengths[graph["bond_edge"]], 2.0 * cutoffs[0])
+    num_atoms, num_bonds = atomic_numbers.shape[0], bond_mask.shape[0]
     rbf_ag = _bessel(p["bond_basis_expansion.rbf_expansion_ag.frequencies"], bond_lengths,
                      cutoffs[0])
     rbf_bg = _bessel(p["bond_basis_expansion.rbf_expansion_bg.frequencies"], bond_lengths,
                      cutoffs[1])
-    cosine = (units[graph["angle_edge_i"]] * units[graph["angle_edge_j"]]).sum(-1) * (1 - 1e-6)
-    angles = jnp.arccos(jnp.where(angle_mask, cosine, 0.0))
 
     atoms = p["atom_embedding.embedding.weight"][atomic_numbers - 1]
     bonds = _linear(p, "bond_embedding", rbf_ag)
     weights_ag = _linear(p, "bond_weights_ag", rbf_ag) * bond_mask[:, None]
     weights_bg = _linear(p, "bond_weights_bg", rbf_bg) * bond_mask[:, None]
-    angle_feas = _linear(p, "angle_embedding",
-                         _fourier(p["angle_basis_expansion.fourier_expansion.frequencies"], angles))
 
     center, neighbor, edge_bond = graph["center"], graph["neighbor"], graph["edge_bond"]
     a_center, a_i, a_j = graph["angle_center"], graph["angle_bond_i"], graph["angle_bond_j"]
@@ -205,6 +229,28 @@ def energy(p: Params, graph: Mapping[str, jnp.ndarray], atomic_numbers: jnp.ndar
             + composition_energy(p, atomic_numbers, graph["atom_mask"]))
 
 
+def scale_reference(p: Params, graph: Mapping[str, jnp.ndarray], frac_coords: jnp.ndarray,
+                    lattice: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """The geometry of a cell at scale 1 for :func:`energy_at_scale`: ``bond_lengths`` f32
+    [B] (Å) and ``angle_feas`` f32 [A, 64] (:func:`geometry_features`)."""
+    lengths, angle_feas = geometry_features(p, graph, _matmul(frac_coords, lattice), lattice)
+    return {"bond_lengths": lengths, "angle_feas": angle_feas}
+
+
+def energy_at_scale(p: Params, graph: Mapping[str, jnp.ndarray], atomic_numbers: jnp.ndarray,
+                    reference: Mapping[str, jnp.ndarray], scale: jnp.ndarray,
+                    cutoff: float = 6.0) -> jnp.ndarray:
+    """Total energy f32 [] (eV) of the cell of ``reference`` (:func:`scale_reference`) with
+    its lattice scaled by ``scale`` (fractional coordinates fixed): equal to :func:`energy`
+    on ``scale x lattice`` up to float32 rounding. Bond lengths scale and angles do not, so
+    the geometry (edge vectors, angles, their Fourier basis and embedding) is computed once
+    per cell, not at every scale nor in every derivative pass."""
+    lengths = jnp.where(graph["bond_mask"], scale * reference["bond_lengths"], 2.0 * cutoff)
+    return (site_energies_of_features(p, graph, atomic_numbers, lengths,
+                                      reference["angle_feas"]).sum()
+            + composition_energy(p, atomic_numbers, graph["atom_mask"]))
+
+
 def energy_forces_stress(p: Params, graph: Mapping[str, jnp.ndarray], atomic_numbers: jnp.ndarray,
                          frac_coords: jnp.ndarray, lattice: jnp.ndarray) -> dict[str, Any]:
     """CHGNet's ``efs`` prediction of one crystal.
@@ -229,5 +275,6 @@ def energy_forces_stress(p: Params, graph: Mapping[str, jnp.ndarray], atomic_num
             "stress": d_strain / volume * EV_PER_A3_TO_GPA}
 
 
-__all__ = ["EV_PER_A3_TO_GPA", "composition_energy", "energy", "energy_forces_stress",
-           "site_energies", "to_params"]
+__all__ = ["EV_PER_A3_TO_GPA", "composition_energy", "energy", "energy_at_scale",
+           "energy_forces_stress", "geometry_features", "scale_reference", "site_energies",
+           "site_energies_of_features", "to_params"]

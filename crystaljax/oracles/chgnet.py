@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -38,7 +39,7 @@ from crystaljax.config import check, option
 from crystaljax.mlip import chgnet
 from crystaljax.mlip.graph import GraphError, build_graph, stack_graphs
 from crystaljax.mlip.references import reference_energies
-from crystaljax.mlip.relax import bulk_modulus, derivatives, relax_volume
+from crystaljax.mlip.relax import bulk_modulus, jet_taylor, relax_volume
 from crystaljax.mlip.weights import CHECKPOINTS, load_weights
 from crystaljax.oracles.analytic import AMU_PER_A3_TO_G_PER_CM3
 from crystaljax.oracles.base import Status
@@ -154,6 +155,10 @@ class CHGNetStepOracle:
         self.frac_coords = jnp.asarray(frac)
         self.lattices = jnp.asarray(np.stack([np.asarray(t.lattice, np.float32)
                                               for t in templates]))
+        # each template's geometry at scale 1 on each graph: E(s) then only scales lengths
+        reference = jax.jit(jax.vmap(partial(chgnet.scale_reference, self.params)))
+        self.scale_references = [reference(graphs, self.frac_coords, self.lattices)
+                                 for graphs in self.graph_levels]
         self.volumes = jnp.asarray([abs(np.linalg.det(t.lattice)) for t in templates],
                                    jnp.float32)
         # atomic number per token; the empty token (index V) is H on a masked site
@@ -165,11 +170,12 @@ class CHGNetStepOracle:
         """E(s) on the graph of each level (ascending scales), in eV per cell."""
         n = self.frac_coords.shape[1]
         numbers = self.atomic_numbers[tokens[:n]]
-        frac, lattice = self.frac_coords[template_id], self.lattices[template_id]
 
         def on_graph(level: int):
-            graph = jax.tree.map(lambda x: x[template_id], self.graph_levels[level])
-            return lambda s: chgnet.energy(self.params, graph, numbers, frac, s * lattice)
+            graph, reference = jax.tree.map(lambda x: x[template_id],
+                                            (self.graph_levels[level],
+                                             self.scale_references[level]))
+            return lambda s: chgnet.energy_at_scale(self.params, graph, numbers, reference, s)
 
         return [on_graph(k) for k in range(len(self.levels))]
 
@@ -178,6 +184,16 @@ class CHGNetStepOracle:
         smallest graph valid at s (a ``lax.switch`` over :attr:`levels`; one graph under
         ``vmap`` batching, where a switch would compute every branch)."""
         branches = self._branches(tokens, template_id)
+        if len(branches) == 1:
+            return branches[0]
+        bounds = jnp.asarray(self.levels[1:], jnp.float32)
+        return lambda s: jax.lax.switch(jnp.sum(s >= bounds), branches, s)
+
+    def taylor_of_scale(self, tokens: jnp.ndarray, template_id: jnp.ndarray):
+        """``fn(s) -> (E, E', E'')`` (eV per cell) on the graph of :meth:`energy_of_scale`:
+        the switch picks a branch that computes all three in one Taylor-mode pass
+        (:func:`~crystaljax.mlip.relax.jet_taylor`)."""
+        branches = [partial(jet_taylor, b) for b in self._branches(tokens, template_id)]
         if len(branches) == 1:
             return branches[0]
         bounds = jnp.asarray(self.levels[1:], jnp.float32)
@@ -222,7 +238,8 @@ class CHGNetStepOracle:
         if self.options.relax == "volume":
             found = relax_volume(e_of_s, self.options.min_scale, self.options.max_scale,
                                  self.options.steps,
-                                 energies_on_grid=self.energies_on_grid(tokens, template_id))
+                                 energies_on_grid=self.energies_on_grid(tokens, template_id),
+                                 taylor_of_scale=self.taylor_of_scale(tokens, template_id))
             scale, energy, ok = found.scale, found.energy, found.has_minimum & found.converged
             gradient, curvature = found.gradient, found.curvature
             failed = jnp.where(found.has_minimum, int(Status.RELAX_NOT_CONVERGED),
@@ -231,7 +248,7 @@ class CHGNetStepOracle:
             scale = jnp.float32(1.0)
             energy = e_of_s(scale)
             if self.property_name == "bulk_modulus":
-                gradient, curvature = derivatives(e_of_s, scale)
+                _, gradient, curvature = self.taylor_of_scale(tokens, template_id)(scale)
             else:
                 gradient = curvature = jnp.float32(jnp.nan)
             ok = jnp.isfinite(energy)
