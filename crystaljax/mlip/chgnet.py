@@ -239,15 +239,15 @@ def scale_reference(p: Params, graph: Mapping[str, jnp.ndarray], frac_coords: jn
 
 def energy_at_scale(p: Params, graph: Mapping[str, jnp.ndarray], atomic_numbers: jnp.ndarray,
                     reference: Mapping[str, jnp.ndarray], scale: jnp.ndarray,
-                    cutoff: float = 6.0) -> jnp.ndarray:
+                    cutoffs: tuple[float, float] = (6.0, 3.0)) -> jnp.ndarray:
     """Total energy f32 [] (eV) of the cell of ``reference`` (:func:`scale_reference`) with
     its lattice scaled by ``scale`` (fractional coordinates fixed): equal to :func:`energy`
     on ``scale x lattice`` up to float32 rounding. Bond lengths scale and angles do not, so
     the geometry (edge vectors, angles, their Fourier basis and embedding) is computed once
     per cell, not at every scale nor in every derivative pass."""
-    lengths = jnp.where(graph["bond_mask"], scale * reference["bond_lengths"], 2.0 * cutoff)
+    lengths = jnp.where(graph["bond_mask"], scale * reference["bond_lengths"], 2.0 * cutoffs[0])
     return (site_energies_of_features(p, graph, atomic_numbers, lengths,
-                                      reference["angle_feas"]).sum()
+                                      reference["angle_feas"], cutoffs).sum()
             + composition_energy(p, atomic_numbers, graph["atom_mask"]))
 
 

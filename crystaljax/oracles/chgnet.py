@@ -183,7 +183,11 @@ class CHGNetStepOracle:
         """E(s) in eV per cell of the decorated template with its lattice scaled by s, on the
         smallest graph valid at s (a ``lax.switch`` over :attr:`levels`; one graph under
         ``vmap`` batching, where a switch would compute every branch)."""
-        branches = self._branches(tokens, template_id)
+        return self._by_level(self._branches(tokens, template_id))
+
+    def _by_level(self, branches):
+        """``fn(s)``: the branch of the level of s (a ``lax.switch``; the branch itself when
+        there is one level)."""
         if len(branches) == 1:
             return branches[0]
         bounds = jnp.asarray(self.levels[1:], jnp.float32)
@@ -193,11 +197,8 @@ class CHGNetStepOracle:
         """``fn(s) -> (E, E', E'')`` (eV per cell) on the graph of :meth:`energy_of_scale`:
         the switch picks a branch that computes all three in one Taylor-mode pass
         (:func:`~crystaljax.mlip.relax.jet_taylor`)."""
-        branches = [partial(jet_taylor, b) for b in self._branches(tokens, template_id)]
-        if len(branches) == 1:
-            return branches[0]
-        bounds = jnp.asarray(self.levels[1:], jnp.float32)
-        return lambda s: jax.lax.switch(jnp.sum(s >= bounds), branches, s)
+        return self._by_level([partial(jet_taylor, b)
+                               for b in self._branches(tokens, template_id)])
 
     def energies_on_grid(self, tokens: jnp.ndarray, template_id: jnp.ndarray):
         """``fn(grid) -> E f32 [G]`` (eV per cell) at the static, ascending scales ``grid``
