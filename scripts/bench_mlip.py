@@ -50,6 +50,10 @@ def main(argv=None) -> None:
     parser.add_argument("--host-devices", type=int, default=1,
                         help="--throughput: also the in-graph oracle with the envs split over "
                              "this many XLA host devices (one per core)")
+    parser.add_argument("--baseline-set", nargs="*", default=None, metavar="KEY=VALUE",
+                        help="--throughput: also time the in-graph oracle with these env "
+                             "overrides on the same crystals (e.g. "
+                             "oracle_options.symmetry=false) and report the speed-up")
     parser.add_argument("--learning", nargs="+", metavar="AGENT", help="instead: these agents "
                         "learn B at the 95th percentile (crystaljax.benchmarks.mlip_learning)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -85,7 +89,9 @@ def main(argv=None) -> None:
         result = mlip.side_by_side(args.task, args.throughput or [1, 64, 256], args.host_workers,
                                    overrides, args.host_devices, args.host_max,
                                    progress=lambda partial: write_results(partial, out, None, "",
-                                                                          None))
+                                                                          None),
+                                   baseline=nest_dotted(parse_overrides(args.baseline_set))
+                                   if args.baseline_set else None)
         write_results(result, out, markdown_path, args.section, mlip.throughput_markdown)
         return
     result = mlip.distribution(args.task, args.num, args.seed, args.envs, overrides)

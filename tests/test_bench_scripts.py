@@ -176,3 +176,22 @@ print("ok", len(one.values))
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["ok", "16"]
+
+
+def test_throughput_baseline_times_a_second_oracle_on_the_same_crystals():
+    """bench_mlip --throughput --baseline-set: the same rounds with a second in-graph oracle
+    (here the full graph instead of the symmetry-reduced one): same statuses, a speed-up,
+    and a table of its own in the BENCHMARKS.md section."""
+    from crystaljax.benchmarks import mlip
+
+    result = mlip.side_by_side(
+        "density-perovskite-small-v0", [4], host_workers=0,
+        overrides={"template": "rocksalt", "property": "energy", "target": -3.0,
+                   "oracle_options": {"relax": "none"}},
+        baseline={"oracle_options": {"symmetry": False}})
+    (row,) = result["rows"]
+    assert row["baseline_same_status"] == 4 and row["baseline_per_second"] > 0
+    assert row["speedup_over_baseline"] == pytest.approx(
+        row["baseline_seconds"] / row["in_graph_seconds"])
+    text = mlip.throughput_markdown(result, "x.json")
+    assert "baseline crystals/s" in text and "'symmetry': False" in text

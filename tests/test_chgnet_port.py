@@ -106,7 +106,8 @@ def test_padding_changes_nothing(reference):
     graphs = [build_graph(s.lattice.matrix, s.frac_coords) for s in structures]
     big = stack_graphs(graphs)
     sizes = tuple(int(big[f].shape[1]) + extra for f, extra in zip(
-        ("atom_mask", "edge_mask", "bond_mask", "angle_mask"), (3, 40, 20, 100)))
+        ("atom_mask", "edge_mask", "bond_mask", "angle_mask", "message_weight"),
+        (3, 40, 20, 100, 30)))
     padded = stack_graphs(graphs, sizes)
     assert padded["num_atoms"].tolist() == [2, 8]
 

@@ -144,7 +144,8 @@ WARMUP_ROUND_MAX_ENVS = 4096
 
 def side_by_side(task: str, env_counts: list[int], host_workers: int = 2,
                  overrides: dict | None = None, devices: int = 1, host_max: int | None = None,
-                 progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[dict], None] | None = None,
+                 baseline: dict | None = None) -> dict[str, Any]:
     """Crystals per second of the in-graph oracle (jitted env step, ``n`` envs, one timed round
     of random episodes; compiled ahead of time and timed apart; up to
     :data:`WARMUP_ROUND_MAX_ENVS` envs after an untimed round) beside the host torch oracle
@@ -155,17 +156,25 @@ def side_by_side(task: str, env_counts: list[int], host_workers: int = 2,
     crystals/s, the ratio and the differences are read on those; None: all). With
     ``devices`` > 1 also the in-graph oracle with the envs split over that many devices (the
     same crystals: the same keys). ``progress(result so far)`` is called after each row.
+    ``baseline``: env overrides (on top of ``overrides``) of a second in-graph oracle timed
+    on the same crystals in each row, one device (e.g. ``{"oracle_options": {"symmetry":
+    False}}``): its crystals/s, our speed-up over it and how many statuses agree.
     """
     import crystaljax
     from crystaljax.oracles.chgnet_host import CHGNetHostOracle
 
     overrides = {"oracle": "chgnet", **(overrides or {})}
     env, params = crystaljax.make(task, **overrides)
+    if baseline:
+        merged = {k: ({**overrides[k], **v} if isinstance(v, dict)
+                      and isinstance(overrides.get(k), dict) else v) for k, v in baseline.items()}
+        baseline_env, baseline_params = crystaljax.make(task, **{**overrides, **merged})
     options = dict(vars(env.in_graph_oracle.options))
     host_options = {k: options[k] for k in ("relax", "min_scale", "max_scale", "steps")}
     result = {"task": task, "overrides": overrides, "oracle_options": options,
               "batching": env.in_graph_oracle.batching, "host_workers": host_workers,
-              "host_max": host_max, "rows": [], "machine": machine_description(),
+              "host_max": host_max, "baseline": baseline, "rows": [],
+              "machine": machine_description(),
               "jax": f"{jax.__version__} ({jax.default_backend()})"}
     host = (CHGNetHostOracle.from_options(env.property_name,
                                           {**host_options, "workers": host_workers})
@@ -186,6 +195,15 @@ def side_by_side(task: str, env_counts: list[int], host_workers: int = 2,
                    "in_graph_ok": int(np.sum(np.asarray(ours.statuses) == Status.OK))}
             if host_workers:
                 row.update(_host_row(host, ours, n, m))
+            if baseline:
+                base = _random_episodes(baseline_env, baseline_params, n, 1, 0,
+                                        warmup_round=warmup)
+                row.update({"baseline_seconds": base.seconds,
+                            "baseline_per_second": n / base.seconds,
+                            "baseline_compile_seconds": base.compile_seconds,
+                            "speedup_over_baseline": base.seconds / ours.seconds,
+                            "baseline_same_status": int(sum(
+                                int(a) == int(b) for a, b in zip(ours.statuses, base.statuses)))})
             if devices > 1 and n % devices == 0:
                 split = _random_episodes(env, params, n, 1, 0, devices, keep_structures=m,
                                          warmup_round=warmup)
@@ -253,6 +271,15 @@ def throughput_markdown(result: dict, source: str) -> str:
         lines += ["", f"The host oracle computed the first {result['host_max']} crystals of "
                   "each larger row (its crystals/s, the ratio, the difference and the status "
                   "count are read on those)."]
+    if result.get("baseline"):
+        lines += ["", f"The same rounds with the in-graph oracle under `{result['baseline']}` "
+                  "(the baseline, one device, same crystals, same run):", "",
+                  "| envs | in-graph crystals/s | baseline crystals/s | speed-up | same status |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['envs']} | {r['in_graph_per_second']:.2f} | "
+                  f"{r['baseline_per_second']:.2f} | {r['speedup_over_baseline']:.2f}x | "
+                  f"{r['baseline_same_status']}/{r['envs']} |"
+                  for r in result["rows"] if "baseline_per_second" in r]
     if result.get("chunk_sweep"):
         lines += ["", "The `chunk` option on this machine (in-graph oracle alone, "
                   "`--set oracle_options.chunk=C`; one timed round after an untimed one):", "",

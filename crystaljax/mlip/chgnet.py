@@ -177,7 +177,7 @@ def site_energies_of_features(p: Params, graph: Mapping[str, jnp.ndarray],
                               ) -> jnp.ndarray:
     """Per-atom energies f32 [N] from :func:`geometry_features`' bond lengths f32 [B] and
     angle features f32 [A, 64]: the interaction blocks and the readout."""
-    edge_mask, bond_mask, angle_mask = graph["edge_mask"], graph["bond_mask"], graph["angle_mask"]
+    bond_mask = graph["bond_mask"]
     num_atoms, num_bonds = atomic_numbers.shape[0], bond_mask.shape[0]
     rbf_ag = _bessel(p["bond_basis_expansion.rbf_expansion_ag.frequencies"], bond_lengths,
                      cutoffs[0])
@@ -189,10 +189,13 @@ def site_energies_of_features(p: Params, graph: Mapping[str, jnp.ndarray],
     weights_ag = _linear(p, "bond_weights_ag", rbf_ag) * bond_mask[:, None]
     weights_bg = _linear(p, "bond_weights_bg", rbf_bg) * bond_mask[:, None]
 
-    center, neighbor, edge_bond = graph["center"], graph["neighbor"], graph["edge_bond"]
+    # messages run over the message edges; an edge or angle standing for an orbit of equal
+    # ones (graph.reduce_by_symmetry) counts its orbit's size in the sums
+    center, neighbor = graph["message_center"], graph["message_neighbor"]
+    edge_bond = graph["message_bond"]
     a_center, a_i, a_j = graph["angle_center"], graph["angle_bond_i"], graph["angle_bond_j"]
-    edge_weight = weights_ag[edge_bond] * edge_mask[:, None]
-    angle_weight = weights_bg[a_i] * weights_bg[a_j] * angle_mask[:, None]
+    edge_weight = weights_ag[edge_bond] * graph["message_weight"][:, None]
+    angle_weight = weights_bg[a_i] * weights_bg[a_j] * graph["angle_weight"][:, None]
 
     def atom_conv(i, atoms, bonds):
         name = f"atom_conv_layers.{i}"

@@ -221,6 +221,7 @@ def relax_candidate(params, candidate: Candidate, symbols: Sequence[str]) -> lis
         graphs.append(build_graph(lattice, frac, min_scale=SCALE_RANGE[0]))
     sizes = (_ATOMS,) + tuple(_bucket(max(g.sizes[k] for g in graphs), smallest)
                                   for k, smallest in zip((1, 2, 3), _SMALLEST_SIZES))
+    sizes += (sizes[1],)  # message edges: the directed edges (no symmetry reduction)
     table = stack_graphs(graphs, sizes)
     graph = {k: jnp.asarray(v) for k, v in table.items() if k != "num_atoms"}
     n_sites = len(cells[0][2])
