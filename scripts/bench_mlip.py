@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     parser.add_argument("--host-devices", type=int, default=1,
                         help="--throughput: also the in-graph oracle with the envs split over "
                              "this many XLA host devices (one per core)")
-    parser.add_argument("--baseline-set", nargs="*", default=None, metavar="KEY=VALUE",
+    parser.add_argument("--baseline-set", nargs="+", default=None, metavar="KEY=VALUE",
                         help="--throughput: also time the in-graph oracle with these env "
                              "overrides on the same crystals (e.g. "
                              "oracle_options.symmetry=false) and report the speed-up")

@@ -190,8 +190,8 @@ def test_throughput_baseline_times_a_second_oracle_on_the_same_crystals():
                    "oracle_options": {"relax": "none"}},
         baseline={"oracle_options": {"symmetry": False}})
     (row,) = result["rows"]
+    assert row["baseline_same_crystals"] is True
     assert row["baseline_same_status"] == 4 and row["baseline_per_second"] > 0
-    assert row["speedup_over_baseline"] == pytest.approx(
-        row["baseline_seconds"] / row["in_graph_seconds"])
+    assert row["baseline_max_relative_difference"] < 1e-4  # energies, eV/atom
     text = mlip.throughput_markdown(result, "x.json")
     assert "baseline crystals/s" in text and "'symmetry': False" in text

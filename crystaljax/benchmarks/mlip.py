@@ -197,13 +197,19 @@ def side_by_side(task: str, env_counts: list[int], host_workers: int = 2,
                 row.update(_host_row(host, ours, n, m))
             if baseline:
                 base = _random_episodes(baseline_env, baseline_params, n, 1, 0,
-                                        warmup_round=warmup)
+                                        keep_structures=m, warmup_round=warmup)
+                mine, theirs = np.asarray(ours.values), np.asarray(base.values)
+                both = np.isfinite(mine) & np.isfinite(theirs)
                 row.update({"baseline_seconds": base.seconds,
                             "baseline_per_second": n / base.seconds,
                             "baseline_compile_seconds": base.compile_seconds,
                             "speedup_over_baseline": base.seconds / ours.seconds,
+                            "baseline_same_crystals": base.structures == ours.structures,
                             "baseline_same_status": int(sum(
-                                int(a) == int(b) for a, b in zip(ours.statuses, base.statuses)))})
+                                int(a) == int(b) for a, b in zip(ours.statuses, base.statuses))),
+                            "baseline_max_relative_difference": float(np.max(
+                                np.abs(mine[both] - theirs[both]) / np.abs(theirs[both])))
+                            if both.any() else None})
             if devices > 1 and n % devices == 0:
                 split = _random_episodes(env, params, n, 1, 0, devices, keep_structures=m,
                                          warmup_round=warmup)
@@ -274,12 +280,16 @@ def throughput_markdown(result: dict, source: str) -> str:
     if result.get("baseline"):
         lines += ["", f"The same rounds with the in-graph oracle under `{result['baseline']}` "
                   "(the baseline, one device, same crystals, same run):", "",
-                  "| envs | in-graph crystals/s | baseline crystals/s | speed-up | same status |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {r['envs']} | {r['in_graph_per_second']:.2f} | "
-                  f"{r['baseline_per_second']:.2f} | {r['speedup_over_baseline']:.2f}x | "
-                  f"{r['baseline_same_status']}/{r['envs']} |"
-                  for r in result["rows"] if "baseline_per_second" in r]
+                  "| envs | in-graph crystals/s | baseline crystals/s | speed-up | same status "
+                  "| max relative difference |", "|---|---|---|---|---|---|"]
+        for r in result["rows"]:
+            if "baseline_per_second" not in r:
+                continue
+            diff = r.get("baseline_max_relative_difference")
+            lines.append(f"| {r['envs']} | {r['in_graph_per_second']:.2f} | "
+                         f"{r['baseline_per_second']:.2f} | {r['speedup_over_baseline']:.2f}x | "
+                         f"{r['baseline_same_status']}/{r['envs']} | "
+                         + ("-" if diff is None else f"{diff:.1e}") + " |")
     if result.get("chunk_sweep"):
         lines += ["", "The `chunk` option on this machine (in-graph oracle alone, "
                   "`--set oracle_options.chunk=C`; one timed round after an untimed one):", "",

@@ -256,7 +256,8 @@ def energy_at_scale(p: Params, graph: Mapping[str, jnp.ndarray], atomic_numbers:
 
 def energy_forces_stress(p: Params, graph: Mapping[str, jnp.ndarray], atomic_numbers: jnp.ndarray,
                          frac_coords: jnp.ndarray, lattice: jnp.ndarray) -> dict[str, Any]:
-    """CHGNet's ``efs`` prediction of one crystal.
+    """CHGNet's ``efs`` prediction of one crystal (on a full graph: forces and stress break
+    the symmetry that ``graph.reduce_by_symmetry`` relies on).
 
     Returns a dict with ``energy`` f32 [] (eV/atom), ``forces`` f32 [N, 3] (eV/Å, -dE/dx,
     0 on padding atoms) and ``stress`` f32 [3, 3] (GPa, CHGNet's sign: dE/dstrain / V).

@@ -53,11 +53,13 @@ class CrystalGraph:
       atom_mask: bool [N].
       center, neighbor: int32 [E] atom indices of each directed edge (padding: 0, 0).
       image: f32 [E, 3] lattice translation of the neighbor (in lattice vectors).
-      edge_bond: int32 [E] undirected bond of each directed edge.
+      edge_bond: int32 [E] undirected bond of each directed edge (after
+        :func:`reduce_by_symmetry`: the representative of its orbit).
       edge_mask: bool [E].
       bond_edge: int32 [U] one directed edge of each undirected bond (its length).
       bond_mask: bool [U].
-      angle_center: int32 [A]; angle_bond_i, angle_bond_j: int32 [A] undirected bonds;
+      angle_center: int32 [A]; angle_bond_i, angle_bond_j: int32 [A] undirected bonds (after
+        :func:`reduce_by_symmetry`: their orbits' representatives);
       angle_edge_i, angle_edge_j: int32 [A] the directed edges (both leave angle_center).
       angle_mask: bool [A].
       angle_weight: f32 [A] angles each stands for in the sum into ``angle_bond_i`` (0 on
@@ -184,7 +186,10 @@ def site_fixing_rotations(lattice: np.ndarray, frac_coords: np.ndarray, symprec:
 
     frac_coords = np.asarray(frac_coords, float)
     cell = (np.asarray(lattice, float), frac_coords, np.arange(1, len(frac_coords) + 1))
-    found = spglib.get_symmetry(cell, symprec=symprec)
+    try:
+        found = spglib.get_symmetry(cell, symprec=symprec)
+    except Exception:  # spglib >= 2.x may raise where it returned None: no operations
+        found = None
     rotations = np.eye(3, dtype=np.int64)[None]
     if found is not None:
         others = [r for r in np.asarray(found["rotations"], np.int64)
@@ -224,28 +229,50 @@ def reduce_by_symmetry(graph: CrystalGraph, lattice: np.ndarray, frac_coords: np
     template's geometry under any isotropic scaling. The directed edges (the geometry) are
     all kept.
 
-    An operation that does not map the neighbour list onto itself (a tolerance problem) is
-    left out; with the identity alone the graph is returned with its own weights.
+    An operation that does not map the neighbour list and the bond graph onto themselves
+    with lengths kept to 1e-4 Å (a tolerance problem) is left out; with the identity alone
+    the graph itself is returned. Operations are found to spglib's ``symprec`` (Å), so a
+    cell symmetric only to that tolerance gets energies equal to about that precision.
+    After the reduction ``edge_bond``, ``angle_bond_i`` and ``angle_bond_j`` name the
+    representative of their bond's orbit. Raises GraphError on a padded or reduced graph.
     """
+    if not (graph.edge_mask.all() and graph.angle_mask.all() and graph.bond_mask.all()
+            and np.array_equal(graph.message_weight, np.ones(len(graph.center), np.float32))):
+        raise GraphError("reduce_by_symmetry takes the full, unpadded graph of build_graph")
     frac = np.asarray(frac_coords, float)
+    lattice = np.asarray(lattice, float)
     center, neighbor = graph.center.astype(np.int64), graph.neighbor.astype(np.int64)
     image = np.rint(graph.image).astype(np.int64)
     index = {(int(i), int(j), *map(int, n)): e
              for e, (i, j, n) in enumerate(zip(center, neighbor, image))}
+    angle_index = {(int(a), int(b)): k
+                   for k, (a, b) in enumerate(zip(graph.angle_edge_i, graph.angle_edge_j))}
     offset = frac[neighbor] + image - frac[center]  # [E, 3] fractional edge vectors
-    edge_perms = []
+    lengths = np.linalg.norm(offset @ lattice, axis=1)
+    edge_perms, angle_perms = [], []
     for rotation in site_fixing_rotations(lattice, frac, symprec):
-        moved = offset @ rotation.T + frac[center] - frac[neighbor]
-        images = np.rint(moved).astype(np.int64)
-        if np.abs(moved - images).max() > 1e-3:
+        moved = offset @ rotation.T
+        shifted = moved + frac[center] - frac[neighbor]
+        images = np.rint(shifted).astype(np.int64)
+        if (np.abs(shifted - images).max(initial=0.0) > 1e-3
+                or np.abs(np.linalg.norm(moved @ lattice, axis=1) - lengths).max(initial=0.0)
+                > 1e-4):
             continue
-        perm = [index.get((int(i), int(j), *map(int, n)), -1)
-                for i, j, n in zip(center, neighbor, images)]
-        if min(perm) >= 0 and len(set(perm)) == len(perm):
-            edge_perms.append(perm)
-    edge_perms = np.asarray(edge_perms, np.int64)  # [G, E]; the identity always maps
-    if len(edge_perms) <= 1:
+        perm = np.asarray([index.get((int(i), int(j), *map(int, n)), -1)
+                           for i, j, n in zip(center, neighbor, images)], np.int64)
+        if perm.size and (perm.min() < 0 or len(set(perm.tolist())) != len(perm)):
+            continue
+        # the bond graph too: an operation must map every angle onto an angle
+        angles = [angle_index.get((int(perm[a]), int(perm[b])), -1)
+                  for a, b in zip(graph.angle_edge_i, graph.angle_edge_j)]
+        if angles and min(angles) < 0:
+            continue
+        edge_perms.append(perm)
+        angle_perms.append(angles)
+    if len(edge_perms) <= 1:  # the identity alone (it always maps)
         return graph
+    edge_perms = np.asarray(edge_perms, np.int64)  # [G, E]
+    angle_perms = np.asarray(angle_perms, np.int64).reshape(len(edge_perms), -1)  # [G, A]
     edge_bond, bond_edge = graph.edge_bond.astype(np.int64), graph.bond_edge.astype(np.int64)
     edge_rep, edge_size = _orbits(edge_perms)
     bond_perms = edge_bond[edge_perms[:, bond_edge]]  # [G, U]
@@ -254,12 +281,6 @@ def reduce_by_symmetry(graph: CrystalGraph, lattice: np.ndarray, frac_coords: np
     new_bond = np.full(len(bond_edge), -1, np.int64)
     new_bond[bonds] = np.arange(len(bonds))
     bond_of = new_bond[bond_rep]  # every old bond -> its orbit's new index
-    # angles: (edge i, edge j) pairs; the group acts on both
-    angle_index = {(int(a), int(b)): k
-                   for k, (a, b) in enumerate(zip(graph.angle_edge_i, graph.angle_edge_j))}
-    angle_perms = np.asarray([[angle_index[(int(p[a]), int(p[b]))]
-                               for a, b in zip(graph.angle_edge_i, graph.angle_edge_j)]
-                              for p in edge_perms], np.int64)  # [G, A]
     angle_rep, angle_size = _orbits(angle_perms)
     first_bond = graph.angle_bond_i.astype(np.int64)
     # one member per angle orbit: one whose first bond is its bond orbit's representative;
@@ -317,8 +338,8 @@ GRAPH_FIELDS = ("atom_mask", "center", "neighbor", "image", "edge_bond", "edge_m
                 "message_neighbor", "message_bond", "message_weight")
 
 
-def stack_graphs(graphs: Sequence[CrystalGraph], sizes: tuple[int, int, int, int] | None = None
-                 ) -> dict[str, np.ndarray]:
+def stack_graphs(graphs: Sequence[CrystalGraph],
+                 sizes: tuple[int, int, int, int, int] | None = None) -> dict[str, np.ndarray]:
     """Pad ``graphs`` to common sizes (default: the largest of each) and stack every field
     along a new leading axis [T, ...]; the dict also holds ``num_atoms`` int32 [T]."""
     if not graphs:

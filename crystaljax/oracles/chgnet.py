@@ -78,8 +78,9 @@ class CHGNetOptions:
         volume search runs until its slowest crystal stops, so smaller chunks waste less).
       symmetry: compute on one edge, bond and angle per orbit of the template's site-fixing
         symmetry operations, weighted by the orbit's size (default true): the same E(s) up
-        to float32 rounding, for every decoration (``mlip.graph.reduce_by_symmetry``), with
-        4-6x fewer edges and angles in the cubic perovskite cell; false: the full graph.
+        to float32 rounding (and spglib's 1e-4 Å tolerance), for every decoration
+        (``mlip.graph.reduce_by_symmetry``); in the cubic perovskite cell 3-6x fewer
+        message edges, bonds and angles per graph level; false: the full graph.
     """
 
     relax: str = option("volume", choices=("none", "volume"))
