@@ -10,6 +10,8 @@ measures: ``crystaljax.benchmarks.dft``.
 Usage::
 
     python scripts/bench_dft.py [--presets default gth] [--skip-throughput] [--redo]
+    python scripts/bench_dft.py --presets default:reuse_density=false default \
+        --only bulk_modulus --cases validation --out benchmarks/dft_reuse.json
     python scripts/bench_dft.py --gap-recipe 16
 """
 
@@ -36,7 +38,12 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-hit-ratio", action="store_true")
     parser.add_argument("--time-limit", type=float, default=900.0,
                         help="wall-clock limit of one pw.x run (s); a run past it is a TIMEOUT")
-    parser.add_argument("--presets", nargs=2, default=["default", "gth"])
+    parser.add_argument("--presets", nargs=2, default=["default", "gth"],
+                        metavar="PRESET[:KEY=VALUE,...]",
+                        help="the two columns: preset names, each optionally with recipe "
+                             "overrides, e.g. default:reuse_density=false default")
+    parser.add_argument("--cases", nargs="*", default=None, metavar="TEXT",
+                        help="measure only the cases whose label contains one of these")
     parser.add_argument("--redo", action="store_true", help="re-measure rows already in --out")
     parser.add_argument("--gap-recipe", type=int, metavar="N",
                         help="instead: band gaps of N random crystals, smearing first against "
@@ -50,7 +57,7 @@ def main(argv=None) -> None:
     data = dft.bench(args.out, args.batch, args.episodes, args.time_limit,
                      properties=not args.skip_properties, only=args.only,
                      hit_ratios=not args.skip_hit_ratio, throughputs=not args.skip_throughput,
-                     presets=args.presets, redo=args.redo)
+                     presets=args.presets, redo=args.redo, cases=args.cases)
     print(dft.bench_table(data))
 
 

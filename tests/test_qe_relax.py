@@ -135,7 +135,7 @@ def _fake_pw(monkeypatch, energy_of_volume, relaxed_cell=None):
     runs = []
 
     def fake_run(structure, settings, family, runner, options, log, label, reference=None,
-                 handled=frozenset()):
+                 handled=frozenset(), seeds=None):
         runs.append((label, settings.calculation, structure.volume))
         parsed = PwOutput(total_energy=float(energy_of_volume(structure.volume)),
                           n_atoms=len(structure), job_done=True)

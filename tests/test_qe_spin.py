@@ -175,7 +175,7 @@ def test_the_band_gap_recipe_of_a_ferromagnetic_insulator(gth, tmp_path, monkeyp
     """The recipe on a canned spin-polarised output (through the restart machinery)."""
     inputs = []
 
-    def fake_run_pw(text, config, label="pw"):
+    def fake_run_pw(text, config, label="pw", prepare=None):
         inputs.append(text)
         workdir = tmp_path / f"run{len(inputs)}"
         workdir.mkdir()

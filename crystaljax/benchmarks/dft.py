@@ -85,6 +85,30 @@ def hardest_two_site(preset: str = "default") -> Structure:
     return best
 
 
+def hardest_two_site_template(preset: str = "default") -> Structure:
+    """The decoration of a 2-site template of the prototype library
+    (:mod:`crystaljax.templates.prototypes`: rock salt, CsCl, zinc blende, diamond, hcp,
+    L1_0, alpha-U) with two elements of the large vocabulary that ``preset`` expects to be
+    the slowest (:func:`~crystaljax.oracles.qe.cost.expected_cost`): the slowest 2-site
+    crystal an agent can build, on the template's own lattice."""
+    from crystaljax.elements import LARGE
+    from crystaljax.oracles.qe.cost import expected_cost
+    from crystaljax.oracles.qe.oracle import QEOracle
+    from crystaljax.templates.prototypes import list_prototypes, prototype
+
+    templates = [t for t in map(prototype, list_prototypes()) if t.num_sites == 2]
+    with QEOracle("bulk_modulus", preset=preset, cache=None, workers=1) as oracle:
+        best, cost = None, -1.0
+        for template in templates:
+            for a in LARGE:
+                for b in LARGE:
+                    structure = Structure(Lattice(template.lattice), [a, b], template.frac_coords)
+                    c = expected_cost(structure, oracle.family, oracle.settings)
+                    if c > cost:
+                        best, cost = structure, c
+    return best
+
+
 def validation_cases() -> list:
     """(label, property, structure maker) of the validation crystals, gap and modulus."""
     from crystaljax.benchmarks.validation import REFERENCE
@@ -115,18 +139,39 @@ def has_hard_anion(structure) -> bool:
     return bool({"O", "N", "F"} & {el.symbol for el in structure.composition.elements})
 
 
+def parse_column(spec: str) -> tuple[str, dict]:
+    """A side-by-side column: ``PRESET`` or ``PRESET:KEY=VALUE,...`` with recipe option
+    overrides (e.g. ``default:reuse_density=false``) -> (preset, overrides)."""
+    from crystaljax.config import ConfigError, parse_value
+
+    preset, _, rest = spec.partition(":")
+    overrides = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"column {spec!r}: expected PRESET:KEY=VALUE,..., got {item!r}")
+        overrides[key.strip()] = parse_value(value.strip())
+    return preset, overrides
+
+
 def per_property(runner, only: Sequence[str] | None = None,
                  presets: Sequence[str] = ("default", "gth"), done: Sequence[dict] = (),
-                 on_row=None) -> list[dict]:
-    """Wall time of one evaluation per case and preset, the presets one after the other on
-    the same crystal; ``ratio`` = time of the second preset / time of the first. Rows of
+                 on_row=None, cases: Sequence[str] | None = None) -> list[dict]:
+    """Wall time of one evaluation per case and column, the columns one after the other on
+    the same crystal; ``ratio`` = time of the second column / time of the first. A column
+    is a preset name, optionally with recipe overrides (:func:`parse_column`). Rows of
     ``done`` (same cell and property) are kept, not re-measured; ``on_row(rows)`` is called
-    after each new row (to save progress)."""
+    after each new row (to save progress). ``cases``: measure only the cases whose label
+    contains one of these strings."""
+    columns = {spec: parse_column(spec) for spec in presets}
     rows = list(done)
     measured = {(r["cell"], r["property"]) for r in rows}
-    hardest = ("2-site rock salt, hardest pair expected ({})", "bulk_modulus", hardest_two_site)
-    cases = [(label, prop, make()) for label, prop, make in [*CASES, *validation_cases(), hardest]
-             if not only or prop in only]
+    hardest = [("2-site template, hardest decoration expected ({})", "bulk_modulus",
+                hardest_two_site_template),
+               ("2-site rock salt, hardest pair expected ({})", "bulk_modulus", hardest_two_site)]
+    chosen = [c for c in [*CASES, *validation_cases(), *hardest]
+              if (not only or c[1] in only) and (not cases or any(k in c[0] for k in cases))]
+    cases = [(label, prop, make()) for label, prop, make in chosen]
     # small cells first, and among them crystals with O, N or F (the speed target is about
     # them): a run stopped early has the most rows
     for label, prop, structure in sorted(cases, key=lambda c: (len(c[2]),
@@ -136,9 +181,9 @@ def per_property(runner, only: Sequence[str] | None = None,
             continue
         row = {"cell": label, "property": prop, "hard_anion": has_hard_anion(structure),
                "presets": {}}
-        for preset in presets:
-            (result,), wall = evaluate(prop, [structure], runner, preset)
-            row["presets"][preset] = {
+        for spec, (preset, recipe) in columns.items():
+            (result,), wall = evaluate(prop, [structure], runner, preset, recipe=recipe)
+            row["presets"][spec] = {
                 "value": result.value, "status": result.status.name, "reason": result.reason,
                 "wall_s": round(wall, 1), "ecutwfc_ry": _ecutwfc(preset, structure),
             }
@@ -200,7 +245,7 @@ def save_json(out: Path, data: dict) -> None:
 def bench(out: str, batch: int = 4, episodes: int = 500, time_limit: float = 900.0,
           properties: bool = True, only: Sequence[str] | None = None, hit_ratios: bool = True,
           throughputs: bool = True, presets: Sequence[str] = ("default", "gth"),
-          redo: bool = False) -> dict:
+          redo: bool = False, cases: Sequence[str] | None = None) -> dict:
     """The QE oracle benchmark into ``out``: side-by-side wall times of ``presets``
     (:func:`per_property`; rows already in ``out`` are kept unless ``redo``), density
     evaluations per hour with the first preset, and cache hit ratios."""
@@ -224,11 +269,12 @@ def bench(out: str, batch: int = 4, episodes: int = 500, time_limit: float = 900
             data["side_by_side"] = rows
             save_json(path, data)
 
-        save(per_property(runner, only, presets, done, on_row=save))
+        save(per_property(runner, only, presets, done, on_row=save, cases=cases))
     if throughputs:
         data["throughput"] = []
         for workers in (available_cores(), 1):
-            data["throughput"].append(throughput(runner, batch, workers, preset=presets[0]))
+            data["throughput"].append(throughput(runner, batch, workers,
+                                                 preset=parse_column(presets[0])[0]))
             print(data["throughput"][-1], flush=True)
             save_json(path, data)
     return data
@@ -263,4 +309,5 @@ def bench_table(data: dict) -> str:
 
 
 __all__ = ["CASES", "bench", "bench_table", "ratio_bound", "cell4", "cubic5", "fcc_lattice", "has_hard_anion",
-           "hit_ratio", "per_property", "throughput", "validation_cases"]
+           "hardest_two_site", "hardest_two_site_template", "hit_ratio", "parse_column",
+           "per_property", "throughput", "validation_cases"]

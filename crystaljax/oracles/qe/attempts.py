@@ -20,6 +20,8 @@ magnetons per cell, of a spin-polarised run).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from pathlib import Path
 
 from pymatgen.core import Structure
 
@@ -37,6 +39,7 @@ from crystaljax.oracles.qe.restarts import (
     classify_failure,
 )
 from crystaljax.oracles.qe.runner import RunnerConfig, run_pw
+from crystaljax.oracles.qe.seeds import DensitySeeds
 
 
 @dataclasses.dataclass
@@ -53,20 +56,25 @@ class _Attempt:
 
 def _attempt(
     structure: Structure, settings: PwSettings, family: PseudoFamily, runner: RunnerConfig,
-    label: str, input_text: str | None = None,
+    label: str, input_text: str | None = None, prepare: Callable[[Path], None] | None = None,
+    on_success: Callable[[Path], object] | None = None,
 ) -> _Attempt:
     """One pw.x run; the run directory is removed on success, kept (and named) on failure
     (the newest ``runner.keep_failed_runs`` of the scratch root). ``details["not_started"]``
-    marks a program that could not be started (a machine failure, never cached)."""
+    marks a program that could not be started (a machine failure, never cached).
+    ``prepare(workdir)`` runs before pw.x, ``on_success(workdir)`` after a successful run,
+    before its directory is removed."""
     if input_text is None:
         input_text = write_pw_input(structure, settings, family)
-    run = run_pw(input_text, runner, label=label)
+    run = run_pw(input_text, runner, label=label, prepare=prepare)
     parsed = parse_output(run.output)
     status, reason = classify(run, parsed)
     failure, note = classify_failure(status, run.output, parsed, settings,
                                      not_started=bool(run.launch_error))
     details: dict = {}
     if status == Status.OK:  # (a run whose highest band is occupied too: usable, suspect)
+        if on_success is not None:
+            on_success(run.workdir)
         if runner.keep_on_success:
             details["scratch"] = str(run.workdir)
         else:
@@ -99,7 +107,7 @@ def _budget_spent(log: AttemptLog, last: _Attempt | None, settings: PwSettings) 
 def _run(
     structure: Structure, settings: PwSettings, family: PseudoFamily, runner: RunnerConfig,
     options: RecipeOptions, log: AttemptLog, label: str, reference: PwSettings | None = None,
-    handled: frozenset[Failure] = frozenset(),
+    handled: frozenset[Failure] = frozenset(), seeds: DensitySeeds | None = None,
 ) -> _Attempt:
     """One pw.x run of a recipe with automatic restarts (:mod:`.restarts`).
 
@@ -109,9 +117,16 @@ def _run(
     at once (the recipe has its own fallback for them). The result is the successful
     attempt, or the last failed one with ``details["gave_up"]`` saying why the restarts
     stopped (a usable attempt whose highest band was occupied is kept over later failures).
+
+    ``seeds``: the crystal's converged densities (:mod:`.seeds`). The first attempt starts
+    from the one of the nearest cell volume (its record's ``start`` names that run), a
+    restart from atomic densities; a successful attempt's density is kept there.
     """
     reference = reference or settings
     plan = RestartPlan(options.diagonalizers, options.metal_smearing, options.metal_degauss)
+    seed = seeds.nearest(structure.volume) if seeds is not None else None
+    keep = None if seeds is None else (
+        lambda workdir: seeds.keep(label, structure.volume, workdir))
     seen: set[str] = set()
     current, remedy = settings, None
     last: _Attempt | None = None
@@ -120,13 +135,17 @@ def _run(
         if log.remaining < MIN_ATTEMPT_SECONDS:
             return usable or _budget_spent(log, last, current)
         limit = min(runner.time_limit, log.remaining)
-        text = write_pw_input(structure, current, family)
+        start = seed if number == 1 else None  # a restart starts from atomic densities
+        text = write_pw_input(structure, current, family, starting_density=start is not None)
         seen.add(text)
         limited = runner if limit >= runner.time_limit else runner.replace(time_limit=limit)
-        last = _attempt(structure, current, family, limited, label, input_text=text)
+        last = _attempt(structure, current, family, limited, label, input_text=text,
+                        prepare=start.copy_into if start is not None else None,
+                        on_success=keep)
         log.record(label, number, last.failure, last.status, last.reason or last.note,
                    last.seconds, limit, remedy, changed_settings(reference, current),
-                   last.details.get("scratch") if last.status != Status.OK else None)
+                   last.details.get("scratch") if last.status != Status.OK else None,
+                   start=start.label if start is not None else None)
         if last.failure == Failure.OK:
             return last
         if last.status == Status.OK:

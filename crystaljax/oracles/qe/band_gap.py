@@ -8,7 +8,8 @@ overlap by :data:`METAL_OVERLAP_EV` or more make a metal (gap 0, one run); other
 its bands overlap, the smeared run's gap stands. (Fixed occupations came first until
 2026-12-03: a metal's fixed run that runs to ``electron_maxstep`` cost 2.4x its smeared
 run, 71 % of the time of 75 random perovskites' gaps; the insulators' values are the
-same.) A spin-polarised crystal gets one smeared run, and the gap is taken over both spin
+same.) The fixed-occupation run starts from the smeared run's density
+(``recipe.reuse_density``). A spin-polarised crystal gets one smeared run, and the gap is taken over both spin
 channels: each channel's occupied bands are the ones below the Fermi level, the highest
 occupied level is the highest of either channel, the lowest unoccupied the lowest of
 either; a band crossing the Fermi level makes it a metal (:func:`spin_band_edges`).
@@ -37,6 +38,7 @@ from crystaljax.oracles.qe.parse import PwOutput
 from crystaljax.oracles.qe.recipe_options import RecipeOptions, _two_runs
 from crystaljax.oracles.qe.restarts import AttemptLog, Failure
 from crystaljax.oracles.qe.runner import RunnerConfig
+from crystaljax.oracles.qe.seeds import DensitySeeds, density_seeds
 
 #: A smeared run whose band N/2 + 1 lies this far (eV) or more below band N/2 somewhere in
 #: the Brillouin zone is a metal without a fixed-occupation run (bands that overlap less
@@ -138,10 +140,19 @@ def band_gap(
     options: RecipeOptions = RecipeOptions(),
 ) -> OracleResult:
     """Kohn-Sham band gap (eV), clipped at 0; see the module docstring."""
-    n_el = valence_electrons(structure, family)
     log = AttemptLog(_two_runs(options) * runner.time_limit)
     if spin_polarized(structure, settings):
         return _spin_band_gap(structure, family, settings, runner, options, log)
+    with density_seeds(runner, options) as seeds:
+        return _smeared_then_fixed(structure, family, settings, runner, options, log, seeds)
+
+
+def _smeared_then_fixed(structure: Structure, family: PseudoFamily, settings: PwSettings,
+                        runner: RunnerConfig, options: RecipeOptions, log: AttemptLog,
+                        seeds: DensitySeeds | None) -> OracleResult:
+    """The band gap of a spin-degenerate crystal (see :func:`band_gap`); with ``seeds``,
+    the fixed-occupation run starts from the smeared run's density."""
+    n_el = valence_electrons(structure, family)
 
     def smeared(base: PwSettings) -> PwSettings:
         return _smeared(base, options)
@@ -151,7 +162,8 @@ def band_gap(
     # otherwise the smeared run tells a metal (bands N/2 and N/2 + 1 overlapping by
     # METAL_OVERLAP_EV or more) from a crystal that may have a gap, which then gets the
     # fixed-occupation run for its exact gap.
-    smear = _run(structure, smeared(settings), family, runner, options, log, "gap-smear")
+    smear = _run(structure, smeared(settings), family, runner, options, log, "gap-smear",
+                 seeds=seeds)
     if smear.status != Status.OK:
         return _failure(smear, log)
     if int(round(n_el)) % 2 == 1:
@@ -171,7 +183,8 @@ def band_gap(
     # of a metal: not restarted. When the fixed run gives no gap, for that or any other
     # reason (its time limit included), the smeared run's answer stands.
     attempt = _run(structure, fixed, family, runner, options, log, "gap-fixed",
-                   handled=frozenset({Failure.SCF_NOT_CONVERGED, Failure.CHARGE_WRONG}))
+                   handled=frozenset({Failure.SCF_NOT_CONVERGED, Failure.CHARGE_WRONG}),
+                   seeds=seeds)
     extra: dict = {}
     if attempt.status == Status.OK:
         gap = _gap_from(attempt.parsed, n_el)

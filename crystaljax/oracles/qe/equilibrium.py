@@ -22,6 +22,7 @@ from crystaljax.oracles.qe.inputs import PwSettings
 from crystaljax.oracles.qe.recipe_options import RecipeOptions
 from crystaljax.oracles.qe.restarts import AttemptLog
 from crystaljax.oracles.qe.runner import RunnerConfig
+from crystaljax.oracles.qe.seeds import density_seeds
 
 
 class _ScanFailed(Exception):
@@ -66,18 +67,19 @@ def _equilibrium(
         nonlocal current
         cell = scaled(start, factor ** 3)
         attempt = _run(cell, current, family, runner, options, log, f"eos-{factor:.4f}",
-                       reference=scf)
+                       reference=scf, seeds=seeds)
         if attempt.status != Status.OK:
             raise _ScanFailed(attempt, factor)
         current = attempt.settings  # numerical remedies that worked carry over
         runs[factor] = attempt
         return attempt.parsed.total_energy
 
-    try:
-        search = search_energy_minimum(energy, options.relax_step, options.relax_range,
-                                       options.relax_max_runs)
-    except _ScanFailed as exc:
-        return _failure(exc.attempt, log, lattice_factor=exc.factor, **details)
+    with density_seeds(runner, options) as seeds:
+        try:
+            search = search_energy_minimum(energy, options.relax_step, options.relax_range,
+                                           options.relax_max_runs)
+        except _ScanFailed as exc:
+            return _failure(exc.attempt, log, lattice_factor=exc.factor, **details)
     factors = sorted(search.points)
     details.update(start_volume=start.volume, lattice_factors=factors,
                    volumes=[start.volume * f ** 3 for f in factors],

@@ -182,6 +182,7 @@ def write_pw_input(
     family: PseudoFamily,
     outdir: str = "./out",
     prefix: str = "pw",
+    starting_density: bool = False,
 ) -> str:
     """The text of a pw.x input for ``structure``.
 
@@ -191,6 +192,9 @@ def write_pw_input(
       family: pseudopotentials; its directory becomes ``pseudo_dir``.
       outdir: pw.x scratch directory (relative to the run directory).
       prefix: pw.x file prefix.
+      starting_density: start the SCF from the density in ``outdir/prefix.save``
+        (``startingpot = 'file'``; :mod:`crystaljax.oracles.qe.seeds`) instead of
+        superposed atomic densities.
 
     Raises:
       MissingPseudopotential: an element of ``structure`` is not in ``family``.
@@ -247,6 +251,8 @@ def write_pw_input(
     }
     if settings.full_accuracy_empty_bands:
         electrons["diago_full_acc"] = True
+    if starting_density:
+        electrons["startingpot"] = "file"
     text = _namelist("control", control) + _namelist("system", system)
     text += _namelist("electrons", electrons)
     if settings.calculation in ("relax", "vc-relax"):

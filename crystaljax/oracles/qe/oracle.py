@@ -40,6 +40,7 @@ from crystaljax.oracles.qe.inputs import PwSettings
 from crystaljax.oracles.qe.jobs import MIN_DISTANCE, QEJob, check_structure, run_job
 from crystaljax.oracles.qe.options import QEOptions, check_recipe, check_settings, default_cache_dir
 from crystaljax.oracles.qe.presets import GTH_VARIANTS, Preset, get_preset
+from crystaljax.oracles.qe.recipe_options import RecipeOptions
 from crystaljax.oracles.qe.recipes import get_recipe
 from crystaljax.oracles.qe.runner import RunnerConfig
 
@@ -54,6 +55,19 @@ RECIPE_VERSIONS = {"band_gap": 2}
 #: PwSettings fields added after results were cached: left out of the cache key at their
 #: default, so the keys of earlier results (and of runs that continue) do not change
 SETTINGS_ADDED_LATER = {"full_accuracy_empty_bands": False}
+
+
+#: RecipeOptions fields left out of the cache key: they change how pw.x gets to the
+#: result, not the result (reuse_density: the SCF's starting density, same fixed point).
+RECIPE_NOT_IN_KEY = ("reuse_density",)
+
+
+def recipe_key(options: RecipeOptions) -> dict:
+    """The recipe options as they enter the cache key (all but :data:`RECIPE_NOT_IN_KEY`)."""
+    values = dataclasses.asdict(options)
+    for name in RECIPE_NOT_IN_KEY:
+        del values[name]
+    return values
 
 
 def settings_key(settings: PwSettings) -> dict:
@@ -127,7 +141,7 @@ class QEOracle:
         self.family: PseudoFamily = self.family_source.load()
         key = {"version": ORACLE_VERSION, "property": property_name,
                "family": self.family.fingerprint(), "settings": settings_key(self.settings),
-               "recipe": dataclasses.asdict(self.recipe)}
+               "recipe": recipe_key(self.recipe)}
         if property_name in RECIPE_VERSIONS:  # absent for version 1: older keys stay valid
             key["recipe_version"] = RECIPE_VERSIONS[property_name]
         self.settings_hash = settings_hash(key)

@@ -45,6 +45,10 @@ class RecipeOptions:
       relax_range: (smallest, largest) lattice-constant factor the search may reach.
       relax_max_runs: most scf runs of the search, the fit window included.
       relax_nstep: BFGS steps of the ``full`` vc-relax.
+      reuse_density: start each scf of a crystal after its first from the converged
+        density of its nearest earlier cell (the E(V) points, the band gap's
+        fixed-occupation run; :mod:`~crystaljax.oracles.qe.seeds`): the same converged
+        result in fewer SCF iterations. Not part of the cache key.
     """
 
     nstep: int = option(1, ge=1)
@@ -61,6 +65,7 @@ class RecipeOptions:
     relax_range: tuple[float, float] = option((0.8, 1.3), gt=0)
     relax_max_runs: int = option(12, ge=3 + REFINE_RUNS)
     relax_nstep: int = option(50, ge=1)
+    reuse_density: bool = True
 
     def __post_init__(self) -> None:
         check(self, "recipe")

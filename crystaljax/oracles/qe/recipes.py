@@ -82,6 +82,7 @@ from crystaljax.oracles.qe.recipe_options import (
 )
 from crystaljax.oracles.qe.restarts import AttemptLog
 from crystaljax.oracles.qe.runner import RunnerConfig
+from crystaljax.oracles.qe.seeds import density_seeds
 from crystaljax.properties import get_property
 
 
@@ -127,18 +128,19 @@ def bulk_modulus(
     energy_per_atom = None
     spin: dict = {}
     current = scf
-    for scale in options.volume_scales:
-        cell = scaled(structure, scale)
-        attempt = _run(cell, current, family, runner, options, log, f"bulk-{scale:.3f}",
-                       reference=scf)
-        if attempt.status != Status.OK:
-            return _failure(attempt, log, volume_scale=scale)
-        current = attempt.settings  # numerical remedies that worked carry over
-        volumes.append(cell.volume)
-        energies.append(attempt.parsed.total_energy)
-        if abs(scale - 1.0) < 1e-9:
-            energy_per_atom = attempt.parsed.energy_per_atom
-            spin = _spin_details(cell, attempt.settings, attempt.parsed)
+    with density_seeds(runner, options) as seeds:
+        for scale in options.volume_scales:
+            cell = scaled(structure, scale)
+            attempt = _run(cell, current, family, runner, options, log, f"bulk-{scale:.3f}",
+                           reference=scf, seeds=seeds)
+            if attempt.status != Status.OK:
+                return _failure(attempt, log, volume_scale=scale)
+            current = attempt.settings  # numerical remedies that worked carry over
+            volumes.append(cell.volume)
+            energies.append(attempt.parsed.total_energy)
+            if abs(scale - 1.0) < 1e-9:
+                energy_per_atom = attempt.parsed.energy_per_atom
+                spin = _spin_details(cell, attempt.settings, attempt.parsed)
     value, details = bulk_modulus_from_scan(
         volumes, energies, structure.volume, options.eos, options.eos_trust
     )

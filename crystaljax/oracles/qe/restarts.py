@@ -297,7 +297,9 @@ class AttemptLog:
         ``status`` (a :class:`Status` name), ``reason``, ``seconds``, ``time_limit`` (of
         this attempt), ``remedy`` (applied before it; ``None`` for a run's first
         attempt), ``changes`` (settings that differ from the run's reference settings),
-        and ``scratch`` for a kept failed run directory.
+        ``scratch`` for a kept failed run directory, and ``start`` for an attempt that
+        started from the converged density of an earlier run (that run's label;
+        :mod:`~crystaljax.oracles.qe.seeds`).
       warnings: runs whose result was kept although suspect (a successful run whose
         highest band stayed occupied when no remedy was left).
     """
@@ -322,7 +324,7 @@ class AttemptLog:
 
     def record(self, run: str, attempt: int, failure: Failure, status: Status, reason: str,
                seconds: float, time_limit: float, remedy: str | None, changes: dict,
-               scratch: str | None = None) -> dict:
+               scratch: str | None = None, start: str | None = None) -> dict:
         entry = {"run": run, "attempt": attempt, "failure": failure.value,
                  "status": Status(status).name, "reason": reason, "seconds": float(seconds),
                  "time_limit": float(time_limit), "remedy": remedy,
@@ -330,6 +332,8 @@ class AttemptLog:
                              for k, v in changes.items()}}
         if scratch is not None:
             entry["scratch"] = scratch
+        if start is not None:
+            entry["start"] = start
         self.records.append(entry)
         return entry
 

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from crystaljax.config import check, option
@@ -156,14 +157,18 @@ def _kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def run_pw(input_text: str, config: RunnerConfig, label: str = "pw") -> PwRun:
+def run_pw(input_text: str, config: RunnerConfig, label: str = "pw",
+           prepare: Callable[[Path], None] | None = None) -> PwRun:
     """Run pw.x on ``input_text`` in a new run directory, within the time limit.
 
-    Never raises for a failing or missing program: the failure is in the
+    ``prepare(workdir)`` is called before pw.x starts (e.g. to put a starting density in
+    place). Never raises for a failing or missing program: the failure is in the
     returned :class:`PwRun` (``launch_error``, ``returncode``, ``timed_out``).
     """
     workdir = make_workdir(config, label)
     (workdir / "pw.in").write_text(input_text)
+    if prepare is not None:
+        prepare(workdir)
     out_path = workdir / "pw.out"
     start = time.monotonic()
     timed_out = False

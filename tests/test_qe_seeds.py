@@ -1,0 +1,173 @@
+"""Starting densities (``recipe.reuse_density``): each scf of a crystal after its first
+starts from the converged density of its nearest earlier cell (crystaljax.oracles.qe.seeds)."""
+
+from __future__ import annotations
+
+import pytest
+from pymatgen.core import Lattice, Structure
+from qe_helpers import diamond, requires_pw, rocksalt
+
+from crystaljax.oracles.base import Status
+from crystaljax.oracles.qe.attempts import _run, _smeared
+from crystaljax.oracles.qe.family import write_gth_family
+from crystaljax.oracles.qe.inputs import write_pw_input
+from crystaljax.oracles.qe.oracle import QEOracle, recipe_key
+from crystaljax.oracles.qe.presets import GTH_VARIANTS, PSLIBRARY_INPUTS, get_preset
+from crystaljax.oracles.qe.recipe_options import RecipeOptions
+from crystaljax.oracles.qe.recipes import band_gap, bulk_modulus
+from crystaljax.oracles.qe.restarts import AttemptLog
+from crystaljax.oracles.qe.runner import RunnerConfig
+from crystaljax.oracles.qe.seeds import SAVE_DIR, SEED_FILES, DensitySeeds
+
+PRESET = get_preset("test")
+OFF = RecipeOptions(reuse_density=False)
+
+
+def _finished_run(path, density: bytes = b"rho", paw: bytes | None = b"becsum"):
+    """A run directory as pw.x leaves it: ``out/pw.save`` with the density (and PAW file)."""
+    save = path / SAVE_DIR
+    save.mkdir(parents=True)
+    (save / "charge-density.dat").write_bytes(density)
+    (save / "wfc1.dat").write_bytes(b"not kept")
+    if paw is not None:
+        (save / "paw.txt").write_bytes(paw)
+    return path
+
+
+# -- the store, no pw.x -----------------------------------------------------------------
+
+def test_the_nearest_volume_is_the_seed_and_close_removes_the_files(tmp_path):
+    runner = RunnerConfig(scratch_root=str(tmp_path / "scratch"))
+    with DensitySeeds(runner) as seeds:
+        assert seeds.nearest(10.0) is None
+        for i, volume in enumerate((10.0, 11.0, 12.5)):
+            seed = seeds.keep(f"run{i}", volume, _finished_run(tmp_path / f"w{i}", b"%d" % i))
+            assert seed is not None and seed.volume == volume
+        assert seeds.nearest(11.4).label == "run1" and seeds.nearest(12.0).label == "run2"
+        assert seeds.nearest(1.0).label == "run0"
+        kept = seeds.nearest(11.0).directory
+        assert sorted(p.name for p in kept.iterdir()) == sorted(SEED_FILES)  # no wavefunctions
+        target = tmp_path / "next"
+        seeds.nearest(11.0).copy_into(target)
+        assert (target / SAVE_DIR / "charge-density.dat").read_bytes() == b"1"
+        assert (target / SAVE_DIR / "paw.txt").read_bytes() == b"becsum"
+    assert not kept.exists() and not any((tmp_path / "scratch").iterdir())
+
+
+def test_a_run_without_a_density_keeps_nothing_and_a_norm_conserving_one_no_paw_file(tmp_path):
+    runner = RunnerConfig(scratch_root=str(tmp_path / "scratch"))
+    with DensitySeeds(runner) as seeds:
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        assert seeds.keep("failed", 10.0, empty) is None and seeds.nearest(10.0) is None
+        seed = seeds.keep("gth", 10.0, _finished_run(tmp_path / "gth", paw=None))
+        target = tmp_path / "next"
+        seed.copy_into(target)
+        assert [p.name for p in (target / SAVE_DIR).iterdir()] == ["charge-density.dat"]
+
+
+def test_a_seed_whose_files_are_gone_leaves_nothing_to_read(tmp_path):
+    runner = RunnerConfig(scratch_root=str(tmp_path / "scratch"))
+    seeds = DensitySeeds(runner)
+    seed = seeds.keep("run", 10.0, _finished_run(tmp_path / "w"))
+    seeds.close()  # the files are removed: the next run must not read a partial density
+    target = tmp_path / "next"
+    seed.copy_into(target)
+    assert not (target / SAVE_DIR / "charge-density.dat").exists()
+
+
+def test_the_input_asks_for_the_density_file_only_when_seeded(tmp_path):
+    family = write_gth_family(tmp_path / "pp", PRESET.cutoffs, GTH_VARIANTS)
+    si = diamond(5.47)
+    assert "startingpot" not in write_pw_input(si, PRESET.settings, family)
+    assert "startingpot = 'file'" in write_pw_input(si, PRESET.settings, family,
+                                                    starting_density=True)
+
+
+def test_reuse_density_is_an_option_but_not_part_of_the_cache_key(tmp_path):
+    assert RecipeOptions().reuse_density is True
+    assert "reuse_density" not in recipe_key(RecipeOptions())
+    assert recipe_key(OFF) == recipe_key(RecipeOptions())
+    hashes = set()
+    for reuse in (True, False):
+        with QEOracle("bulk_modulus", preset="test", cache=str(tmp_path / "cache"), workers=1,
+                      recipe={"reuse_density": reuse}) as oracle:
+            assert oracle.recipe.reuse_density is reuse
+            hashes.add(oracle.settings_hash)
+    assert len(hashes) == 1  # results computed either way answer both
+
+
+# -- real pw.x -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gth(tmp_path_factory):
+    return write_gth_family(tmp_path_factory.mktemp("pp"), PRESET.cutoffs, GTH_VARIANTS)
+
+
+@pytest.fixture(scope="module")
+def paw(tmp_path_factory):
+    """The test preset's PAW set of Al (ld1.x, generated once per machine)."""
+    return write_gth_family(tmp_path_factory.mktemp("paw"), {"Al": PRESET.cutoffs["Al"]},
+                            GTH_VARIANTS, generated={"Al": PSLIBRARY_INPUTS["Al"]},
+                            name=PRESET.family)
+
+
+def _runner(tmp_path):
+    return RunnerConfig(time_limit=PRESET.time_limit, scratch_root=str(tmp_path))
+
+
+@requires_pw
+def test_the_bulk_modulus_scan_starts_each_point_from_its_neighbour(gth, tmp_path):
+    si = diamond(5.47)
+    settings = PRESET.settings.replace(ecutwfc=30.0, ecutrho=120.0, kgrid=(4, 4, 4))
+    seeded = bulk_modulus(si, gth, settings, _runner(tmp_path / "on"), RecipeOptions())
+    cold = bulk_modulus(si, gth, settings, _runner(tmp_path / "off"), OFF)
+    for result in (seeded, cold):
+        assert result.status == Status.OK, result.reason
+    runs = [a["run"] for a in seeded.extra["attempts"]]
+    starts = [a.get("start") for a in seeded.extra["attempts"]]
+    assert starts == [None, *runs[:-1]]  # 0.98 cold, then each from the one before
+    assert all("start" not in a for a in cold.extra["attempts"])
+    # the same converged energies (eV) and modulus
+    assert seeded.extra["energies"] == pytest.approx(cold.extra["energies"], abs=2e-5)
+    assert seeded.value == pytest.approx(cold.value, rel=2e-3)
+    assert not any((tmp_path / "on").iterdir())  # the kept densities are removed too
+
+
+@requires_pw
+def test_the_fixed_occupation_gap_starts_from_the_smeared_density(gth, tmp_path):
+    nacl = rocksalt(5.69, "Na", "Cl")
+    seeded = band_gap(nacl, gth, PRESET.settings, _runner(tmp_path / "on"))
+    cold = band_gap(nacl, gth, PRESET.settings, _runner(tmp_path / "off"), OFF)
+    assert seeded.status == cold.status == Status.OK, (seeded.reason, cold.reason)
+    assert [a.get("start") for a in seeded.extra["attempts"]] == [None, "gap-smear"]
+    assert seeded.value == pytest.approx(cold.value, abs=1e-3)
+    assert not seeded.extra["metal"]
+
+
+def _fcc(a: float, element: str = "Al") -> Structure:
+    h = a / 2
+    return Structure(Lattice([[0, h, h], [h, 0, h], [h, h, 0]]), [element], [[0, 0, 0]])
+
+
+@requires_pw
+def test_a_paw_density_seeds_the_next_volume_and_a_missing_one_starts_cold(paw, tmp_path):
+    runner = _runner(tmp_path)
+    scf = _smeared(PRESET.settings, RecipeOptions())
+    al, bigger = _fcc(4.0), _fcc(4.04)
+    with DensitySeeds(runner) as seeds:
+        first = _run(al, scf, paw, runner, RecipeOptions(), AttemptLog(600.0), "first",
+                     seeds=seeds)
+        assert first.status == Status.OK, first.reason
+        seed = seeds.nearest(al.volume)
+        assert sorted(p.name for p in seed.directory.iterdir()) == sorted(SEED_FILES)
+        log = AttemptLog(600.0)
+        second = _run(bigger, scf, paw, runner, RecipeOptions(), log, "second", seeds=seeds)
+        assert second.status == Status.OK and log.records[0]["start"] == "first"
+        for name in SEED_FILES:  # files gone: pw.x says it cannot read rho, starts cold
+            (seeds.nearest(bigger.volume).directory / name).unlink()
+        log = AttemptLog(600.0)
+        third = _run(bigger, scf, paw, runner, RecipeOptions(), log, "third", seeds=seeds)
+        assert third.status == Status.OK, third.reason
+        assert log.records[0]["start"] == "second"
+        assert third.parsed.total_energy == pytest.approx(second.parsed.total_energy, abs=1e-4)
