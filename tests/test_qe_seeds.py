@@ -7,7 +7,11 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from qe_helpers import diamond, requires_pw, rocksalt
 
+from crystaljax.benchmarks.dft import parse_column
+from crystaljax.config import ConfigError
 from crystaljax.oracles.base import Status
+from crystaljax.oracles.qe import attempts
+from crystaljax.oracles.qe import seeds as seeds_module
 from crystaljax.oracles.qe.attempts import _run, _smeared
 from crystaljax.oracles.qe.family import write_gth_family
 from crystaljax.oracles.qe.inputs import write_pw_input
@@ -16,8 +20,8 @@ from crystaljax.oracles.qe.presets import GTH_VARIANTS, PSLIBRARY_INPUTS, get_pr
 from crystaljax.oracles.qe.recipe_options import RecipeOptions
 from crystaljax.oracles.qe.recipes import band_gap, bulk_modulus
 from crystaljax.oracles.qe.restarts import AttemptLog
-from crystaljax.oracles.qe.runner import RunnerConfig
-from crystaljax.oracles.qe.seeds import SAVE_DIR, SEED_FILES, DensitySeeds
+from crystaljax.oracles.qe.runner import PwRun, RunnerConfig
+from crystaljax.oracles.qe.seeds import DENSITY_READ, SAVE_DIR, SEED_FILES, DensitySeeds
 
 PRESET = get_preset("test")
 OFF = RecipeOptions(reuse_density=False)
@@ -97,6 +101,125 @@ def test_reuse_density_is_an_option_but_not_part_of_the_cache_key(tmp_path):
     assert len(hashes) == 1  # results computed either way answer both
 
 
+# -- the run loop with a scripted pw.x (no pw.x) -----------------------------------------
+
+OK_OUTPUT = ("     number of atoms/cell      =            2\n{read}\n"
+             "!    total energy              =     -31.50000000 Ry\n"
+             "     convergence has been achieved in   7 iterations\n\n   JOB DONE.\n")
+CRASH_OUTPUT = ("     number of atoms/cell      =            2\n{read}\n"
+                "     Error in routine cdiaghg (3):\n     S matrix not positive definite\n")
+
+
+class ScriptedPw:
+    """Stands in for ``run_pw``: answers each call with the next of ``outcomes`` ("ok",
+    "crash"), reads the starting density as pw.x would and writes one on success."""
+
+    def __init__(self, tmp_path, outcomes):
+        self.tmp_path, self.outcomes, self.inputs = tmp_path, list(outcomes), []
+
+    def __call__(self, text, config, label="pw", prepare=None):
+        workdir = self.tmp_path / f"run{len(self.inputs)}"
+        workdir.mkdir(parents=True)
+        if prepare is not None:
+            prepare(workdir)
+        self.inputs.append(text)
+        seeded = (workdir / SAVE_DIR / "charge-density.dat").is_file()
+        read = (DENSITY_READ + " :") if "startingpot" in text and seeded else \
+            "     Cannot read rho : file not found"
+        if self.outcomes.pop(0) == "crash":
+            return PwRun(workdir, 1, False, 0.5, CRASH_OUTPUT.format(read=read))
+        (workdir / SAVE_DIR).mkdir(parents=True, exist_ok=True)
+        (workdir / SAVE_DIR / "charge-density.dat").write_bytes(b"rho%d" % len(self.inputs))
+        return PwRun(workdir, 0, False, 0.5, OK_OUTPUT.format(read=read))
+
+
+def _scripted_run(monkeypatch, tmp_path, structure, outcomes, seeds, family, options=None):
+    pw = ScriptedPw(tmp_path, outcomes)
+    monkeypatch.setattr(attempts, "run_pw", pw)  # where _attempt looks it up
+    log = AttemptLog(600.0)
+    scf = _smeared(PRESET.settings, RecipeOptions())
+    result = _run(structure, scf, family, RunnerConfig(time_limit=60.0), options or RecipeOptions(),
+                  log, "next", seeds=seeds)
+    return result, log, pw
+
+
+@pytest.fixture()
+def seeded(tmp_path):
+    """A store holding one converged density (volume 10 Å^3, run ``first``)."""
+    seeds = DensitySeeds(RunnerConfig(scratch_root=str(tmp_path / "scratch")))
+    seeds.keep("first", 10.0, _finished_run(tmp_path / "first"))
+    yield seeds
+    seeds.close()
+
+
+def test_a_seeded_run_reads_the_density_and_keeps_its_own(monkeypatch, tmp_path, seeded):
+    family = write_gth_family(tmp_path / "pp", PRESET.cutoffs, GTH_VARIANTS)
+    result, log, pw = _scripted_run(monkeypatch, tmp_path / "runs", rocksalt(5.69, "Na", "Cl"),
+                                    ["ok"], seeded, family)
+    assert result.status == Status.OK and result.read_density
+    assert "startingpot = 'file'" in pw.inputs[0] and log.records[0]["start"] == "first"
+    assert seeded.nearest(46.0).label == "next"  # its own density is kept for the next run
+
+
+def test_a_seeded_run_that_fails_is_repeated_from_atomic_densities(monkeypatch, tmp_path,
+                                                                    seeded):
+    family = write_gth_family(tmp_path / "pp", PRESET.cutoffs, GTH_VARIANTS)
+    result, log, pw = _scripted_run(monkeypatch, tmp_path / "runs", rocksalt(5.69, "Na", "Cl"),
+                                    ["crash", "ok"], seeded, family)
+    assert result.status == Status.OK
+    assert [r["remedy"] for r in log.records] == [None, "cold_start"]
+    assert "startingpot" in pw.inputs[0] and "startingpot" not in pw.inputs[1]
+    assert log.records[0]["start"] == "first" and "start" not in log.records[1]
+    assert log.records[1]["changes"] == {}  # the same settings, only the start differs
+    # restarts off: no cold start either
+    result, log, _ = _scripted_run(monkeypatch, tmp_path / "runs-off", rocksalt(5.69, "Na", "Cl"),
+                                   ["crash"], seeded, family, RecipeOptions(max_restarts=0))
+    assert result.status != Status.OK and len(log.records) == 1
+
+
+def test_a_spin_polarised_run_is_neither_seeded_nor_kept(monkeypatch, tmp_path, seeded):
+    family = write_gth_family(tmp_path / "pp", PRESET.cutoffs, GTH_VARIANTS)
+    result, log, pw = _scripted_run(monkeypatch, tmp_path / "runs", rocksalt(4.2, "Ni", "O"),
+                                    ["ok"], seeded, family)
+    assert result.status == Status.OK and "nspin = 2" in pw.inputs[0]
+    assert "startingpot" not in pw.inputs[0] and "start" not in log.records[0]
+    assert seeded.nearest(1e3).label == "first"  # nothing kept from the magnetic run
+
+
+def test_a_seed_whose_file_is_gone_is_not_asked_for(monkeypatch, tmp_path, seeded):
+    family = write_gth_family(tmp_path / "pp", PRESET.cutoffs, GTH_VARIANTS)
+    (seeded.nearest(10.0).directory / "charge-density.dat").unlink()
+    result, log, pw = _scripted_run(monkeypatch, tmp_path / "runs", rocksalt(5.69, "Na", "Cl"),
+                                    ["ok"], seeded, family)
+    assert result.status == Status.OK and "startingpot" not in pw.inputs[0]
+    assert "start" not in log.records[0]
+
+
+def test_a_failed_copy_keeps_nothing(monkeypatch, tmp_path):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with DensitySeeds(RunnerConfig(scratch_root=str(tmp_path / "scratch"))) as seeds:
+        run = _finished_run(tmp_path / "w")
+        monkeypatch.setattr(seeds_module.shutil, "copyfile", disk_full)
+        assert seeds.keep("run", 10.0, run) is None and seeds.nearest(10.0) is None
+        assert not any(p.is_file() for p in (tmp_path / "scratch").rglob("*"))
+
+
+# -- the benchmark's columns ---------------------------------------------------------------
+
+def test_benchmark_columns_take_checked_recipe_overrides():
+    assert parse_column("gth") == ("gth", {})
+    assert parse_column("default:reuse_density=false") == ("default", {"reuse_density": False})
+    preset, overrides = parse_column("default:volume_scales=[0.99, 1.0, 1.01],relax=volume")
+    assert preset == "default" and overrides == {"volume_scales": (0.99, 1.0, 1.01),
+                                                 "relax": "volume"}
+    for bad in ("nosuch", "default:reuse_densty=false", "default:relax=sideways",
+                "default:reuse_density"):
+        with pytest.raises(ConfigError):
+            parse_column(bad)
+
+
 # -- real pw.x -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -151,7 +274,7 @@ def _fcc(a: float, element: str = "Al") -> Structure:
 
 
 @requires_pw
-def test_a_paw_density_seeds_the_next_volume_and_a_missing_one_starts_cold(paw, tmp_path):
+def test_a_paw_density_seeds_the_next_volume_and_a_lost_one_is_not_used(paw, tmp_path):
     runner = _runner(tmp_path)
     scf = _smeared(PRESET.settings, RecipeOptions())
     al, bigger = _fcc(4.0), _fcc(4.04)
@@ -164,10 +287,10 @@ def test_a_paw_density_seeds_the_next_volume_and_a_missing_one_starts_cold(paw, 
         log = AttemptLog(600.0)
         second = _run(bigger, scf, paw, runner, RecipeOptions(), log, "second", seeds=seeds)
         assert second.status == Status.OK and log.records[0]["start"] == "first"
-        for name in SEED_FILES:  # files gone: pw.x says it cannot read rho, starts cold
+        for name in SEED_FILES:  # files gone: not asked for, the run starts cold
             (seeds.nearest(bigger.volume).directory / name).unlink()
         log = AttemptLog(600.0)
         third = _run(bigger, scf, paw, runner, RecipeOptions(), log, "third", seeds=seeds)
         assert third.status == Status.OK, third.reason
-        assert log.records[0]["start"] == "second"
+        assert "start" not in log.records[0] and not third.read_density
         assert third.parsed.total_energy == pytest.approx(second.parsed.total_energy, abs=1e-4)

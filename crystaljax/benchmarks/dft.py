@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -141,17 +142,25 @@ def has_hard_anion(structure) -> bool:
 
 def parse_column(spec: str) -> tuple[str, dict]:
     """A side-by-side column: ``PRESET`` or ``PRESET:KEY=VALUE,...`` with recipe option
-    overrides (e.g. ``default:reuse_density=false``) -> (preset, overrides)."""
+    overrides (e.g. ``default:reuse_density=false``, ``gth:volume_scales=[0.99,1,1.01]``)
+    -> (preset, checked overrides). ConfigError for an unknown preset or option, or a bad
+    value."""
     from crystaljax.config import ConfigError, parse_value
+    from crystaljax.oracles.qe.options import check_recipe
+    from crystaljax.oracles.qe.presets import get_preset
 
     preset, _, rest = spec.partition(":")
+    try:
+        get_preset(preset)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"column {spec!r}: {exc}") from None
     overrides = {}
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, re.split(r",(?=\s*[A-Za-z_][\w.]*\s*=)", rest)):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"column {spec!r}: expected PRESET:KEY=VALUE,..., got {item!r}")
         overrides[key.strip()] = parse_value(value.strip())
-    return preset, overrides
+    return preset, check_recipe(overrides, f"column {spec!r}")
 
 
 def per_property(runner, only: Sequence[str] | None = None,
@@ -163,6 +172,8 @@ def per_property(runner, only: Sequence[str] | None = None,
     ``done`` (same cell and property) are kept, not re-measured; ``on_row(rows)`` is called
     after each new row (to save progress). ``cases``: measure only the cases whose label
     contains one of these strings."""
+    if len(set(presets)) != len(presets):
+        raise ValueError(f"the columns must differ, got {list(presets)}")
     columns = {spec: parse_column(spec) for spec in presets}
     rows = list(done)
     measured = {(r["cell"], r["property"]) for r in rows}

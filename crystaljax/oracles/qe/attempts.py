@@ -39,7 +39,7 @@ from crystaljax.oracles.qe.restarts import (
     classify_failure,
 )
 from crystaljax.oracles.qe.runner import RunnerConfig, run_pw
-from crystaljax.oracles.qe.seeds import DensitySeeds
+from crystaljax.oracles.qe.seeds import DENSITY_READ, DensitySeeds
 
 
 @dataclasses.dataclass
@@ -52,6 +52,7 @@ class _Attempt:
     settings: PwSettings | None = None
     failure: Failure = Failure.OK
     note: str = ""
+    read_density: bool = False  # pw.x started from a density file (recipe.reuse_density)
 
 
 def _attempt(
@@ -88,7 +89,8 @@ def _attempt(
             details["not_started"] = True
         if status == Status.TIMEOUT:
             details["time_limit"] = runner.time_limit
-    return _Attempt(status, reason, parsed, run.seconds, details, settings, failure, note)
+    return _Attempt(status, reason, parsed, run.seconds, details, settings, failure, note,
+                    read_density=DENSITY_READ in run.output)
 
 
 def _budget_spent(log: AttemptLog, last: _Attempt | None, settings: PwSettings) -> _Attempt:
@@ -119,11 +121,18 @@ def _run(
     stopped (a usable attempt whose highest band was occupied is kept over later failures).
 
     ``seeds``: the crystal's converged densities (:mod:`.seeds`). The first attempt starts
-    from the one of the nearest cell volume (its record's ``start`` names that run), a
-    restart from atomic densities; a successful attempt's density is kept there.
+    from the one of the nearest cell volume (its record's ``start`` names that run when
+    pw.x read it), later attempts from atomic densities; a successful attempt's density is
+    kept there. A seeded attempt that fails (other than by its time limit or a program that
+    did not start) is repeated once with the same settings from atomic densities (remedy
+    ``cold_start``; the seed may be what went wrong) before the failure's own remedies.
+    Spin-polarised runs are neither seeded nor kept: each starts from the ferromagnetic
+    guess, whatever state a neighbouring volume settled in.
     """
     reference = reference or settings
     plan = RestartPlan(options.diagonalizers, options.metal_smearing, options.metal_degauss)
+    if seeds is not None and spin_polarized(structure, settings):
+        seeds = None
     seed = seeds.nearest(structure.volume) if seeds is not None else None
     keep = None if seeds is None else (
         lambda workdir: seeds.keep(label, structure.volume, workdir))
@@ -135,7 +144,8 @@ def _run(
         if log.remaining < MIN_ATTEMPT_SECONDS:
             return usable or _budget_spent(log, last, current)
         limit = min(runner.time_limit, log.remaining)
-        start = seed if number == 1 else None  # a restart starts from atomic densities
+        start = seed if seed is not None and seed.available() else None
+        seed = None  # later attempts start from atomic densities
         text = write_pw_input(structure, current, family, starting_density=start is not None)
         seen.add(text)
         limited = runner if limit >= runner.time_limit else runner.replace(time_limit=limit)
@@ -145,7 +155,7 @@ def _run(
         log.record(label, number, last.failure, last.status, last.reason or last.note,
                    last.seconds, limit, remedy, changed_settings(reference, current),
                    last.details.get("scratch") if last.status != Status.OK else None,
-                   start=start.label if start is not None else None)
+                   start=start.label if start is not None and last.read_density else None)
         if last.failure == Failure.OK:
             return last
         if last.status == Status.OK:
@@ -154,6 +164,10 @@ def _run(
             return usable or _budget_spent(log, last, current)
         if last.failure in handled:
             return last
+        if start is not None and last.status != Status.OK and number <= options.max_restarts \
+                and last.failure not in (Failure.TIME_LIMIT, Failure.NOT_STARTED):
+            remedy = "cold_start"
+            continue
         step = plan.next(last.failure, current,
                          lambda s: write_pw_input(structure, s, family) not in seen)
         if step is None:

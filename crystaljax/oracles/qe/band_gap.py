@@ -9,10 +9,11 @@ its bands overlap, the smeared run's gap stands. (Fixed occupations came first u
 2026-12-03: a metal's fixed run that runs to ``electron_maxstep`` cost 2.4x its smeared
 run, 71 % of the time of 75 random perovskites' gaps; the insulators' values are the
 same.) The fixed-occupation run starts from the smeared run's density
-(``recipe.reuse_density``). A spin-polarised crystal gets one smeared run, and the gap is taken over both spin
-channels: each channel's occupied bands are the ones below the Fermi level, the highest
-occupied level is the highest of either channel, the lowest unoccupied the lowest of
-either; a band crossing the Fermi level makes it a metal (:func:`spin_band_edges`).
+(``recipe.reuse_density``). A spin-polarised crystal gets one smeared run, and the gap is
+taken over both spin channels: each channel's occupied bands are the ones below the Fermi
+level, the highest occupied level is the highest of either channel, the lowest unoccupied
+the lowest of either; a band crossing the Fermi level makes it a metal
+(:func:`spin_band_edges`).
 Eigenvalues are arrays of shape (n_k, n_bands) in eV.
 """
 

@@ -44,6 +44,12 @@ MAGNETIC_ELEMENTS: frozenset[str] = frozenset({"V", "Cr", "Mn", "Fe", "Co", "Ni"
 STARTING_MOMENT = 5.0
 
 
+#: pw.x ``outdir`` (relative to the run directory) and ``prefix`` of every run: its files
+#: are written to ``OUTDIR/PREFIX.save``.
+OUTDIR = "./out"
+PREFIX = "pw"
+
+
 @dataclasses.dataclass(frozen=True)
 class PwSettings:
     """Numerical settings of one pw.x run (everything that is not the crystal).
@@ -180,8 +186,8 @@ def write_pw_input(
     structure: Structure,
     settings: PwSettings,
     family: PseudoFamily,
-    outdir: str = "./out",
-    prefix: str = "pw",
+    outdir: str = OUTDIR,
+    prefix: str = PREFIX,
     starting_density: bool = False,
 ) -> str:
     """The text of a pw.x input for ``structure``.

@@ -1,13 +1,16 @@
 """Starting densities: one crystal's converged charge densities, each scf started from the
 nearest earlier one (``recipe.reuse_density``).
 
-The runs of one crystal are close to each other: the E(V) points of the bulk modulus and of
-the E(V) minimum search are 1-6 % apart in volume, and the band gap's fixed-occupation run
-follows a smeared run of the same cell. pw.x with ``startingpot = 'file'`` reads the
-density of a neighbouring cell in reciprocal space (by Miller indices, renormalised to the
-cell's electron count) instead of superposing atomic densities. The converged result is the
-same fixed point (measured on MgO, bulk-modulus scan: total energies equal within 2e-8 Ry,
-6-7 SCF iterations per point instead of 13-21); only the number of iterations changes.
+The runs of one crystal are close to each other: the bulk modulus's E(V) points are 1 %
+apart in volume, the E(V) minimum search's a lattice step (2 %, 6 % in volume) or more, and
+the band gap's fixed-occupation run follows a smeared run of the same cell. pw.x with
+``startingpot = 'file'`` reads the density of a neighbouring cell in reciprocal space (by
+Miller indices, renormalised to the cell's electron count) instead of superposing atomic
+densities. When both converge, the result is the same fixed point within the SCF threshold
+(Cu's five bulk-modulus energies with seeds equal those of cold runs at a 100x tighter
+``conv_thr``); what changes is the number of SCF iterations (MgO: 6-7 per point instead of
+13-21). Spin-polarised runs are not seeded (:func:`~crystaljax.oracles.qe.attempts._run`):
+the density file carries the magnetisation, which would replace the ferromagnetic start.
 
 Files kept per run: :data:`SEED_FILES` of the run's save directory (``out/pw.save``, the
 ``outdir`` and ``prefix`` of :func:`~crystaljax.oracles.qe.inputs.write_pw_input`), copied
@@ -22,11 +25,15 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+from crystaljax.oracles.qe.inputs import OUTDIR, PREFIX
+from crystaljax.oracles.qe.recipe_options import RecipeOptions
 from crystaljax.oracles.qe.runner import RunnerConfig, make_workdir
 
-#: The save directory of a run, relative to its run directory (``outdir = './out'``,
-#: ``prefix = 'pw'``).
-SAVE_DIR = Path("out") / "pw.save"
+#: The save directory of a run, relative to its run directory (``outdir/prefix.save`` of
+#: :func:`~crystaljax.oracles.qe.inputs.write_pw_input`).
+SAVE_DIR = Path(OUTDIR) / f"{PREFIX}.save"
+#: What pw.x prints when it started from the density file (else "Cannot read rho").
+DENSITY_READ = "The initial density is read from file"
 #: What ``startingpot = 'file'`` reads: the density (with the magnetisation of a
 #: spin-polarised run) and, for PAW, the one-centre occupations.
 SEED_FILES = ("charge-density.dat", "paw.txt")
@@ -46,10 +53,14 @@ class DensitySeed:
     volume: float
     directory: Path
 
+    def available(self) -> bool:
+        """Whether its density file is still there."""
+        return (self.directory / SEED_FILES[0]).is_file()
+
     def copy_into(self, workdir: Path) -> None:
         """Put the density where a run in ``workdir`` reads it (``out/pw.save``). If the
-        copy fails (disk full, files gone), nothing is left there: pw.x then says "Cannot
-        read rho : file not found" and starts from atomic densities."""
+        copy fails (disk full, files gone), no density file is left there: pw.x then says
+        "Cannot read rho : file not found" and starts from atomic densities."""
         target = workdir / SAVE_DIR
         try:
             target.mkdir(parents=True, exist_ok=True)
@@ -75,8 +86,8 @@ class DensitySeeds:
     def nearest(self, volume: float) -> DensitySeed | None:
         """The kept density whose cell volume is nearest ``volume`` (Å^3), or ``None``."""
         if not self._seeds:
-            return None
-        return min(self._seeds, key=lambda seed: abs(seed.volume - volume))
+            return None  # (of equally near ones, the newest)
+        return min(reversed(self._seeds), key=lambda seed: abs(seed.volume - volume))
 
     def keep(self, label: str, volume: float, workdir: Path) -> DensitySeed | None:
         """Keep the density a successful run left in ``workdir``; ``None`` when it left
@@ -114,11 +125,11 @@ class DensitySeeds:
         self.close()
 
 
-def density_seeds(runner: RunnerConfig, options) -> contextlib.AbstractContextManager:
-    """A recipe's :class:`DensitySeeds` when ``options.reuse_density`` (a
-    :class:`~crystaljax.oracles.qe.recipe_options.RecipeOptions`), else a context that
+def density_seeds(runner: RunnerConfig, options: RecipeOptions
+                  ) -> contextlib.AbstractContextManager[DensitySeeds | None]:
+    """A recipe's :class:`DensitySeeds` when ``options.reuse_density``, else a context that
     gives ``None`` (every run starts from atomic densities)."""
     return DensitySeeds(runner) if options.reuse_density else contextlib.nullcontext()
 
 
-__all__ = ["SAVE_DIR", "SEED_FILES", "DensitySeed", "DensitySeeds", "density_seeds"]
+__all__ = ["DENSITY_READ", "SAVE_DIR", "SEED_FILES", "DensitySeed", "DensitySeeds", "density_seeds"]
