@@ -47,6 +47,9 @@ def main(argv=None) -> None:
                         help="energy: total energy and pressure of one cell; property: "
                              "pressure, its volume derivative and the bands at two volumes "
                              "(crystaljax.benchmarks.cutoff_properties)")
+    parser.add_argument("--probe", choices=("contact", "equilibrium"), default="contact",
+                        help="property rule's fcc cell: contact (nn = max(2 r_atomic, 2.2 A), "
+                             "the recorded scans) or equilibrium (its own E(V) minimum)")
     parser.add_argument("--redo", action="store_true",
                         help="rescan the listed elements even if the JSON file has them")
     args = parser.parse_args(argv)
@@ -55,7 +58,7 @@ def main(argv=None) -> None:
                        f"{'_properties' if args.rule == 'property' else ''}.json")
     cutoffs.converge(out, args.elements, args.ladder, args.family_dir, args.tol_mev,
                      args.tol_gpa, args.time_limit, args.pw_command, args.gth, args.redo,
-                     family=args.family, rule=args.rule)
+                     family=args.family, rule=args.rule, probe=args.probe)
 
 
 if __name__ == "__main__":

@@ -67,3 +67,46 @@ def test_two_volume_scan_of_aluminium_with_pw(tmp_path):
     chosen = props.choose_property_cutoff(rows)
     assert chosen is not None and rows[-1]["ecutwfc"] >= 1.5 * chosen
     assert result["variant"].startswith("ld1:pslibrary/Al.")
+
+
+@pytest.mark.skipif(shutil.which("pw.x") is None, reason="needs pw.x (make setup)")
+def test_the_equilibrium_probe_is_the_fcc_cells_energy_minimum(tmp_path, monkeypatch):
+    """Real pw.x: the ``equilibrium`` probe moves fcc Al from the contact cell (nn = 2 r_atomic,
+    2.5 Å) to its own E(V) minimum (PBE: a = 4.04 Å; 4.0-4.1 at 30 Ry and a 6x6x6 grid),
+    then scans there."""
+    from crystaljax.benchmarks.cutoffs import family_inputs, fcc_cell
+    from crystaljax.oracles.qe.runner import RunnerConfig
+
+    monkeypatch.setattr(props, "EQUILIBRIUM_ECUT", 30.0)
+    result = props.scan_element_properties(
+        "Al", (25, 30, 40), tmp_path / "pseudos", RunnerConfig(time_limit=120.0),
+        family_inputs("pslibrary"), dual=8.0, probe="equilibrium")
+    assert result["probe"] == "equilibrium" and 3.95 < result["fcc_a"] < 4.15
+    search = result["probe_search"]
+    contact_a = fcc_cell("Al").lattice.a * 2**0.5
+    assert search["lattice_factor"] == pytest.approx(result["fcc_a"] / contact_a, rel=1e-3)
+    assert 40.0 < search["b0_gpa"] < 110.0 and len(result["rows"]) == 3
+    # at equilibrium the pressure is near zero (at the search's cutoff and smearing)
+    assert abs(result["rows"][1]["pressure_v0"]) < 2.0
+
+
+def test_an_equilibrium_probe_without_a_minimum_scans_nothing(tmp_path, monkeypatch):
+    from crystaljax.benchmarks import cutoffs
+    from crystaljax.oracles.qe.runner import RunnerConfig
+
+    monkeypatch.setattr(props, "element_family", lambda *args: FakeFamily())
+    monkeypatch.setattr(props, "equilibrium_cell",
+                        lambda *args: (None, {"status": "NO_MINIMUM", "reason": "E(V) falls"}))
+    result = props.scan_element_properties("Al", (25, 30), tmp_path, RunnerConfig(), {"Al": "x"},
+                                           8.0, probe="equilibrium")
+    assert result["rows"] == [] and result["probe_error"] == "E(V) falls"
+    lines, chosen = cutoffs._property_table({"Al": result})
+    assert "E(V) falls" in lines[0] and chosen == {}
+    with pytest.raises(ValueError, match="probe"):
+        props.scan_element_properties("Al", (25,), tmp_path, RunnerConfig(), {}, 8.0,
+                                      probe="nearby")
+
+
+class FakeFamily:
+    def spec(self, element):
+        return type("Spec", (), {"z_valence": 3.0})()

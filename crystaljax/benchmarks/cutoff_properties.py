@@ -19,6 +19,12 @@ and ``V1 = PROPERTY_STRAIN**3 V0``, per ladder cutoff. Against a run at >= 1.5x 
 
 The chosen cutoff is the lowest ladder value that, with every ladder value above it up to the
 reference, is within all three tolerances (:data:`PROPERTY_TOLERANCES`).
+
+Probe cells (``probe``): ``contact`` (the recorded scans: nearest-neighbour distance
+max(2 r_atomic, 2.2 Å), which leaves some elements far from equilibrium: fcc Cl 41 %
+compressed in lattice constant, at about 350 GPa, fcc Mn 13 % expanded, at -45 GPa, where
+its B is 28 GPa) or ``equilibrium`` (the fcc cell at its own E(V) minimum at
+:data:`EQUILIBRIUM_ECUT`, as SSSP converges elemental crystals at their equilibrium).
 """
 
 from __future__ import annotations
@@ -42,6 +48,35 @@ PROPERTY_TOLERANCES = {"volume": 0.01, "bulk_modulus": 0.02, "bands_mev": 20.0}
 BULK_MODULUS_FLOOR_GPA = 50.0
 #: bands compared: reference eigenvalues within this window around the Fermi level (eV)
 BAND_WINDOW_EV = (-10.0, 5.0)
+#: ``probe = "equilibrium"``: wavefunction cutoff (Ry) of the E(V) minimum search, above
+#: every property-rule choice of the contact probe but one (Mn, Be, Na, Cl, Zn: 100)
+EQUILIBRIUM_ECUT = 120.0
+#: probe cells of :func:`scan_element_properties`
+PROBES = ("contact", "equilibrium")
+
+
+def equilibrium_cell(element: str, family, runner, dual: float):
+    """The one-atom fcc cell of ``element`` at its E(V) minimum (the ``relax: volume``
+    search from :func:`~crystaljax.benchmarks.cutoffs.fcc_cell`, lattice factors 0.6-1.5,
+    at :data:`EQUILIBRIUM_ECUT`, the scan's k-grid and smearing, spin off) and the search's
+    details (``lattice_factor``, ``b0_gpa``); ``(None, details with reason)`` when it finds
+    no minimum."""
+    from crystaljax.oracles.qe.inputs import PwSettings
+    from crystaljax.oracles.qe.recipe_options import RecipeOptions
+    from crystaljax.oracles.qe.recipes import bulk_modulus
+
+    start = fcc_cell(element)
+    settings = PwSettings(ecutwfc=EQUILIBRIUM_ECUT, ecutrho=dual * EQUILIBRIUM_ECUT,
+                          kgrid=(6, 6, 6), conv_thr_per_atom=1e-9, spin="off")
+    options = RecipeOptions(relax="volume", relax_range=(0.6, 1.5), relax_max_runs=14,
+                            metal_smearing="mv", metal_degauss=0.02)
+    result = bulk_modulus(start, family, settings, runner, options)
+    if result.status.name != "OK":
+        return None, {"status": result.status.name, "reason": result.reason}
+    cell = start.copy()
+    cell.scale_lattice(result.extra["v0"])
+    return cell, {"lattice_factor": round(result.extra["lattice_factor"], 5),
+                  "b0_gpa": round(result.value, 2), "seconds": round(result.seconds, 1)}
 
 
 def property_row(ecut: float, cells, settings, family, runner, element: str) -> dict:
@@ -107,14 +142,25 @@ def choose_property_cutoff(rows: list[dict], tolerances: dict[str, float] = PROP
 
 def scan_element_properties(element: str, ladder, family_dir: Path, runner,
                             generated: dict[str, str], dual: float,
-                            tolerances: dict[str, float] = PROPERTY_TOLERANCES) -> dict:
+                            tolerances: dict[str, float] = PROPERTY_TOLERANCES,
+                            probe: str = "contact") -> dict:
     """Up ``ladder`` until :func:`choose_property_cutoff` finds a cutoff (or the ladder ends):
-    rows of :func:`property_row`; the family's pseudopotential for ``element``."""
+    rows of :func:`property_row`; the family's pseudopotential for ``element``. ``probe``:
+    one of :data:`PROBES` (module docstring); an ``equilibrium`` probe without an E(V)
+    minimum gives no rows and ``probe_error``."""
     from crystaljax.oracles.qe.inputs import PwSettings
     from crystaljax.oracles.qe.presets import pseudo_variant
 
+    if probe not in PROBES:
+        raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
     family = element_family(element, ladder, family_dir, generated, dual)
+    head = {"element": element, "variant": pseudo_variant(element, generated),
+            "z_valence": family.spec(element).z_valence, "probe": probe}
     v0 = fcc_cell(element)
+    if probe == "equilibrium":
+        v0, head["probe_search"] = equilibrium_cell(element, family, runner, dual)
+        if v0 is None:
+            return {**head, "probe_error": head["probe_search"]["reason"], "rows": []}
     v1 = v0.copy()
     v1.scale_lattice(v0.volume * PROPERTY_STRAIN**3)
     rows: list[dict] = []
@@ -126,9 +172,7 @@ def scan_element_properties(element: str, ladder, family_dir: Path, runner,
         rows.append(property_row(ecut, (v0, v1), settings, family, runner, element))
         if choose_property_cutoff(rows, tolerances) is not None:
             break
-    return {"element": element, "variant": pseudo_variant(element, generated),
-            "z_valence": family.spec(element).z_valence,
-            "fcc_a": round(v0.lattice.a * 2**0.5, 4), "rows": rows}
+    return {**head, "fcc_a": round(v0.lattice.a * 2**0.5, 4), "rows": rows}
 
 
 def recommend_property_cutoff(rows: list[dict],
@@ -143,6 +187,7 @@ def recommend_property_cutoff(rows: list[dict],
     return (ok[-1]["ecutwfc"] if ok else max(r["ecutwfc"] for r in rows)), "top"
 
 
-__all__ = ["BAND_WINDOW_EV", "BULK_MODULUS_FLOOR_GPA", "PROPERTY_STRAIN", "PROPERTY_TOLERANCES",
-           "choose_property_cutoff", "property_deviations", "property_row", "recommend_property_cutoff",
+__all__ = ["BAND_WINDOW_EV", "BULK_MODULUS_FLOOR_GPA", "EQUILIBRIUM_ECUT", "PROBES",
+           "PROPERTY_STRAIN", "PROPERTY_TOLERANCES", "choose_property_cutoff", "equilibrium_cell",
+           "property_deviations", "property_row", "recommend_property_cutoff",
            "scan_element_properties"]

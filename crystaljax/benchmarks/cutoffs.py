@@ -151,14 +151,15 @@ def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
              family_dir: str = "/tmp/crystaljax-conv-pseudos", tol_mev: float = 5.0,
              tol_gpa: float = 0.5, time_limit: float = 600.0, pw_command: str = "pw.x",
              gth: bool = False, redo: bool = False, family: str = "gth",
-             rule: str = "energy") -> dict:
+             rule: str = "energy", probe: str = "contact") -> dict:
     """Scan ``elements`` into ``out`` (rewritten after each; elements already there are
     skipped unless ``redo``). ``family``: ``gth`` (the ``gth`` preset's: cp2k GTH, Na from
     ld1.x) or ``pslibrary`` (the ``default`` preset's PAW sets); ``ladder`` defaults to the
     family's. ``gth``: scan the GTH entries of the ld1.x elements instead (stored under
     ``gth_alternatives``). ``rule``: ``energy`` (this module's) or ``property``
     (:mod:`crystaljax.benchmarks.cutoff_properties`: two volumes per cutoff, converged on
-    pressure, its volume derivative and the bands)."""
+    pressure, its volume derivative and the bands). ``probe`` (property rule only):
+    ``contact`` or ``equilibrium`` (:data:`~crystaljax.benchmarks.cutoff_properties.PROBES`)."""
     from crystaljax.benchmarks import cutoff_properties as props
     from crystaljax.oracles.qe.runner import RunnerConfig
 
@@ -180,6 +181,9 @@ def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
     if rule == "property":
         for key in ("tol_mev_per_atom", "tol_gpa"):
             del data["method"][key]
+        if probe == "equilibrium":
+            data["method"]["cell"] = (f"1-atom fcc primitive at its E(V) minimum at "
+                                      f"{props.EQUILIBRIUM_ECUT:g} Ry")
         data["method"].update(rule="property", tolerances=props.PROPERTY_TOLERANCES,
                               strain=props.PROPERTY_STRAIN, band_window_ev=props.BAND_WINDOW_EV,
                               conv_thr_per_atom=1e-9, diago_full_acc=True)
@@ -192,10 +196,11 @@ def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
         generated = {} if gth else family_inputs(family)
         if rule == "property":
             result = props.scan_element_properties(element, ladder, Path(family_dir), runner,
-                                                   generated, dual)
+                                                   generated, dual, probe=probe)
             result["chosen_ecutwfc"] = props.choose_property_cutoff(result["rows"])
-            result["preset_ecutwfc"], result["rule"] = props.recommend_property_cutoff(
-                result["rows"])
+            result["preset_ecutwfc"], result["rule"] = (
+                props.recommend_property_cutoff(result["rows"]) if result["rows"]
+                else (None, "no probe"))
         else:
             result = scan_element(element, ladder, Path(family_dir), runner, tol_mev, tol_gpa,
                                   generated=generated, dual=dual)
@@ -232,6 +237,11 @@ def _property_table(elements: dict) -> tuple[list[str], dict]:
     lines, chosen = [], {}
     for el, v in elements.items():
         rows = v["rows"]
+        if not rows:  # an equilibrium probe without an E(V) minimum
+            lines.append(f"| {el} | {v['variant'].split('/')[-1].split('-kjpaw')[0]} | - | "
+                         f"{ENERGY_RULE.get(el, '-')} | {v.get('probe_error', 'no rows')} "
+                         "| | | | | |")
+            continue
         cut, rule = props.recommend_property_cutoff(rows)
         chosen[el] = cut
         ref, row = rows[-1], next(r for r in rows if r["ecutwfc"] == cut)
