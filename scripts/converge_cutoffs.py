@@ -24,6 +24,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crystaljax.benchmarks import cutoffs  # noqa: E402
+from crystaljax.benchmarks.cutoff_properties import PROBES  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -47,7 +48,7 @@ def main(argv=None) -> None:
                         help="energy: total energy and pressure of one cell; property: "
                              "pressure, its volume derivative and the bands at two volumes "
                              "(crystaljax.benchmarks.cutoff_properties)")
-    parser.add_argument("--probe", choices=("contact", "equilibrium"), default="contact",
+    parser.add_argument("--probe", choices=PROBES, default="contact",
                         help="property rule's fcc cell: contact (nn = max(2 r_atomic, 2.2 A), "
                              "the recorded scans) or equilibrium (its own E(V) minimum)")
     parser.add_argument("--redo", action="store_true",

@@ -110,3 +110,10 @@ def test_an_equilibrium_probe_without_a_minimum_scans_nothing(tmp_path, monkeypa
 class FakeFamily:
     def spec(self, element):
         return type("Spec", (), {"z_valence": 3.0})()
+
+
+def test_the_equilibrium_probe_needs_the_property_rule(tmp_path):
+    from crystaljax.benchmarks.cutoffs import converge
+
+    with pytest.raises(ValueError, match="property"):
+        converge(str(tmp_path / "out.json"), ["Al"], rule="energy", probe="equilibrium")

@@ -165,6 +165,9 @@ def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
 
     if rule not in ("energy", "property"):
         raise ValueError(f"rule must be 'energy' or 'property', got {rule!r}")
+    if probe != "contact" and rule != "property":
+        raise ValueError(f"probe {probe!r} needs rule 'property' (the energy rule's cell is "
+                         "the contact cell)")
 
     dual, default_ladder = FAMILIES[family]
     ladder = tuple(ladder or default_ladder)

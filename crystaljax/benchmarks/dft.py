@@ -10,7 +10,7 @@ import json
 import random
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pymatgen.core import Lattice, Structure
@@ -63,51 +63,44 @@ CASES = [
 ]
 
 
-def hardest_two_site(preset: str = "default") -> Structure:
-    """The 2-site rock-salt crystal of the large vocabulary that ``preset`` expects to be the
-    slowest (:func:`~crystaljax.oracles.qe.cost.expected_cost`; nearest-neighbour distance
-    the sum of the atomic radii): the bulk-modulus target is for *any* 2-site crystal."""
-    from pymatgen.core import Element
-
-    from crystaljax.elements import LARGE
+def slowest_expected(candidates: Iterable[Structure], preset: str = "default") -> Structure:
+    """The crystal of ``candidates`` that ``preset`` expects to be the slowest
+    (:func:`~crystaljax.oracles.qe.cost.expected_cost`; the first of equal ones)."""
     from crystaljax.oracles.qe.cost import expected_cost
     from crystaljax.oracles.qe.oracle import QEOracle
 
     with QEOracle("bulk_modulus", preset=preset, cache=None, workers=1) as oracle:
-        best, cost = None, -1.0
-        for i, a in enumerate(LARGE):
-            for b in LARGE[i:]:
-                nn = (Element(a).atomic_radius or 1.5) + (Element(b).atomic_radius or 1.5)
-                structure = Structure(fcc_lattice(2.0 * float(nn)), [a, b],
-                                      [[0, 0, 0], [0.5, 0.5, 0.5]])
-                c = expected_cost(structure, oracle.family, oracle.settings)
-                if c > cost:
-                    best, cost = structure, c
-    return best
+        return max(candidates, key=lambda s: expected_cost(s, oracle.family, oracle.settings))
+
+
+def hardest_two_site(preset: str = "default") -> Structure:
+    """The 2-site rock-salt crystal of the large vocabulary that ``preset`` expects to be the
+    slowest (:func:`slowest_expected`; nearest-neighbour distance the sum of the atomic
+    radii): the bulk-modulus target is for *any* 2-site crystal."""
+    from pymatgen.core import Element
+
+    from crystaljax.elements import LARGE
+
+    def rock_salt(a: str, b: str) -> Structure:
+        nn = (Element(a).atomic_radius or 1.5) + (Element(b).atomic_radius or 1.5)
+        return Structure(fcc_lattice(2.0 * float(nn)), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+    return slowest_expected((rock_salt(a, b) for i, a in enumerate(LARGE) for b in LARGE[i:]),
+                            preset)
 
 
 def hardest_two_site_template(preset: str = "default") -> Structure:
     """The decoration of a 2-site template of the prototype library
     (:mod:`crystaljax.templates.prototypes`: rock salt, CsCl, zinc blende, diamond, hcp,
     L1_0, alpha-U) with two elements of the large vocabulary that ``preset`` expects to be
-    the slowest (:func:`~crystaljax.oracles.qe.cost.expected_cost`): the slowest 2-site
-    crystal an agent can build, on the template's own lattice."""
+    the slowest (:func:`slowest_expected`): the slowest 2-site crystal an agent can build,
+    on the template's own lattice."""
     from crystaljax.elements import LARGE
-    from crystaljax.oracles.qe.cost import expected_cost
-    from crystaljax.oracles.qe.oracle import QEOracle
     from crystaljax.templates.prototypes import list_prototypes, prototype
 
     templates = [t for t in map(prototype, list_prototypes()) if t.num_sites == 2]
-    with QEOracle("bulk_modulus", preset=preset, cache=None, workers=1) as oracle:
-        best, cost = None, -1.0
-        for template in templates:
-            for a in LARGE:
-                for b in LARGE:
-                    structure = Structure(Lattice(template.lattice), [a, b], template.frac_coords)
-                    c = expected_cost(structure, oracle.family, oracle.settings)
-                    if c > cost:
-                        best, cost = structure, c
-    return best
+    return slowest_expected((Structure(Lattice(t.lattice), [a, b], t.frac_coords)
+                             for t in templates for a in LARGE for b in LARGE), preset)
 
 
 def validation_cases() -> list:
@@ -321,4 +314,4 @@ def bench_table(data: dict) -> str:
 
 __all__ = ["CASES", "bench", "bench_table", "ratio_bound", "cell4", "cubic5", "fcc_lattice", "has_hard_anion",
            "hardest_two_site", "hardest_two_site_template", "hit_ratio", "parse_column",
-           "per_property", "throughput", "validation_cases"]
+           "per_property", "slowest_expected", "throughput", "validation_cases"]

@@ -95,6 +95,7 @@ class DensitySeeds:
         density = workdir / SAVE_DIR / SEED_FILES[0]
         if not density.is_file():
             return None
+        directory = None
         try:
             if self._root is None:
                 self._root = make_workdir(self._runner, "densities")
@@ -105,8 +106,8 @@ class DensitySeeds:
                 if source.is_file():
                     shutil.copyfile(source, directory / name)
         except OSError:  # a partial copy would be read as a density: keep nothing
-            if self._root is not None:
-                shutil.rmtree(self._root / f"{len(self._seeds):03d}", ignore_errors=True)
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
             return None
         seed = DensitySeed(label, float(volume), directory)
         self._seeds.append(seed)
