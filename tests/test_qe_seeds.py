@@ -51,6 +51,12 @@ def test_the_nearest_volume_is_the_seed_and_close_removes_the_files(tmp_path):
         assert seeds.nearest(1.0).label == "run0"
         kept = seeds.nearest(11.0).directory
         assert sorted(p.name for p in kept.iterdir()) == sorted(SEED_FILES)  # no wavefunctions
+        assert seeds.nearest(11.0, spin_polarized=True) is None  # only the same kind of run
+        seeds.keep("weak", 11.0, _finished_run(tmp_path / "weak"), magnetization=0.05)
+        seeds.keep("magnet", 13.0, _finished_run(tmp_path / "magnet"), magnetization=-2.2)
+        assert seeds.nearest(11.0, spin_polarized=True).label == "magnet"  # 0.05 < MIN
+        assert seeds.nearest(11.0, spin_polarized=True).magnetization == 2.2
+        assert seeds.nearest(11.0).label == "run1"
         target = tmp_path / "next"
         seeds.nearest(11.0).copy_into(target)
         assert (target / SAVE_DIR / "charge-density.dat").read_bytes() == b"1"
@@ -109,10 +115,13 @@ OK_OUTPUT = ("     number of atoms/cell      =            2\n{read}\n"
 CRASH_OUTPUT = ("     number of atoms/cell      =            2\n{read}\n"
                 "     Error in routine cdiaghg (3):\n     S matrix not positive definite\n")
 
+MAGNETIC = ("\n     total magnetization       =     {m} Bohr mag/cell\n"
+            "     absolute magnetization    =     {m} Bohr mag/cell\n\n   JOB DONE")
+
 
 class ScriptedPw:
     """Stands in for ``run_pw``: answers each call with the next of ``outcomes`` ("ok",
-    "crash"), reads the starting density as pw.x would and writes one on success."""
+    "ok-<magnetisation>", "crash"), reads the starting density as pw.x would and writes one on success."""
 
     def __init__(self, tmp_path, outcomes):
         self.tmp_path, self.outcomes, self.inputs = tmp_path, list(outcomes), []
@@ -126,11 +135,15 @@ class ScriptedPw:
         seeded = (workdir / SAVE_DIR / "charge-density.dat").is_file()
         read = (DENSITY_READ + " :") if "startingpot" in text and seeded else \
             "     Cannot read rho : file not found"
-        if self.outcomes.pop(0) == "crash":
+        outcome = self.outcomes.pop(0)
+        if outcome == "crash":
             return PwRun(workdir, 1, False, 0.5, CRASH_OUTPUT.format(read=read))
         (workdir / SAVE_DIR).mkdir(parents=True, exist_ok=True)
         (workdir / SAVE_DIR / "charge-density.dat").write_bytes(b"rho%d" % len(self.inputs))
-        return PwRun(workdir, 0, False, 0.5, OK_OUTPUT.format(read=read))
+        output = OK_OUTPUT.format(read=read)
+        if outcome.startswith("ok-"):  # "ok-<absolute magnetisation>": a spin-polarised run
+            output = output.replace("\n\n   JOB DONE", MAGNETIC.format(m=outcome[3:]))
+        return PwRun(workdir, 0, False, 0.5, output)
 
 
 def _scripted_run(monkeypatch, tmp_path, structure, outcomes, seeds, family, options=None):
@@ -177,13 +190,26 @@ def test_a_seeded_run_that_fails_is_repeated_from_atomic_densities(monkeypatch, 
     assert result.status != Status.OK and len(log.records) == 1
 
 
-def test_a_spin_polarised_run_is_neither_seeded_nor_kept(monkeypatch, tmp_path, seeded):
+def test_a_spin_polarised_run_is_seeded_only_from_a_magnetic_density(monkeypatch, tmp_path,
+                                                                      seeded):
     family = write_gth_family(tmp_path / "pp", PRESET.cutoffs, GTH_VARIANTS)
-    result, log, pw = _scripted_run(monkeypatch, tmp_path / "runs", rocksalt(4.2, "Ni", "O"),
-                                    ["ok"], seeded, family)
+    nio = rocksalt(4.2, "Ni", "O")
+    # the spin-degenerate density of the fixture does not start it; it settles non-magnetic
+    result, log, pw = _scripted_run(monkeypatch, tmp_path / "runs", nio, ["ok-0.00"], seeded,
+                                    family)
     assert result.status == Status.OK and "nspin = 2" in pw.inputs[0]
     assert "startingpot" not in pw.inputs[0] and "start" not in log.records[0]
-    assert seeded.nearest(1e3).label == "first"  # nothing kept from the magnetic run
+    assert seeded.nearest(1e3).label == "first"  # the spin-degenerate runs see their own
+    assert seeded.nearest(1e3, spin_polarized=True) is None  # non-magnetic: seeds nothing
+    # a non-magnetic neighbour leaves the ferromagnetic start; a magnetic one replaces it
+    result, log, pw = _scripted_run(monkeypatch, tmp_path / "runs2", nio, ["ok-2.10"], seeded,
+                                    family)
+    assert "startingpot" not in pw.inputs[0] and "start" not in log.records[0]
+    assert seeded.nearest(1e3, spin_polarized=True).magnetization == pytest.approx(2.10)
+    result, log, pw = _scripted_run(monkeypatch, tmp_path / "runs3", nio, ["ok-2.05"], seeded,
+                                    family)
+    assert "startingpot = 'file'" in pw.inputs[0] and log.records[0]["start"] == "next"
+    assert seeded.nearest(10.0).label == "first"  # never a magnetic density for those
 
 
 def test_a_seed_whose_file_is_gone_is_not_asked_for(monkeypatch, tmp_path, seeded):
@@ -294,3 +320,37 @@ def test_a_paw_density_seeds_the_next_volume_and_a_lost_one_is_not_used(paw, tmp
         assert third.status == Status.OK, third.reason
         assert "start" not in log.records[0] and not third.read_density
         assert third.parsed.total_energy == pytest.approx(second.parsed.total_energy, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def iron(tmp_path_factory):
+    """The test preset's PAW set of Fe (ld1.x, generated once per machine)."""
+    return write_gth_family(tmp_path_factory.mktemp("fe"), {"Fe": PRESET.cutoffs["Fe"]},
+                            GTH_VARIANTS, generated={"Fe": PSLIBRARY_INPUTS["Fe"]},
+                            name=PRESET.family)
+
+
+def _bcc(a: float, element: str = "Fe") -> Structure:
+    h = a / 2
+    return Structure(Lattice([[-h, h, h], [h, -h, h], [h, h, -h]]), [element], [[0, 0, 0]])
+
+
+@requires_pw
+def test_a_ferromagnet_seeds_its_next_volume_to_the_same_state(iron, tmp_path):
+    runner = _runner(tmp_path)
+    scf = _smeared(PRESET.settings, RecipeOptions())
+    small, large = _bcc(2.83), _bcc(2.86)
+    with DensitySeeds(runner) as seeds:
+        first = _run(small, scf, iron, runner, RecipeOptions(), AttemptLog(600.0), "first",
+                     seeds=seeds)
+        assert first.status == Status.OK, first.reason
+        assert seeds.nearest(small.volume, spin_polarized=True).magnetization > 1.0
+        log = AttemptLog(600.0)
+        seeded = _run(large, scf, iron, runner, RecipeOptions(), log, "second", seeds=seeds)
+        assert seeded.status == Status.OK and seeded.read_density
+        assert log.records[0]["start"] == "first"
+    cold = _run(large, scf, iron, runner, OFF, AttemptLog(600.0), "cold")
+    assert cold.status == Status.OK and not cold.read_density
+    # the same ferromagnetic fixed point as the cold ferromagnetic start
+    assert seeded.parsed.magnetization == pytest.approx(cold.parsed.magnetization, abs=0.02)
+    assert seeded.parsed.total_energy == pytest.approx(cold.parsed.total_energy, abs=1e-4)

@@ -58,12 +58,13 @@ class _Attempt:
 def _attempt(
     structure: Structure, settings: PwSettings, family: PseudoFamily, runner: RunnerConfig,
     label: str, input_text: str | None = None, prepare: Callable[[Path], None] | None = None,
-    on_success: Callable[[Path], object] | None = None,
+    on_success: Callable[[Path, PwOutput], object] | None = None,
 ) -> _Attempt:
     """One pw.x run; the run directory is removed on success, kept (and named) on failure
     (the newest ``runner.keep_failed_runs`` of the scratch root). ``details["not_started"]``
     marks a program that could not be started (a machine failure, never cached).
-    ``prepare(workdir)`` runs before pw.x, ``on_success(workdir)`` after a successful run,
+    ``prepare(workdir)`` runs before pw.x, ``on_success(workdir, parsed)`` after a
+    successful run,
     before its directory is removed."""
     if input_text is None:
         input_text = write_pw_input(structure, settings, family)
@@ -75,7 +76,7 @@ def _attempt(
     details: dict = {}
     if status == Status.OK:  # (a run whose highest band is occupied too: usable, suspect)
         if on_success is not None:
-            on_success(run.workdir)
+            on_success(run.workdir, parsed)
         if runner.keep_on_success:
             details["scratch"] = str(run.workdir)
         else:
@@ -126,16 +127,18 @@ def _run(
     kept there. A seeded attempt that fails (other than by its time limit or a program that
     did not start) is repeated once with the same settings from atomic densities (remedy
     ``cold_start``; the seed may be what went wrong) before the failure's own remedies.
-    Spin-polarised runs are neither seeded nor kept: each starts from the ferromagnetic
-    guess, whatever state a neighbouring volume settled in.
+    A spin-polarised run is seeded only from a magnetic neighbour
+    (:meth:`~crystaljax.oracles.qe.seeds.DensitySeed.seeds`); else it starts from the
+    ferromagnetic guess.
     """
     reference = reference or settings
     plan = RestartPlan(options.diagonalizers, options.metal_smearing, options.metal_degauss)
-    if seeds is not None and spin_polarized(structure, settings):
-        seeds = None
-    seed = seeds.nearest(structure.volume) if seeds is not None else None
-    keep = None if seeds is None else (
-        lambda workdir: seeds.keep(label, structure.volume, workdir))
+    magnetic = spin_polarized(structure, settings)
+    seed = seeds.nearest(structure.volume, magnetic) if seeds is not None else None
+
+    def keep(workdir: Path, parsed: PwOutput) -> None:
+        moment = (parsed.absolute_magnetization or 0.0) if magnetic else None
+        seeds.keep(label, structure.volume, workdir, moment)
     seen: set[str] = set()
     current, remedy = settings, None
     last: _Attempt | None = None
@@ -151,7 +154,7 @@ def _run(
         limited = runner if limit >= runner.time_limit else runner.replace(time_limit=limit)
         last = _attempt(structure, current, family, limited, label, input_text=text,
                         prepare=start.copy_into if start is not None else None,
-                        on_success=keep)
+                        on_success=keep if seeds is not None else None)
         log.record(label, number, last.failure, last.status, last.reason or last.note,
                    last.seconds, limit, remedy, changed_settings(reference, current),
                    last.details.get("scratch") if last.status != Status.OK else None,

@@ -59,7 +59,7 @@ SETTINGS_ADDED_LATER = {"full_accuracy_empty_bands": False}
 
 #: RecipeOptions fields left out of the cache key: they change how pw.x gets to the
 #: result, not the result (reuse_density: the SCF's starting density; the same fixed point
-#: within the SCF threshold, and magnetic runs are never seeded).
+#: within the SCF threshold; magnetic runs only from a magnetic neighbour).
 RECIPE_NOT_IN_KEY = ("reuse_density",)
 
 

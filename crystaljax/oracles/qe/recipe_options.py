@@ -47,7 +47,8 @@ class RecipeOptions:
       relax_nstep: BFGS steps of the ``full`` vc-relax.
       reuse_density: start each scf of a crystal after its first from the converged
         density of its nearest earlier cell (the E(V) points, the band gap's
-        fixed-occupation run; not spin-polarised runs; :mod:`~crystaljax.oracles.qe.seeds`):
+        fixed-occupation run; a spin-polarised run only from a magnetic one;
+        :mod:`~crystaljax.oracles.qe.seeds`):
         the same result within the SCF threshold when both converge, in fewer SCF
         iterations. Not part of the cache key.
     """

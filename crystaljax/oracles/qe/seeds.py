@@ -9,8 +9,14 @@ Miller indices, renormalised to the cell's electron count) instead of superposin
 densities. When both converge, the result is the same fixed point within the SCF threshold
 (Cu's five bulk-modulus energies with seeds equal those of cold runs at a 100x tighter
 ``conv_thr``); what changes is the number of SCF iterations (MgO: 6-7 per point instead of
-13-21). Spin-polarised runs are not seeded (:func:`~crystaljax.oracles.qe.attempts._run`):
-the density file carries the magnetisation, which would replace the ferromagnetic start.
+13-21).
+
+Spin-polarised runs: the density file carries the magnetisation, which replaces the
+ferromagnetic starting moments. A spin-polarised run is therefore seeded only from a
+*magnetic* neighbour (absolute magnetisation at least :data:`MAGNETIC_SEED_MIN`): it then
+starts from a converged ferromagnetic-like state instead of the atomic guess, and a
+neighbour that settled non-magnetic never takes a later run's ferromagnetic start away
+(that run starts cold, as without seeds).
 
 Files kept per run: :data:`SEED_FILES` of the run's save directory (``out/pw.save``, the
 ``outdir`` and ``prefix`` of :func:`~crystaljax.oracles.qe.inputs.write_pw_input`), copied
@@ -37,6 +43,9 @@ DENSITY_READ = "The initial density is read from file"
 #: What ``startingpot = 'file'`` reads: the density (with the magnetisation of a
 #: spin-polarised run) and, for PAW, the one-centre occupations.
 SEED_FILES = ("charge-density.dat", "paw.txt")
+#: Least absolute magnetisation (Bohr magnetons per cell) of a kept spin-polarised density
+#: that seeds a spin-polarised run; below it the run starts from the ferromagnetic guess.
+MAGNETIC_SEED_MIN = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +56,22 @@ class DensitySeed:
       label: the run it comes from (e.g. ``eos-0.9800``).
       volume: that run's cell volume (Å^3).
       directory: where its :data:`SEED_FILES` are.
+      magnetization: absolute magnetisation of a spin-polarised run (Bohr magnetons per
+        cell); ``None`` for a spin-degenerate one.
     """
 
     label: str
     volume: float
     directory: Path
+    magnetization: float | None = None
+
+    def seeds(self, spin_polarized: bool) -> bool:
+        """Whether this density may start a run that is (``spin_polarized``) or is not
+        spin-polarised: the same kind of run, and for a spin-polarised one a magnetic
+        density (:data:`MAGNETIC_SEED_MIN`)."""
+        if not spin_polarized:
+            return self.magnetization is None
+        return self.magnetization is not None and self.magnetization >= MAGNETIC_SEED_MIN
 
     def available(self) -> bool:
         """Whether its density file is still there."""
@@ -83,15 +103,20 @@ class DensitySeeds:
         self._root: Path | None = None
         self._seeds: list[DensitySeed] = []
 
-    def nearest(self, volume: float) -> DensitySeed | None:
-        """The kept density whose cell volume is nearest ``volume`` (Å^3), or ``None``."""
-        if not self._seeds:
+    def nearest(self, volume: float, spin_polarized: bool = False) -> DensitySeed | None:
+        """The kept density that may seed a run (:meth:`DensitySeed.seeds`) whose cell
+        volume is nearest ``volume`` (Å^3), or ``None``."""
+        usable = [seed for seed in reversed(self._seeds) if seed.seeds(spin_polarized)]
+        if not usable:
             return None  # (of equally near ones, the newest)
-        return min(reversed(self._seeds), key=lambda seed: abs(seed.volume - volume))
+        return min(usable, key=lambda seed: abs(seed.volume - volume))
 
-    def keep(self, label: str, volume: float, workdir: Path) -> DensitySeed | None:
-        """Keep the density a successful run left in ``workdir``; ``None`` when it left
-        none or it could not be copied (the next run then starts from atomic densities)."""
+    def keep(self, label: str, volume: float, workdir: Path,
+             magnetization: float | None = None) -> DensitySeed | None:
+        """Keep the density a successful run left in ``workdir`` (``magnetization``: its
+        absolute magnetisation in Bohr magnetons per cell when spin-polarised, else
+        ``None``); ``None`` when it left none or it could not be copied (the next run then
+        starts from atomic densities)."""
         density = workdir / SAVE_DIR / SEED_FILES[0]
         if not density.is_file():
             return None
@@ -109,7 +134,8 @@ class DensitySeeds:
             if directory is not None:
                 shutil.rmtree(directory, ignore_errors=True)
             return None
-        seed = DensitySeed(label, float(volume), directory)
+        seed = DensitySeed(label, float(volume), directory,
+                           None if magnetization is None else abs(float(magnetization)))
         self._seeds.append(seed)
         return seed
 
@@ -133,4 +159,4 @@ def density_seeds(runner: RunnerConfig, options: RecipeOptions
     return DensitySeeds(runner) if options.reuse_density else contextlib.nullcontext()
 
 
-__all__ = ["DENSITY_READ", "SAVE_DIR", "SEED_FILES", "DensitySeed", "DensitySeeds", "density_seeds"]
+__all__ = ["DENSITY_READ", "MAGNETIC_SEED_MIN", "SAVE_DIR", "SEED_FILES", "DensitySeed", "DensitySeeds", "density_seeds"]
