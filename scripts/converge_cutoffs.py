@@ -9,10 +9,12 @@ stopped and resumed. ``--family gth --gth`` scans the GTH entries of ld1.x eleme
 Usage::
 
     python scripts/converge_cutoffs.py [--family pslibrary|gth] [--elements Si Na ...]
-        [--rule energy|property] [--out FILE] [--redo]
+        [--rule energy|property] [--probe contact|equilibrium] [--out FILE] [--redo]
 
 ``--rule property`` (SSSP-like: what the properties need, two volumes per cutoff) writes
-``benchmarks/cutoff_convergence_pslibrary_properties.json`` by default.
+``benchmarks/cutoff_convergence_pslibrary_properties.json`` by default (the contact probe),
+``--rule property --probe equilibrium`` (each element's fcc E(V) minimum; the ``default``
+preset's cutoffs) ``benchmarks/cutoff_convergence_pslibrary_equilibrium.json``.
 """
 
 from __future__ import annotations
@@ -48,15 +50,23 @@ def main(argv=None) -> None:
                         help="energy: total energy and pressure of one cell; property: "
                              "pressure, its volume derivative and the bands at two volumes "
                              "(crystaljax.benchmarks.cutoff_properties)")
-    parser.add_argument("--probe", choices=PROBES, default="contact",
-                        help="property rule's fcc cell: contact (nn = max(2 r_atomic, 2.2 A), "
-                             "the recorded scans) or equilibrium (its own E(V) minimum)")
+    parser.add_argument("--probe", choices=PROBES, default=None,
+                        help="property rule's fcc cell: equilibrium (its own E(V) minimum; "
+                             "the default preset's cutoffs) or contact (nn = max(2 r_atomic, "
+                             "2.2 A); the 2026-12-03 scan). Default: equilibrium with the "
+                             "property rule")
     parser.add_argument("--redo", action="store_true",
                         help="rescan the listed elements even if the JSON file has them")
     args = parser.parse_args(argv)
+    if args.probe is None:
+        args.probe = "equilibrium" if args.rule == "property" else "contact"
+    elif args.probe != "contact" and args.rule != "property":
+        parser.error(f"--probe {args.probe} needs --rule property (the energy rule's cell is "
+                     "the contact cell)")
+    suffix = "" if args.rule != "property" else (
+        "_equilibrium" if args.probe == "equilibrium" else "_properties")
     out = args.out or ("benchmarks/cutoff_convergence.json" if args.family == "gth" else
-                       "benchmarks/cutoff_convergence_pslibrary"
-                       f"{'_properties' if args.rule == 'property' else ''}.json")
+                       f"benchmarks/cutoff_convergence_pslibrary{suffix}.json")
     cutoffs.converge(out, args.elements, args.ladder, args.family_dir, args.tol_mev,
                      args.tol_gpa, args.time_limit, args.pw_command, args.gth, args.redo,
                      family=args.family, rule=args.rule, probe=args.probe)

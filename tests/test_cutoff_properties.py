@@ -31,10 +31,15 @@ def test_deviations_are_volume_bulk_modulus_and_band_errors():
     assert dev["bands_mev"] == pytest.approx(10.0)
     other_bands = _row(40, 10.0, 14.0, [[-5.0, -1.0, 2.0]])
     assert props.property_deviations(other_bands, ref)["bands_mev"] == math.inf
+    # the highest computed band does not count, even inside the window (ill-defined where
+    # the band count cuts a degenerate multiplet)
+    top = props.property_deviations(_row(40, 10.0, 14.0, [[-5.0, -1.0, 2.0, 4.0]]),
+                                     _row(60, 10.0, 14.0, [[-5.0, -1.0, 2.0, 3.0]]))
+    assert top["bands_mev"] == 0.0
 
 
 def test_choice_needs_every_cutoff_up_to_a_reference_one_and_a_half_times_higher():
-    bands = [[-3.0, 1.0]]
+    bands = [[-3.0, 1.0, 4.0]]
     rows = [_row(25, 9.0, 13.0, bands), _row(30, 10.05, 14.0, bands),
             _row(40, 10.0, 14.0, bands), _row(45, 10.0, 14.0, bands)]
     # 25 Ry: pressure off by 1 GPa of B = 38 GPa (2.6 % in volume); 30 Ry is confirmed by 45
@@ -44,7 +49,7 @@ def test_choice_needs_every_cutoff_up_to_a_reference_one_and_a_half_times_higher
     broken = rows[:2] + [_row(40, math.nan, math.nan, bands, status="TIMEOUT")] + rows[3:]
     assert props.choose_property_cutoff(broken) is None
     assert props.recommend_property_cutoff(broken) == (45, "top")
-    bad_bands = rows[:3] + [_row(45, 10.0, 14.0, [[-3.0, 1.05]])]
+    bad_bands = rows[:3] + [_row(45, 10.0, 14.0, [[-3.0, 1.05, 4.0]])]
     assert props.choose_property_cutoff(bad_bands) is None  # 50 meV band change
 
 

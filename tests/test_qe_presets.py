@@ -26,7 +26,7 @@ from crystaljax.oracles.qe.presets import (
 ROOT = Path(__file__).resolve().parents[1]
 GTH_DATA = ROOT / "benchmarks" / "cutoff_convergence.json"
 PAW_DATA = ROOT / "benchmarks" / "cutoff_convergence_pslibrary.json"
-PAW_PROPERTY_DATA = ROOT / "benchmarks" / "cutoff_convergence_pslibrary_properties.json"
+PAW_PROPERTY_DATA = ROOT / "benchmarks" / "cutoff_convergence_pslibrary_equilibrium.json"
 
 
 def test_every_preset_covers_the_large_vocabulary():
@@ -61,6 +61,7 @@ def test_default_cutoffs_follow_the_recorded_property_convergence_data():
     assert set(data["elements"]) == set(LARGE)
     for element, entry in data["elements"].items():
         assert entry["variant"] == pseudo_variant(element, PSLIBRARY_INPUTS)
+        assert entry["probe"] == "equilibrium" and entry["rows"], element  # at its minimum
         cutoff, _rule = props.recommend_property_cutoff(entry["rows"])
         assert PAW_ECUTWFC[element] == cutoff, element
     for element, cutoff in PAW_ECUTWFC.items():

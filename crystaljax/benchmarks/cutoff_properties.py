@@ -15,7 +15,9 @@ and ``V1 = PROPERTY_STRAIN**3 V0``, per ladder cutoff. Against a run at >= 1.5x 
   :data:`BULK_MODULUS_FLOOR_GPA`, whichever is larger;
 * ``bands_mev``: the largest change of a Kohn-Sham eigenvalue relative to the Fermi level, over
   every k-point and every band the reference has in ``BAND_WINDOW_EV`` around its Fermi
-  level, at ``V0`` (meV).
+  level, at ``V0`` (meV), the highest computed band excepted: where ``nbnd`` cuts through a
+  degenerate multiplet, Davidson leaves that band ill-defined (fcc Ca and La at equilibrium:
+  0.3-0.7 eV between cutoffs at and above 70 Ry, every lower band within 30 meV).
 
 The chosen cutoff is the lowest ladder value that, with every ladder value above it up to the
 reference, is within all three tolerances (:data:`PROPERTY_TOLERANCES`).
@@ -111,6 +113,8 @@ def property_deviations(row: dict, ref: dict) -> dict[str, float]:
         math.log(ref["volume_v1"] / ref["volume_v0"]))
     bulk = d_bulk / max(abs(b_ref), BULK_MODULUS_FLOOR_GPA)
     bands, bands_ref = np.asarray(row["bands_ev"]), np.asarray(ref["bands_ev"])
+    if bands.shape == bands_ref.shape and bands.ndim == 2 and bands.shape[1] > 1:
+        bands, bands_ref = bands[:, :-1], bands_ref[:, :-1]  # not the highest computed band
     lo, hi = BAND_WINDOW_EV
     window = (bands_ref >= lo) & (bands_ref <= hi)
     if bands.shape != bands_ref.shape or not window.any():

@@ -112,18 +112,22 @@ PAW_ECUTWFC_ENERGY: dict[str, float] = {
 #: Per-element wavefunction cutoffs (Ry) of the ``default`` preset's PAW family
 #: (:data:`PSLIBRARY_INPUTS`; ``ecutrho`` = :data:`PAW_DUAL` x ``ecutwfc``) by the property
 #: rule (SSSP-like: equilibrium volume within 1 %, bulk modulus within 2 %, Kohn-Sham bands
-#: within 20 meV of a run >= 1.5x higher; :mod:`crystaljax.benchmarks.cutoff_properties`).
-#: ``scripts/converge_cutoffs.py --rule property`` wrote
-#: benchmarks/cutoff_convergence_pslibrary_properties.json, ``scripts/cutoff_table.py`` chose
-#: these (docs/PSEUDOPOTENTIALS.md). The oracle reads no absolute energy, so this rule, not
-#: :data:`PAW_ECUTWFC_ENERGY`, is what its properties need: O, N, F 45 Ry instead of 70-80.
+#: within 20 meV of a run >= 1.5x higher; :mod:`crystaljax.benchmarks.cutoff_properties`) on
+#: each element's fcc cell at its own E(V) minimum, as SSSP converges elemental crystals.
+#: ``scripts/converge_cutoffs.py --rule property --probe equilibrium`` wrote
+#: benchmarks/cutoff_convergence_pslibrary_equilibrium.json, ``scripts/cutoff_table.py``
+#: chose these (docs/PSEUDOPOTENTIALS.md). The oracle reads no absolute energy, so this rule,
+#: not :data:`PAW_ECUTWFC_ENERGY`, is what its properties need: O, N, F 45 Ry instead of
+#: 70-80. (Until 2026-12-05 the same rule on a contact-distance cell,
+#: benchmarks/cutoff_convergence_pslibrary_properties.json: far from equilibrium for some
+#: elements, e.g. Cl 100 instead of 30 Ry.)
 PAW_ECUTWFC: dict[str, float] = {
-    "O": 45, "F": 45, "N": 45, "Mg": 80, "Na": 100, "Li": 45, "Cl": 100, "Ti": 50, "Cu": 60,
-    "Al": 30, "Si": 40, "Ca": 35, "Be": 100, "Zn": 60, "In": 40, "Mo": 40, "Ag": 70, "Mn": 100,
-    "Cr": 80, "Ga": 40, "Rh": 50, "Zr": 40, "V": 45, "Sn": 45, "Ni": 60, "Bi": 45, "Y": 35,
-    "Pd": 30, "Co": 60, "Fe": 60, "K": 50, "Sr": 35, "S": 50, "Br": 45, "La": 60, "Cs": 25,
-    "Ba": 25, "Rb": 35, "H": 50, "C": 40, "P": 40, "Se": 35, "B": 35, "Ge": 25, "Sb": 25,
-    "Te": 25, "I": 25, "As": 35, "Pt": 30, "Au": 30,
+    "Li": 45, "Na": 100, "K": 60, "Rb": 40, "Be": 100, "Ca": 60, "Mg": 80, "Sr": 35, "H": 40,
+    "C": 40, "N": 45, "O": 45, "P": 40, "S": 25, "Se": 25, "F": 45, "Cl": 30, "Br": 25,
+    "B": 30, "Si": 35, "Ge": 25, "Fe": 35, "Cu": 50, "Co": 35, "Ni": 35, "Mn": 60, "Al": 25,
+    "Zn": 70, "Sn": 80, "Cr": 50, "In": 70, "Sb": 25, "V": 45, "Mo": 45, "Ga": 60, "Ag": 40,
+    "Ti": 50, "Ba": 25, "Y": 35, "Te": 25, "I": 25, "Pd": 30, "Rh": 60, "As": 25, "Pt": 30,
+    "Cs": 25, "Au": 30, "Bi": 70, "Zr": 40, "La": 60,
 }
 
 
