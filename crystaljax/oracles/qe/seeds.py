@@ -159,4 +159,5 @@ def density_seeds(runner: RunnerConfig, options: RecipeOptions
     return DensitySeeds(runner) if options.reuse_density else contextlib.nullcontext()
 
 
-__all__ = ["DENSITY_READ", "MAGNETIC_SEED_MIN", "SAVE_DIR", "SEED_FILES", "DensitySeed", "DensitySeeds", "density_seeds"]
+__all__ = ["DENSITY_READ", "MAGNETIC_SEED_MIN", "SAVE_DIR", "SEED_FILES", "DensitySeed",
+           "DensitySeeds", "density_seeds"]
