@@ -44,6 +44,7 @@ def uniform(ecutwfc: float) -> presets.Preset:
 
 
 def main(argv=None) -> None:
+    from crystaljax.oracles.base import Status
     from crystaljax.oracles.qe.oracle import QEOracle
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -68,7 +69,7 @@ def main(argv=None) -> None:
                 ecut = oracle.family.cutoffs(s.specie.symbol for s in structure)[0]
             row = {"crystal": f"{args.cation}{args.anion}", "a": args.a, "property": prop,
                    "preset": preset.name, "ecutwfc": ecut, "value": result.value,
-                   "status": str(result.status), "reason": result.reason,
+                   "status": Status(result.status).name, "reason": result.reason,
                    "seconds": round(seconds, 1),
                    "magnetization": result.extra.get("magnetization")}
             print(json.dumps(row), flush=True)
