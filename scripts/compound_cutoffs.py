@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -24,16 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pymatgen.core import Lattice, Structure  # noqa: E402
+from pymatgen.core import Structure  # noqa: E402
 
+from crystaljax.benchmarks.dft import fcc_lattice  # noqa: E402
 from crystaljax.oracles.qe import presets  # noqa: E402
 
 
 def rock_salt(cation: str, anion: str, a: float) -> Structure:
     """Two-site rock-salt primitive cell of lattice constant ``a`` (Å)."""
-    h = a / 2.0
-    return Structure(Lattice([[0, h, h], [h, 0, h], [h, h, 0]]), [cation, anion],
-                     [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return Structure(fcc_lattice(a), [cation, anion], [[0, 0, 0], [0.5, 0.5, 0.5]])
 
 
 def uniform(ecutwfc: float) -> presets.Preset:
@@ -57,9 +57,18 @@ def main(argv=None) -> None:
                         choices=("band_gap", "bulk_modulus", "density"))
     parser.add_argument("--out", default="benchmarks/compound_cutoffs.json")
     args = parser.parse_args(argv)
-    structure = rock_salt(args.cation, args.anion, args.a)
+    known = presets.get_preset("default").cutoffs
+    for element in (args.cation, args.anion):
+        if element not in known:
+            parser.error(f"unknown element {element!r}: the default preset covers "
+                         f"{' '.join(known)}")
+    if not all(math.isfinite(x) and x > 0 for x in (args.a, *args.ecut)):
+        parser.error("the lattice constant and every --ecut must be positive numbers")
     path = Path(args.out)
     rows = json.loads(path.read_text()) if path.is_file() else []
+    if not isinstance(rows, list):
+        parser.error(f"{path} is not a list of rows of this script")
+    structure = rock_salt(args.cation, args.anion, args.a)
     for prop in args.properties:
         for preset in [presets.get_preset("default"), *map(uniform, args.ecut)]:
             with QEOracle(prop, preset=preset, cache=None, workers=1) as oracle:

@@ -20,6 +20,18 @@ def rocksalt(a: float, cation: str, anion: str) -> Structure:
     return Structure(lattice, [cation, anion], [[0, 0, 0], [0.5, 0.5, 0.5]])
 
 
+def fcc(a: float, element: str) -> Structure:
+    """One-atom fcc primitive cell (Å)."""
+    h = a / 2
+    return Structure(Lattice([[0, h, h], [h, 0, h], [h, h, 0]]), [element], [[0, 0, 0]])
+
+
+def bcc(a: float, element: str) -> Structure:
+    """One-atom bcc primitive cell (Å)."""
+    h = a / 2
+    return Structure(Lattice([[-h, h, h], [h, -h, h], [h, h, -h]]), [element], [[0, 0, 0]])
+
+
 def diamond(a: float, element: str = "Si") -> Structure:
     """Two-site diamond primitive cell (Å)."""
     lattice = Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]])

@@ -4,8 +4,7 @@ starts from the converged density of its nearest earlier cell (crystaljax.oracle
 from __future__ import annotations
 
 import pytest
-from pymatgen.core import Lattice, Structure
-from qe_helpers import diamond, requires_pw, rocksalt
+from qe_helpers import bcc, diamond, fcc, requires_pw, rocksalt
 
 from crystaljax.benchmarks.dft import parse_column
 from crystaljax.config import ConfigError
@@ -255,9 +254,10 @@ def gth(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def paw(tmp_path_factory):
-    """The test preset's PAW set of Al (ld1.x, generated once per machine)."""
-    return write_gth_family(tmp_path_factory.mktemp("paw"), {"Al": PRESET.cutoffs["Al"]},
-                            GTH_VARIANTS, generated={"Al": PSLIBRARY_INPUTS["Al"]},
+    """The test preset's PAW sets of Al and Fe (ld1.x, generated once per machine)."""
+    return write_gth_family(tmp_path_factory.mktemp("paw"),
+                            {e: PRESET.cutoffs[e] for e in ("Al", "Fe")}, GTH_VARIANTS,
+                            generated={e: PSLIBRARY_INPUTS[e] for e in ("Al", "Fe")},
                             name=PRESET.family)
 
 
@@ -294,16 +294,11 @@ def test_the_fixed_occupation_gap_starts_from_the_smeared_density(gth, tmp_path)
     assert not seeded.extra["metal"]
 
 
-def _fcc(a: float, element: str = "Al") -> Structure:
-    h = a / 2
-    return Structure(Lattice([[0, h, h], [h, 0, h], [h, h, 0]]), [element], [[0, 0, 0]])
-
-
 @requires_pw
 def test_a_paw_density_seeds_the_next_volume_and_a_lost_one_is_not_used(paw, tmp_path):
     runner = _runner(tmp_path)
     scf = _smeared(PRESET.settings, RecipeOptions())
-    al, bigger = _fcc(4.0), _fcc(4.04)
+    al, bigger = fcc(4.0, "Al"), fcc(4.04, "Al")
     with DensitySeeds(runner) as seeds:
         first = _run(al, scf, paw, runner, RecipeOptions(), AttemptLog(600.0), "first",
                      seeds=seeds)
@@ -322,34 +317,21 @@ def test_a_paw_density_seeds_the_next_volume_and_a_lost_one_is_not_used(paw, tmp
         assert third.parsed.total_energy == pytest.approx(second.parsed.total_energy, abs=1e-4)
 
 
-@pytest.fixture(scope="module")
-def iron(tmp_path_factory):
-    """The test preset's PAW set of Fe (ld1.x, generated once per machine)."""
-    return write_gth_family(tmp_path_factory.mktemp("fe"), {"Fe": PRESET.cutoffs["Fe"]},
-                            GTH_VARIANTS, generated={"Fe": PSLIBRARY_INPUTS["Fe"]},
-                            name=PRESET.family)
-
-
-def _bcc(a: float, element: str = "Fe") -> Structure:
-    h = a / 2
-    return Structure(Lattice([[-h, h, h], [h, -h, h], [h, h, -h]]), [element], [[0, 0, 0]])
-
-
 @requires_pw
-def test_a_ferromagnet_seeds_its_next_volume_to_the_same_state(iron, tmp_path):
+def test_a_ferromagnet_seeds_its_next_volume_to_the_same_state(paw, tmp_path):
     runner = _runner(tmp_path)
     scf = _smeared(PRESET.settings, RecipeOptions())
-    small, large = _bcc(2.83), _bcc(2.86)
+    small, large = bcc(2.83, "Fe"), bcc(2.86, "Fe")
     with DensitySeeds(runner) as seeds:
-        first = _run(small, scf, iron, runner, RecipeOptions(), AttemptLog(600.0), "first",
+        first = _run(small, scf, paw, runner, RecipeOptions(), AttemptLog(600.0), "first",
                      seeds=seeds)
         assert first.status == Status.OK, first.reason
         assert seeds.nearest(small.volume, spin_polarized=True).magnetization > 1.0
         log = AttemptLog(600.0)
-        seeded = _run(large, scf, iron, runner, RecipeOptions(), log, "second", seeds=seeds)
+        seeded = _run(large, scf, paw, runner, RecipeOptions(), log, "second", seeds=seeds)
         assert seeded.status == Status.OK and seeded.read_density
         assert log.records[0]["start"] == "first"
-    cold = _run(large, scf, iron, runner, OFF, AttemptLog(600.0), "cold")
+    cold = _run(large, scf, paw, runner, OFF, AttemptLog(600.0), "cold")
     assert cold.status == Status.OK and not cold.read_density
     # the same ferromagnetic fixed point as the cold ferromagnetic start
     assert seeded.parsed.magnetization == pytest.approx(cold.parsed.magnetization, abs=0.02)

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
-from qe_helpers import requires_pw
+from qe_helpers import bcc, fcc, requires_pw
 
 from crystaljax.oracles.base import OracleResult, Status
 from crystaljax.oracles.qe import attempts
@@ -35,18 +35,6 @@ from crystaljax.oracles.qe.runner import PwRun, RunnerConfig
 
 PRESET = get_preset("test")
 SMEARED = PwSettings(occupations="smearing", smearing="mv", degauss=0.01)
-
-
-def bcc(a: float, element: str) -> Structure:
-    """One-atom bcc primitive cell (Å)."""
-    h = a / 2
-    return Structure(Lattice([[-h, h, h], [h, -h, h], [h, h, -h]]), [element], [[0, 0, 0]])
-
-
-def fcc(a: float, element: str) -> Structure:
-    """One-atom fcc primitive cell (Å)."""
-    h = a / 2
-    return Structure(Lattice([[0, h, h], [h, 0, h], [h, h, 0]]), [element], [[0, 0, 0]])
 
 
 def b2(a: float, first: str, second: str) -> Structure:
