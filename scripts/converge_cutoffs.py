@@ -15,6 +15,8 @@ Usage::
 ``benchmarks/cutoff_convergence_pslibrary_properties.json`` by default (the contact probe),
 ``--rule property --probe equilibrium`` (each element's fcc E(V) minimum; the ``default``
 preset's cutoffs) ``benchmarks/cutoff_convergence_pslibrary_equilibrium.json``.
+``--rule property --add-energy-cell`` adds the bulk-modulus rule's third cell to the rows of
+such a file recorded without it.
 """
 
 from __future__ import annotations
@@ -57,7 +59,23 @@ def main(argv=None) -> None:
                              "property rule")
     parser.add_argument("--redo", action="store_true",
                         help="rescan the listed elements even if the JSON file has them")
+    parser.add_argument("--add-energy-cell", action="store_true",
+                        help="complete a property-rule file recorded before 2026-12-05 (two "
+                             "cells per cutoff) with the third cell of the bulk-modulus rule "
+                             "(energy_v2) instead of scanning")
     args = parser.parse_args(argv)
+    if args.add_energy_cell:
+        if args.rule != "property" or args.gth or args.redo or args.ladder:
+            parser.error("--add-energy-cell takes --rule property and neither --gth, --redo "
+                         "nor --ladder")
+        out = args.out or "benchmarks/cutoff_convergence_pslibrary_equilibrium.json"
+        elements = None if args.elements == cutoffs.LARGE_VOCABULARY else args.elements
+        try:
+            cutoffs.add_energy_cells(out, elements, args.family_dir, args.time_limit,
+                                     args.pw_command, args.family)
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+        return
     if args.probe is None:
         args.probe = "equilibrium" if args.rule == "property" else "contact"
     elif args.probe != "contact" and args.rule != "property":

@@ -188,7 +188,8 @@ def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
             data["method"]["cell"] = (f"1-atom fcc primitive at its E(V) minimum at "
                                       f"{props.EQUILIBRIUM_ECUT:g} Ry")
         data["method"].update(rule="property", tolerances=props.PROPERTY_TOLERANCES,
-                              strain=props.PROPERTY_STRAIN, band_window_ev=props.BAND_WINDOW_EV,
+                              strain=props.PROPERTY_STRAIN, energy_strain=props.ENERGY_STRAIN,
+                              rules=props.PROPERTY_RULES, band_window_ev=props.BAND_WINDOW_EV,
                               conv_thr_per_atom=1e-9, diago_full_acc=True)
     runner = RunnerConfig(pw_command=pw_command, time_limit=time_limit)
     section = data.setdefault("gth_alternatives", {}) if gth else data["elements"]
@@ -214,6 +215,35 @@ def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
         path.write_text(json.dumps(data, indent=1))
         print(f"{element}: chosen {result['chosen_ecutwfc']} Ry ({time.time() - t0:.0f} s)",
               flush=True)
+    return data
+
+
+def add_energy_cells(out: str, elements: Sequence[str] | None = None,
+                     family_dir: str = "/tmp/crystaljax-conv-pseudos", time_limit: float = 600.0,
+                     pw_command: str = "pw.x", family: str = "pslibrary") -> dict:
+    """Add the third cell (``energy_v2``,
+    :func:`~crystaljax.benchmarks.cutoff_properties.add_energy_cell`) to the rows of a
+    property-rule file ``out`` recorded without it (``elements``: default all of the
+    file's), rewriting the file after each element and updating its ``method``."""
+    from crystaljax.benchmarks import cutoff_properties as props
+    from crystaljax.oracles.qe.runner import RunnerConfig
+
+    path = Path(out)
+    data = json.loads(path.read_text())
+    if data.get("method", {}).get("rule") != "property":
+        raise ValueError(f"{out} is not a property-rule scan (its method.rule is not 'property')")
+    unknown = sorted(set(elements or ()) - set(data["elements"]))
+    if unknown:
+        raise ValueError(f"{out} has no scan of {unknown}")
+    dual = FAMILIES[family][0]
+    data["method"].update(energy_strain=props.ENERGY_STRAIN, rules=props.PROPERTY_RULES)
+    runner = RunnerConfig(pw_command=pw_command, time_limit=time_limit)
+    for element in elements or list(data["elements"]):
+        t0 = time.time()
+        runs = props.add_energy_cell(data["elements"][element], Path(family_dir), runner,
+                                     family_inputs(family), dual)
+        path.write_text(json.dumps(data, indent=1))
+        print(f"{element}: {runs} V2 runs ({time.time() - t0:.0f} s)", flush=True)
     return data
 
 
