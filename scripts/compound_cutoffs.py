@@ -40,7 +40,7 @@ def uniform(ecutwfc: float) -> presets.Preset:
     """``default`` with every element at ``ecutwfc`` (Ry)."""
     base = presets.get_preset("default")
     return dataclasses.replace(base, name=f"default@{ecutwfc:g}", cutoffs=presets._cutoffs(
-        {element: ecutwfc for element in base.cutoffs}, presets.PAW_DUAL))
+        {element: ecutwfc for element in base.cutoffs}, presets.PAW_DUAL), property_cutoffs={})
 
 
 def main(argv=None) -> None:

@@ -8,6 +8,7 @@ the density of the PBE equilibrium lattice (``crystaljax.benchmarks.validation``
 Usage::
 
     python scripts/validate_dft.py [--crystals Si NaCl ...] [--preset default] [--mpi-ranks 1]
+        [--properties band_gap bulk_modulus density]
 """
 
 from __future__ import annotations
@@ -27,10 +28,16 @@ def main(argv=None) -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--mpi-ranks", type=int, default=1)
     parser.add_argument("--nstep", type=int, default=60)
+    parser.add_argument("--properties", nargs="+", default=list(validation.TARGETS),
+                        choices=list(validation.TARGETS),
+                        help="validate these only (the file keeps the others' rows)")
     parser.add_argument("--out", default="benchmarks/validation.json")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.crystals) - set(validation.REFERENCE))
+    if unknown:
+        parser.error(f"unknown crystals {unknown}; known: {' '.join(validation.REFERENCE)}")
     print(validation.validation_table(validation.validate_all(
-        args.out, args.crystals, args.mpi_ranks, args.nstep, args.preset)))
+        args.out, args.crystals, args.mpi_ranks, args.nstep, args.preset, args.properties)))
 
 
 if __name__ == "__main__":

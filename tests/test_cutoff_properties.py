@@ -1,5 +1,6 @@
 """The property rule of cutoff convergence (crystaljax.benchmarks.cutoff_properties): its
-deviations and choice on made-up rows, and one real two-volume scan of Al with pw.x."""
+deviations and choice on made-up rows, the per-property rules, and real scans of Al with
+pw.x (three cells per cutoff; a recorded two-cell scan completed with the third)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,87 @@ def test_choice_needs_every_cutoff_up_to_a_reference_one_and_a_half_times_higher
     assert props.choose_property_cutoff(bad_bands) is None  # 50 meV band change
 
 
+def _energy_row(ecut, v_min, b_gpa, p0=0.0, status="OK", v0=20.0):
+    """A row whose three cells lie on E(V) = B / (2 V0) (V - v_min)^2 (eV, Å^3, GPa)."""
+    curvature = b_gpa / props.EV_PER_A3_GPA / v0
+
+    def energy(v):
+        return -5.0 + 0.5 * curvature * (v - v_min) ** 2
+
+    row = _row(ecut, p0, p0 + 3.0, [[-3.0, 1.0, 4.0]], status)
+    volumes = {"v0": v0, "v1": v0 * props.PROPERTY_STRAIN**3, "v2": v0 * props.ENERGY_STRAIN**3}
+    for tag, v in volumes.items():
+        row[f"volume_{tag}"], row[f"energy_{tag}"] = v, energy(v)
+    return row
+
+
+def test_energy_criteria_read_the_parabola_through_the_three_cells():
+    ref = _energy_row(60, 20.1, 80.0)
+    assert props.energy_curve(ref) == pytest.approx((20.1, 80.0))
+    dev = props.energy_deviations(_energy_row(40, 20.3, 78.0), ref)
+    assert dev["energy_volume"] == pytest.approx(0.2 / 20.1)
+    assert dev["energy_bulk_modulus"] == pytest.approx(2.0 / 80.0)
+    soft = props.energy_deviations(_energy_row(40, 20.1, 11.0), _energy_row(60, 20.1, 10.0))
+    assert soft["energy_bulk_modulus"] == pytest.approx(1.0 / props.BULK_MODULUS_FLOOR_GPA)
+    two_cells = {k: v for k, v in ref.items() if not k.endswith("_v2")}
+    assert props.energy_deviations(two_cells, ref) == {"energy_volume": math.inf,
+                                                       "energy_bulk_modulus": math.inf}
+    assert set(props.property_deviations(ref, ref)) == {
+        "volume", "bulk_modulus", "bands_mev", "energy_volume", "energy_bulk_modulus"}
+
+
+def test_each_property_is_converged_on_what_its_recipe_reads():
+    # 30 Ry: the stress is 2 GPa off (5 % in volume at B = 38 GPa) while E(V) agrees: the
+    # density's rule (the stress) keeps 40, the bulk modulus's (the energies) takes 30
+    rows = [_energy_row(25, 21.0, 80.0), _energy_row(30, 20.1, 80.5, p0=2.0),
+            _energy_row(40, 20.1, 80.0), _energy_row(60, 20.1, 80.0)]
+    assert props.choose_property_cutoff(rows) == 40
+    assert props.choose_property_cutoff(rows, props.PROPERTY_RULES["bulk_modulus"]) == 30
+    assert props.choose_property_cutoff(rows, props.PROPERTY_RULES["band_gap"]) == 25
+    assert set(props.PROPERTY_RULES) == {"band_gap", "bulk_modulus"}
+    # a scan recorded with two cells confirms nothing for the bulk modulus
+    two_cells = [{k: v for k, v in r.items() if not k.endswith("_v2")} for r in rows]
+    assert props.choose_property_cutoff(two_cells) == 40
+    assert props.choose_property_cutoff(two_cells, props.PROPERTY_RULES["bulk_modulus"]) is None
+
+
+@pytest.mark.skipif(shutil.which("pw.x") is None, reason="needs pw.x (make setup)")
+def test_a_two_cell_scan_is_completed_with_the_same_third_cell(tmp_path):
+    """Real pw.x: removing the third cell from a scan's rows and adding it back with
+    ``add_energy_cell`` gives the same energies (same cell, same settings)."""
+    from crystaljax.benchmarks.cutoffs import family_inputs
+    from crystaljax.oracles.qe.runner import RunnerConfig
+
+    runner = RunnerConfig(time_limit=120.0)
+    result = props.scan_element_properties("Al", (25, 40), tmp_path / "pseudos", runner,
+                                           family_inputs("pslibrary"), dual=8.0)
+    recorded = [r["energy_v2"] for r in result["rows"]]
+    for row in result["rows"]:
+        for key in ("volume_v2", "energy_v2", "pressure_v2"):
+            del row[key]
+    runs = props.add_energy_cell(result, tmp_path / "pseudos", runner,
+                                 family_inputs("pslibrary"), 8.0)
+    assert runs == 2
+    assert [r["energy_v2"] for r in result["rows"]] == pytest.approx(recorded, abs=1e-6)
+    assert props.add_energy_cell(result, tmp_path / "pseudos", runner,
+                                 family_inputs("pslibrary"), 8.0) == 0  # nothing left to add
+
+
+def test_adding_the_third_cell_needs_a_property_rule_file_and_its_elements(tmp_path):
+    import json
+
+    from crystaljax.benchmarks.cutoffs import add_energy_cells
+
+    energy_rule = tmp_path / "energy.json"
+    energy_rule.write_text(json.dumps({"method": {"rule": "energy"}, "elements": {}}))
+    with pytest.raises(ValueError, match="not a property-rule scan"):
+        add_energy_cells(str(energy_rule))
+    scan = tmp_path / "scan.json"
+    scan.write_text(json.dumps({"method": {"rule": "property"}, "elements": {"Al": {}}}))
+    with pytest.raises(ValueError, match=r"no scan of \['Xx'\]"):
+        add_energy_cells(str(scan), ["Xx"])
+
+
 @pytest.mark.skipif(shutil.which("pw.x") is None, reason="needs pw.x (make setup)")
 def test_two_volume_scan_of_aluminium_with_pw(tmp_path):
     """Real pw.x: Al's PAW set at 25, 30, ... Ry; pressures rise on compression, the bands
@@ -67,6 +149,14 @@ def test_two_volume_scan_of_aluminium_with_pw(tmp_path):
     assert all(r["status"] == "OK" for r in rows), rows
     assert all(r["pressure_v1"] > r["pressure_v0"] for r in rows)  # compressed cell
     assert all(r["volume_v1"] == pytest.approx(r["volume_v0"] * 0.98**3) for r in rows)
+    assert all(r["volume_v2"] == pytest.approx(r["volume_v0"] * 1.02**3) for r in rows)
+    assert all(r["pressure_v2"] < r["pressure_v0"] for r in rows)  # expanded cell
+    # the contact cell is compressed (nn 2.5 Å, equilibrium 2.86): E(V) through the three
+    # cells curves upwards and has its minimum at a larger volume
+    assert all(props.energy_curve(r)[1] > 0 and props.energy_curve(r)[0] > r["volume_v0"]
+               for r in rows)
+    for rule in props.PROPERTY_RULES.values():
+        assert props.choose_property_cutoff(rows, rule) is not None
     first = rows[0]["bands_ev"]
     assert len(first) > 1 and min(min(k) for k in first) < 0 < max(max(k) for k in first)
     chosen = props.choose_property_cutoff(rows)

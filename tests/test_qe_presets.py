@@ -1,5 +1,6 @@
-"""Presets: the cutoffs are the ones the recorded convergence data give; every preset covers
-the large vocabulary; the default family is pslibrary's PAW sets, ``gth`` the earlier one."""
+"""Presets: the cutoffs are the ones the recorded convergence data give (per property where a
+recipe reads less than the full rule converges); every preset covers the large vocabulary;
+the default family is pslibrary's PAW sets, ``gth`` the earlier one."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from crystaljax.oracles.qe.presets import (
     LD1_INPUTS,
     PAW_DUAL,
     PAW_ECUTWFC,
+    PAW_ECUTWFC_BY_PROPERTY,
     PAW_ECUTWFC_ENERGY,
     PRESETS,
     PSLIBRARY_INPUTS,
+    Preset,
     get_preset,
     pseudo_variant,
 )
@@ -66,6 +69,51 @@ def test_default_cutoffs_follow_the_recorded_property_convergence_data():
         assert PAW_ECUTWFC[element] == cutoff, element
     for element, cutoff in PAW_ECUTWFC.items():
         assert get_preset("default").cutoffs[element] == (cutoff, PAW_DUAL * cutoff)
+
+
+def test_per_property_cutoffs_follow_the_recorded_data_by_their_own_rule():
+    from crystaljax.benchmarks import cutoff_properties as props
+
+    elements = json.loads(PAW_PROPERTY_DATA.read_text())["elements"]
+    default = get_preset("default")
+    assert set(PAW_ECUTWFC_BY_PROPERTY) <= set(props.PROPERTY_RULES)
+    for prop, table in PAW_ECUTWFC_BY_PROPERTY.items():
+        for element, entry in elements.items():
+            cutoff, rule = props.recommend_property_cutoff(entry["rows"],
+                                                           props.PROPERTY_RULES[prop])
+            assert (table[element], rule) == (cutoff, "property"), (prop, element)
+            assert default.cutoffs_for(prop)[element] == (cutoff, PAW_DUAL * cutoff)
+    # a property without a table of its own (the density: its vc-relax reads the stress)
+    # takes the full rule's cutoffs
+    assert default.cutoffs_for("density") == default.cutoffs
+    assert get_preset("gth").cutoffs_for("band_gap") == get_preset("gth").cutoffs
+
+
+def test_a_per_property_table_must_cover_the_presets_elements():
+    base = get_preset("test")
+    with pytest.raises(ValueError, match=r"band_gap cutoffs .*missing \['Al'\]"):
+        Preset("t", {"Al": (25.0, 200.0), "O": (40.0, 320.0)}, base.settings, base.recipe,
+               60.0, property_cutoffs={"band_gap": {"O": (30.0, 240.0)}})
+
+
+def test_the_oracle_takes_its_propertys_cutoffs(tmp_path):
+    from crystaljax.oracles.qe.oracle import QEOracle
+
+    base = get_preset("test")
+    preset = Preset("t", {"Al": (30.0, 240.0)}, base.settings, base.recipe, 60.0,
+                    generated={"Al": PSLIBRARY_INPUTS["Al"]}, family="pslibrary-1.0.0-paw",
+                    property_cutoffs={"band_gap": {"Al": (25.0, 200.0)}})
+    hashes = {}
+    for prop, expected in (("band_gap", (25.0, 200.0)), ("density", (30.0, 240.0))):
+        with QEOracle(prop, preset=preset, cache=None, workers=1,
+                      pseudo_dir=tmp_path / "pp") as oracle:
+            assert oracle.family.cutoffs(["Al"]) == expected
+            hashes[prop] = oracle.settings_hash
+    other = Preset("u", {"Al": (30.0, 240.0)}, base.settings, base.recipe, 60.0,
+                   generated={"Al": PSLIBRARY_INPUTS["Al"]}, family="pslibrary-1.0.0-paw")
+    with QEOracle("band_gap", preset=other, cache=None, workers=1,
+                  pseudo_dir=tmp_path / "pp") as oracle:
+        assert oracle.settings_hash != hashes["band_gap"]  # the cutoffs are in the cache key
 
 
 def test_energy_rule_cutoffs_follow_the_recorded_convergence_data():

@@ -55,3 +55,29 @@ def test_relaxed_density(name, tmp_path):
     structure = REFERENCE[name].structure()
     relaxed = _evaluate("density", structure, tmp_path, nstep=60)
     assert relaxed == pytest.approx(density_of(structure), rel=TARGETS["density"])
+
+
+def test_validating_some_properties_keeps_the_others_rows(tmp_path, monkeypatch):
+    """``validate_all(properties=...)`` re-runs those and keeps the file's other rows
+    (e.g. the band gap re-validated after a cutoff change, the density kept)."""
+    import json
+
+    from crystaljax.benchmarks import validation
+    from crystaljax.oracles.base import OracleResult
+
+    calls = []
+
+    def fake_evaluate(prop, structures, runner, preset, workers, **options):
+        calls.append(prop)
+        return [OracleResult(1.0 if prop == "band_gap" else 80.0, Status.OK, "", 0.1, {})], 0.1
+
+    monkeypatch.setattr(validation, "evaluate", fake_evaluate)
+    out = tmp_path / "validation.json"
+    out.write_text(json.dumps({"Al": {"density": {"value": 2.7}, "band_gap": {"value": 9.0}},
+                               "Si": {"band_gap": {"value": 0.6}}}))
+    data = validation.validate_all(str(out), ["Al"], properties=["band_gap", "bulk_modulus"])
+    assert calls == ["band_gap", "bulk_modulus"]
+    assert data["Al"]["density"] == {"value": 2.7} and data["Si"] == {"band_gap": {"value": 0.6}}
+    assert data["Al"]["band_gap"]["value"] == 1.0 and not data["Al"]["band_gap"]["within_target"]
+    assert data["Al"]["bulk_modulus"]["error"] == pytest.approx(80.0 / 78.0 - 1.0)
+    assert json.loads(out.read_text()) == data

@@ -120,11 +120,11 @@ def ratio_bound(first: str, second: str) -> str | None:
             (True, True): "none"}[timed_out]
 
 
-def _ecutwfc(preset: str, structure) -> float:
-    """The wavefunction cutoff (Ry) ``preset`` uses for ``structure``."""
+def _ecutwfc(preset: str, prop: str, structure) -> float:
+    """The wavefunction cutoff (Ry) ``preset`` uses for ``structure``'s ``prop``."""
     from crystaljax.oracles.qe.presets import get_preset
 
-    cutoffs = get_preset(preset).cutoffs
+    cutoffs = get_preset(preset).cutoffs_for(prop)
     return max(cutoffs[el.symbol][0] for el in structure.composition.elements)
 
 
@@ -189,7 +189,7 @@ def per_property(runner, only: Sequence[str] | None = None,
             (result,), wall = evaluate(prop, [structure], runner, preset, recipe=recipe)
             row["presets"][spec] = {
                 "value": result.value, "status": result.status.name, "reason": result.reason,
-                "wall_s": round(wall, 1), "ecutwfc_ry": _ecutwfc(preset, structure),
+                "wall_s": round(wall, 1), "ecutwfc_ry": _ecutwfc(preset, prop, structure),
             }
         first, second = (row["presets"][p] for p in presets[:2])
         row["ratio"] = round(second["wall_s"] / max(first["wall_s"], 1e-9), 2)

@@ -76,9 +76,10 @@ def evaluate(prop: str, structures: list, runner, preset: str = "default",
         oracle.close()
 
 
-def validate(name: str, runner, nstep: int, preset: str = "default") -> dict:
+def validate(name: str, runner, nstep: int, preset: str = "default",
+             properties: Sequence[str] = tuple(TARGETS)) -> dict:
     """Gap, bulk modulus and relaxed density (vc-relax of ``nstep`` steps) of one crystal
-    of :data:`REFERENCE` against its PBE reference."""
+    of :data:`REFERENCE` against its PBE reference (``properties``: those of them)."""
     from crystaljax.oracles.qe.recipes import density_of
 
     ref = REFERENCE[name]
@@ -87,6 +88,8 @@ def validate(name: str, runner, nstep: int, preset: str = "default") -> dict:
     for prop, reference, recipe in (("band_gap", ref.gap, {}),
                                     ("bulk_modulus", ref.bulk_modulus, {}),
                                     ("density", density_of(structure), {"nstep": nstep})):
+        if prop not in properties:
+            continue
         (result,), wall = evaluate(prop, [structure], runner, preset, None, recipe=recipe)
         error = result.value - reference
         if prop != "band_gap":
@@ -103,8 +106,9 @@ def validate(name: str, runner, nstep: int, preset: str = "default") -> dict:
 
 
 def validate_all(out: str, crystals: Sequence[str], mpi_ranks: int = 1, nstep: int = 60,
-                 preset: str = "default") -> dict:
-    """:func:`validate` every crystal into ``out`` (other crystals' entries are kept)."""
+                 preset: str = "default", properties: Sequence[str] = tuple(TARGETS)) -> dict:
+    """:func:`validate` every crystal's ``properties`` into ``out`` (other crystals' and
+    properties' entries are kept)."""
     from crystaljax.benchmarks.dft import load_json, save_json
     from crystaljax.oracles.qe.runner import RunnerConfig
 
@@ -112,7 +116,8 @@ def validate_all(out: str, crystals: Sequence[str], mpi_ranks: int = 1, nstep: i
     path = Path(out)
     data = load_json(path)
     for name in crystals:
-        data[name] = validate(name, runner, nstep, preset)
+        data[name] = {**data.get(name, {}),
+                      **validate(name, runner, nstep, preset, properties)}
         save_json(path, data)
     return data
 

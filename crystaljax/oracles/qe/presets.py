@@ -131,6 +131,25 @@ PAW_ECUTWFC: dict[str, float] = {
 }
 
 
+#: Per-property wavefunction cutoffs (Ry) of the ``default`` preset where a property's recipe
+#: reads less than the full property rule converges (:data:`PAW_ECUTWFC`, which the density
+#: recipe's vc-relax needs: it reads the stress): from the same scans
+#: (benchmarks/cutoff_convergence_pslibrary_equilibrium.json) by the property's own rule
+#: (:data:`crystaljax.benchmarks.cutoff_properties.PROPERTY_RULES`). ``band_gap``: the
+#: Kohn-Sham bands within 20 meV (the recipe reads eigenvalues at the template cell only).
+PAW_ECUTWFC_BY_PROPERTY: dict[str, dict[str, float]] = {
+    "band_gap": {
+        "Li": 45, "Na": 40, "K": 30, "Rb": 25, "Be": 100, "Ca": 35, "Mg": 50, "Sr": 30,
+        "H": 30, "C": 35, "N": 35, "O": 40, "P": 40, "S": 25, "Se": 25, "F": 40, "Cl": 25,
+        "Br": 25, "B": 30, "Si": 35, "Ge": 25, "Fe": 35, "Cu": 35, "Co": 35, "Ni": 30,
+        "Mn": 45, "Al": 25, "Zn": 50, "Sn": 30, "Cr": 40, "In": 30, "Sb": 25, "V": 45,
+        "Mo": 40, "Ga": 30, "Ag": 35, "Ti": 45, "Ba": 25, "Y": 30, "Te": 25, "I": 25,
+        "Pd": 30, "Rh": 40, "As": 25, "Pt": 30, "Cs": 25, "Au": 30, "Bi": 35, "Zr": 35,
+        "La": 60,
+    },
+}
+
+
 #: ``fast`` preset: the energy-rule cutoffs (:data:`PAW_ECUTWFC_ENERGY`) capped at this value
 #: (Ry), with ``ecutrho`` = :data:`FAST_DUAL` x ``ecutwfc``. Screening quality for demos
 #: and quick runs: elements whose measured cutoff is higher are under-converged (by up to
@@ -158,6 +177,9 @@ class Preset:
         whose pseudopotential ld1.x generates; the others use :data:`GTH_VARIANTS`.
       family: the pseudopotential family's name (part of run records, not of the cache
         key: that is the files' hash).
+      property_cutoffs: property name -> element -> (ecutwfc, ecutrho) for the properties
+        whose cutoffs differ from ``cutoffs`` (:meth:`cutoffs_for`); every table covers
+        the elements of ``cutoffs``.
     """
 
     name: str
@@ -167,6 +189,21 @@ class Preset:
     time_limit: float
     generated: Mapping[str, str] = dataclasses.field(default_factory=dict)
     family: str = ""
+    property_cutoffs: Mapping[str, Mapping[str, tuple[float, float]]] = dataclasses.field(
+        default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for prop, table in self.property_cutoffs.items():
+            if set(table) != set(self.cutoffs):
+                missing = sorted(set(self.cutoffs) - set(table))
+                extra = sorted(set(table) - set(self.cutoffs))
+                raise ValueError(f"preset {self.name!r}: the {prop} cutoffs must cover the "
+                                 f"elements of its cutoffs (missing {missing}, extra {extra})")
+
+    def cutoffs_for(self, property_name: str) -> Mapping[str, tuple[float, float]]:
+        """element -> (ecutwfc, ecutrho) in Ry for ``property_name``'s recipe: its own
+        table where the preset has one, else :attr:`cutoffs`."""
+        return self.property_cutoffs.get(property_name, self.cutoffs)
 
 
 def _cutoffs(ecutwfc: Mapping[str, float], dual: float, cap: float | None = None
@@ -185,6 +222,8 @@ PRESETS: dict[str, Preset] = {
         time_limit=3600.0,
         generated=dict(PSLIBRARY_INPUTS),
         family="pslibrary-1.0.0-paw",
+        property_cutoffs={prop: _cutoffs(table, PAW_DUAL)
+                          for prop, table in PAW_ECUTWFC_BY_PROPERTY.items()},
     ),
     "gth": Preset(
         name="gth",
