@@ -99,15 +99,17 @@ def test_each_property_is_converged_on_what_its_recipe_reads():
 
 
 @pytest.mark.skipif(shutil.which("pw.x") is None, reason="needs pw.x (make setup)")
-def test_a_two_cell_scan_is_completed_with_the_same_third_cell(tmp_path):
+def test_a_two_cell_scan_is_completed_with_the_same_third_cell_and_extended(tmp_path):
     """Real pw.x: removing the third cell from a scan's rows and adding it back with
-    ``add_energy_cell`` gives the same energies (same cell, same settings)."""
+    ``add_energy_cell`` gives the same energies (same cell, same settings); a scan that
+    confirms nothing yet is continued up the ladder until every rule finds a cutoff."""
     from crystaljax.benchmarks.cutoffs import family_inputs
     from crystaljax.oracles.qe.runner import RunnerConfig
 
     runner = RunnerConfig(time_limit=120.0)
-    result = props.scan_element_properties("Al", (25, 40), tmp_path / "pseudos", runner,
+    result = props.scan_element_properties("Al", (25, 30), tmp_path / "pseudos", runner,
                                            family_inputs("pslibrary"), dual=8.0)
+    assert props.choose_property_cutoff(result["rows"]) is None  # 30 < 1.5 x 25
     recorded = [r["energy_v2"] for r in result["rows"]]
     for row in result["rows"]:
         for key in ("volume_v2", "energy_v2", "pressure_v2"):
@@ -118,6 +120,20 @@ def test_a_two_cell_scan_is_completed_with_the_same_third_cell(tmp_path):
     assert [r["energy_v2"] for r in result["rows"]] == pytest.approx(recorded, abs=1e-6)
     assert props.add_energy_cell(result, tmp_path / "pseudos", runner,
                                  family_inputs("pslibrary"), 8.0) == 0  # nothing left to add
+    ladder = (25, 30, 40, 45)
+    added = props.extend_scan(result, ladder, tmp_path / "pseudos", runner,
+                              family_inputs("pslibrary"), 8.0)
+    rows = result["rows"]
+    assert added >= 1 and [r["ecutwfc"] for r in rows] == list(ladder[:2 + added])
+    assert rows[-1]["volume_v0"] == rows[0]["volume_v0"] and "energy_v2" in rows[-1]
+    rules = (props.PROPERTY_TOLERANCES, *props.PROPERTY_RULES.values())
+    # it stopped where every rule has its cutoff (or at the ladder's end)
+    chosen = [props.choose_property_cutoff(rows, rule) for rule in rules]
+    assert all(c in (25, 30) for c in chosen) or added == 2
+    assert added == 2 or any(props.choose_property_cutoff(rows[:-1], rule) is None
+                             for rule in rules)
+    assert props.extend_scan(result, ladder, tmp_path / "pseudos", runner,
+                             family_inputs("pslibrary"), 8.0) == 0
 
 
 def test_adding_the_third_cell_needs_a_property_rule_file_and_its_elements(tmp_path):

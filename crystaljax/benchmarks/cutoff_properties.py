@@ -243,6 +243,36 @@ def probe_cells(v0) -> tuple:
     return tuple(cells)
 
 
+def extend_scan(record: dict, ladder, family_dir: Path, runner, generated: dict[str, str],
+                dual: float, tolerances: dict[str, float] = PROPERTY_TOLERANCES) -> int:
+    """Continue a recorded scan (``record``: one element of a property-rule file, its rows
+    with all three cells) up ``ladder`` past its last cutoff until ``tolerances`` and each
+    of :data:`PROPERTY_RULES` find a cutoff, as :func:`scan_element_properties` would have
+    (a scan recorded before the energy rule stopped when the full rule was met). Returns
+    the cutoffs added; a failed run stops it."""
+    from crystaljax.benchmarks.cutoffs import fcc_cell
+
+    rules = (tolerances, *PROPERTY_RULES.values())
+    rows = record["rows"]
+    higher = [c for c in ladder if not rows or c > rows[-1]["ecutwfc"]]
+    if not rows or rows[-1]["status"] != "OK" or not higher or all(
+            choose_property_cutoff(rows, rule) is not None for rule in rules):
+        return 0
+    element = record["element"]
+    family = element_family(element, ladder, family_dir, generated, dual)
+    v0 = fcc_cell(element)
+    v0.scale_lattice(rows[0]["volume_v0"])
+    added = 0
+    for ecut in higher:
+        rows.append(property_row(ecut, probe_cells(v0), scan_settings(ecut, dual), family,
+                                 runner, element))
+        added += 1
+        if rows[-1]["status"] != "OK" or all(
+                choose_property_cutoff(rows, rule) is not None for rule in rules):
+            break
+    return added
+
+
 def add_energy_cell(record: dict, family_dir: Path, runner, generated: dict[str, str],
                     dual: float) -> int:
     """Complete a scan recorded before the third cell: run V2 for every OK row of
@@ -287,5 +317,5 @@ def recommend_property_cutoff(rows: list[dict],
 __all__ = ["BAND_WINDOW_EV", "BULK_MODULUS_FLOOR_GPA", "ENERGY_STRAIN", "EQUILIBRIUM_ECUT",
            "PROBES", "PROPERTY_RULES", "PROPERTY_STRAIN", "PROPERTY_TOLERANCES",
            "add_energy_cell", "choose_property_cutoff", "energy_curve", "energy_deviations",
-           "equilibrium_cell", "probe_cells", "property_deviations", "property_row",
+           "equilibrium_cell", "extend_scan", "probe_cells", "property_deviations", "property_row",
            "recommend_property_cutoff", "scan_element_properties", "scan_settings"]

@@ -224,7 +224,9 @@ def add_energy_cells(out: str, elements: Sequence[str] | None = None,
     """Add the third cell (``energy_v2``,
     :func:`~crystaljax.benchmarks.cutoff_properties.add_energy_cell`) to the rows of a
     property-rule file ``out`` recorded without it (``elements``: default all of the
-    file's), rewriting the file after each element and updating its ``method``."""
+    file's), and continue a scan up the family's ladder where a per-property rule finds no
+    cutoff below its last one (:func:`~crystaljax.benchmarks.cutoff_properties.extend_scan`),
+    rewriting the file after each element and updating its ``method``."""
     from crystaljax.benchmarks import cutoff_properties as props
     from crystaljax.oracles.qe.runner import RunnerConfig
 
@@ -240,10 +242,18 @@ def add_energy_cells(out: str, elements: Sequence[str] | None = None,
     runner = RunnerConfig(pw_command=pw_command, time_limit=time_limit)
     for element in elements or list(data["elements"]):
         t0 = time.time()
-        runs = props.add_energy_cell(data["elements"][element], Path(family_dir), runner,
-                                     family_inputs(family), dual)
+        record = data["elements"][element]
+        runs = props.add_energy_cell(record, Path(family_dir), runner, family_inputs(family),
+                                     dual)
+        added = props.extend_scan(record, FAMILIES[family][1], Path(family_dir), runner,
+                                  family_inputs(family), dual)
+        if record["rows"]:
+            record["chosen_ecutwfc"] = props.choose_property_cutoff(record["rows"])
+            record["preset_ecutwfc"], record["rule"] = props.recommend_property_cutoff(
+                record["rows"])
         path.write_text(json.dumps(data, indent=1))
-        print(f"{element}: {runs} V2 runs ({time.time() - t0:.0f} s)", flush=True)
+        print(f"{element}: {runs} V2 runs, {added} cutoffs added ({time.time() - t0:.0f} s)",
+              flush=True)
     return data
 
 
