@@ -1,12 +1,17 @@
-"""Summarise cutoff-convergence JSON files: Markdown table and the preset's cutoff dict.
+"""Summarise cutoff-convergence JSON files: Markdown table and the preset's cutoff dicts.
+
+A property-rule file (``--rule property``) also gives the per-property tables
+(``PAW_ECUTWFC_BY_PROPERTY``: each rule of ``cutoff_properties.PROPERTY_RULES``).
 
 Usage::
 
-    python scripts/cutoff_table.py benchmarks/cutoff_convergence*.json
+    python scripts/cutoff_table.py benchmarks/cutoff_convergence_pslibrary_equilibrium.json
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
 
@@ -14,5 +19,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crystaljax.benchmarks.cutoffs import summary  # noqa: E402
 
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", help="cutoff-convergence JSON files of one rule")
+    args = parser.parse_args(argv)
+    try:
+        print(summary(args.files))
+    except (OSError, ValueError, KeyError) as exc:  # json.JSONDecodeError is a ValueError
+        parser.error(f"cannot summarise {' '.join(args.files)}: {exc!r}")
+
+
 if __name__ == "__main__":
-    print(summary(sys.argv[1:]))
+    main()

@@ -169,3 +169,14 @@ def test_families_of_the_presets():
     assert pseudo_variant("Na") == "ld1:Na.in"
     assert pseudo_variant("O", PSLIBRARY_INPUTS) == f"ld1:{PSLIBRARY_INPUTS['O']}"
     assert pseudo_variant("O", LD1_INPUTS) == "GTH-PBE-q6"
+
+
+def test_the_cutoff_table_script_prints_the_presets_tables():
+    # scripts/cutoff_table.py on the recorded file gives exactly the preset's dicts
+    from crystaljax.benchmarks.cutoffs import summary
+
+    text = summary([str(PAW_PROPERTY_DATA)])
+    tables = {line.split(" = ")[0]: json.loads(line.split(" = ", 1)[1])
+              for line in text.splitlines() if " = {" in line}
+    assert tables["PAW_ECUTWFC"] == PAW_ECUTWFC
+    assert tables["PAW_ECUTWFC_BY_PROPERTY"] == PAW_ECUTWFC_BY_PROPERTY

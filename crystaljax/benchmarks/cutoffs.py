@@ -296,6 +296,17 @@ def _property_table(elements: dict) -> tuple[list[str], dict]:
     return lines, chosen
 
 
+def _per_property(elements: dict) -> dict[str, dict]:
+    """property -> element -> cutoff (Ry) by that property's rule
+    (:data:`~crystaljax.benchmarks.cutoff_properties.PROPERTY_RULES`); an element whose
+    rows confirm nothing for a rule gets its highest OK cutoff (``top``)."""
+    from crystaljax.benchmarks import cutoff_properties as props
+
+    return {prop: {el: props.recommend_property_cutoff(v["rows"], rule)[0]
+                   for el, v in elements.items() if v["rows"]}
+            for prop, rule in props.PROPERTY_RULES.items()}
+
+
 def summary(paths: Sequence[str]) -> str:
     """The Markdown table of cutoff-convergence files and the preset's cutoff dicts."""
     first = json.loads(Path(paths[0]).read_text()) if paths else {}
@@ -308,7 +319,8 @@ def summary(paths: Sequence[str]) -> str:
             "| element | pseudopotential | ecutwfc (Ry) | energy rule (Ry) | rule | volume error "
             "(%) | bulk modulus error (%) | bands (meV) | vs (Ry) | s per pair at chosen |",
             "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
-            f"PAW_ECUTWFC = {json.dumps(chosen)}"])
+            f"PAW_ECUTWFC = {json.dumps(chosen)}", "",
+            f"PAW_ECUTWFC_BY_PROPERTY = {json.dumps(_per_property(elements))}"])
     elements: dict = {}
     alternatives: dict = {}
     method: dict = {}
