@@ -11,7 +11,7 @@ Usage::
     python scripts/converge_cutoffs.py [--family pslibrary|gth] [--elements Si Na ...]
         [--rule energy|property] [--probe contact|equilibrium] [--out FILE] [--redo]
 
-``--rule property`` (SSSP-like: what the properties need, two volumes per cutoff) writes
+``--rule property`` (SSSP-like: what each property needs, three cells per cutoff) writes
 ``benchmarks/cutoff_convergence_pslibrary_properties.json`` by default (the contact probe),
 ``--rule property --probe equilibrium`` (each element's fcc E(V) minimum; the ``default``
 preset's cutoffs) ``benchmarks/cutoff_convergence_pslibrary_equilibrium.json``.
@@ -34,8 +34,9 @@ from crystaljax.benchmarks.cutoff_properties import PROBES  # noqa: E402
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--elements", nargs="*", default=cutoffs.LARGE_VOCABULARY)
-    parser.add_argument("--family", choices=sorted(cutoffs.FAMILIES), default="pslibrary",
-                        help="pslibrary: the default preset's PAW sets; gth: the gth preset's")
+    parser.add_argument("--family", choices=sorted(cutoffs.FAMILIES), default=None,
+                        help="pslibrary (default): the default preset's PAW sets; gth: the gth "
+                             "preset's (with --add-energy-cell: the file's, checked)")
     parser.add_argument("--ladder", nargs="*", type=int, default=None,
                         help="ecutwfc values (Ry; default: the family's ladder)")
     parser.add_argument("--out", default=None, help="default: benchmarks/cutoff_convergence"
@@ -50,7 +51,7 @@ def main(argv=None) -> None:
                              "with ld1.x (stored under 'gth_alternatives')")
     parser.add_argument("--rule", choices=("energy", "property"), default="energy",
                         help="energy: total energy and pressure of one cell; property: "
-                             "pressure, its volume derivative and the bands at two volumes "
+                             "pressure, its volume derivative, E(V) and the bands at three cells "
                              "(crystaljax.benchmarks.cutoff_properties)")
     parser.add_argument("--probe", choices=PROBES, default=None,
                         help="property rule's fcc cell: equilibrium (its own E(V) minimum; "
@@ -62,7 +63,9 @@ def main(argv=None) -> None:
     parser.add_argument("--add-energy-cell", action="store_true",
                         help="complete a property-rule file recorded before 2026-12-05 (two "
                              "cells per cutoff) with the third cell of the bulk-modulus rule "
-                             "(energy_v2) instead of scanning")
+                             "(energy_v2), and continue its scans up the file's ladder where a "
+                             "per-property rule confirms nothing, instead of scanning (the "
+                             "file's family and ladder; --probe and --tol-* do not apply)")
     args = parser.parse_args(argv)
     if args.add_energy_cell:
         if args.rule != "property" or args.gth or args.redo or args.ladder:
@@ -72,10 +75,11 @@ def main(argv=None) -> None:
         elements = None if args.elements == cutoffs.LARGE_VOCABULARY else args.elements
         try:
             cutoffs.add_energy_cells(out, elements, args.family_dir, args.time_limit,
-                                     args.pw_command, args.family)
+                                     args.pw_command, args.family)  # the file's ladder
         except (OSError, ValueError) as exc:
             parser.error(str(exc))
         return
+    args.family = args.family or "pslibrary"
     if args.probe is None:
         args.probe = "equilibrium" if args.rule == "property" else "contact"
     elif args.probe != "contact" and args.rule != "property":

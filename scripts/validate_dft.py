@@ -36,6 +36,10 @@ def main(argv=None) -> None:
     unknown = sorted(set(args.crystals) - set(validation.REFERENCE))
     if unknown:
         parser.error(f"unknown crystals {unknown}; known: {' '.join(validation.REFERENCE)}")
+    from crystaljax.oracles.qe.presets import PRESETS
+
+    if args.preset not in PRESETS:
+        parser.error(f"unknown preset {args.preset!r}; known: {' '.join(PRESETS)}")
     print(validation.validation_table(validation.validate_all(
         args.out, args.crystals, args.mpi_ranks, args.nstep, args.preset, args.properties)))
 

@@ -7,13 +7,15 @@ from __future__ import annotations
 import math
 import shutil
 
+import numpy as np
 import pytest
 
 from crystaljax.benchmarks import cutoff_properties as props
 
 
 def _row(ecut, p0, p1, bands, status="OK"):
-    return {"ecutwfc": ecut, "status": status, "volume_v0": 20.0, "volume_v1": 18.0,
+    return {"ecutwfc": ecut, "status": status, "seconds": 1.0, "volume_v0": 20.0,
+            "volume_v1": 18.0,
             "pressure_v0": p0, "pressure_v1": p1, "bands_ev": bands}
 
 
@@ -72,7 +74,7 @@ def test_energy_criteria_read_the_parabola_through_the_three_cells():
     ref = _energy_row(60, 20.1, 80.0)
     assert props.energy_curve(ref) == pytest.approx((20.1, 80.0))
     dev = props.energy_deviations(_energy_row(40, 20.3, 78.0), ref)
-    assert dev["energy_volume"] == pytest.approx(0.2 / 20.1)
+    assert dev["energy_volume"] == pytest.approx(0.2 / 20.0)  # of the reference's V0
     assert dev["energy_bulk_modulus"] == pytest.approx(2.0 / 80.0)
     soft = props.energy_deviations(_energy_row(40, 20.1, 11.0), _energy_row(60, 20.1, 10.0))
     assert soft["energy_bulk_modulus"] == pytest.approx(1.0 / props.BULK_MODULUS_FLOOR_GPA)
@@ -159,9 +161,73 @@ def test_adding_the_third_cell_needs_a_property_rule_file_and_its_elements(tmp_p
     with pytest.raises(ValueError, match="not a property-rule scan"):
         add_energy_cells(str(energy_rule))
     scan = tmp_path / "scan.json"
-    scan.write_text(json.dumps({"method": {"rule": "property"}, "elements": {"Al": {}}}))
+    scan.write_text(json.dumps({"method": {"rule": "property", "family": "pslibrary"},
+                                "elements": {"Al": {}}}))
     with pytest.raises(ValueError, match=r"no scan of \['Xx'\]"):
         add_energy_cells(str(scan), ["Xx"])
+    # the third cell must use the scan's own family (dual, pseudopotentials)
+    with pytest.raises(ValueError, match="scanned with family 'pslibrary'; asked for 'gth'"):
+        add_energy_cells(str(scan), ["Al"], family="gth")
+
+
+def _fake_runs(monkeypatch, fail):
+    """pw.x replaced: ``fail(label)`` says whether a run fails; energies on E = (V - 20)^2."""
+    from types import SimpleNamespace
+
+    labels = []
+
+    def run_cell(cell, settings, family, runner, label):
+        labels.append(label)
+        if fail(label):
+            return "TIMEOUT", "time limit", SimpleNamespace(energy_per_atom=None,
+                                                            pressure=None), 1.0
+        energy = -5.0 + 0.01 * (cell.volume - 20.0) ** 2
+        pressure = 10.0 * (20.0 - cell.volume)  # GPa
+        return "OK", "", SimpleNamespace(energy_per_atom=energy, pressure=pressure, fermi=0.0,
+                                         eigenvalues=np.zeros((1, 3))), 1.0
+
+    monkeypatch.setattr(props, "run_cell", run_cell)
+    monkeypatch.setattr(props, "element_family", lambda *args: None)
+    return labels
+
+
+def test_a_failed_third_cell_keeps_the_rows_other_numbers_and_is_tried_again(monkeypatch):
+    attempts = []
+    _fake_runs(monkeypatch, lambda label: attempts.append(label) or len(attempts) == 1)
+    row = {k: v for k, v in _energy_row(40, 20.1, 80.0).items() if not k.endswith("_v2")}
+    record = {"element": "Al", "rows": [row]}
+    assert props.add_energy_cell(record, None, None, {}, 8.0) == 1
+    assert row["status"] == "OK" and row["energy_v2"] is None
+    assert (row["status_v2"], row["reason_v2"]) == ("TIMEOUT", "time limit")
+    dev = props.property_deviations(row, row)  # the stress and bands still count
+    assert dev["volume"] == 0.0 and dev["bands_mev"] == 0.0 and dev["energy_volume"] == math.inf
+    assert props.add_energy_cell(record, None, None, {}, 8.0) == 1  # tried again
+    assert row["status_v2"] == "OK" and row["energy_v2"] is not None
+    assert row["volume_v2"] == pytest.approx(20.0 * 1.02**3)
+
+
+def test_extending_a_scan_stops_where_it_must(monkeypatch):
+    converged = [_energy_row(c, 20.1, 80.0) for c in (25, 30, 40)]
+    ladder = (25, 30, 40, 45, 50, 60)
+
+    def refuse(*args):
+        raise AssertionError("nothing should run")
+
+    monkeypatch.setattr(props, "element_family", refuse)
+    # every rule met, a failed last row, the ladder's end: nothing to run
+    assert props.extend_scan({"element": "Al", "rows": converged}, ladder, None, None, {},
+                             8.0) == 0
+    failed = [*converged[:2], _energy_row(40, 20.1, 80.0, status="TIMEOUT")]
+    assert props.extend_scan({"element": "Al", "rows": failed}, ladder, None, None, {}, 8.0) == 0
+    short = converged[:2]
+    assert props.extend_scan({"element": "Al", "rows": short}, (25, 30), None, None, {},
+                             8.0) == 0
+    # a run that fails on the way up stops the extension there
+    labels = _fake_runs(monkeypatch, lambda label: label.endswith("-45-v0"))
+    record = {"element": "Al", "rows": [_energy_row(25, 21.0, 80.0), _energy_row(30, 20.1, 80.0)]}
+    assert props.extend_scan(record, ladder, None, None, {}, 8.0) == 2
+    assert [r["ecutwfc"] for r in record["rows"]] == [25, 30, 40, 45]
+    assert record["rows"][-1]["status"] == "TIMEOUT" and labels[-1].endswith("-45-v0")
 
 
 @pytest.mark.skipif(shutil.which("pw.x") is None, reason="needs pw.x (make setup)")

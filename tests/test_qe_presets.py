@@ -5,6 +5,7 @@ the default family is pslibrary's PAW sets, ``gth`` the earlier one."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -94,8 +95,12 @@ def test_a_per_property_table_must_cover_the_presets_elements():
     with pytest.raises(ValueError, match=r"band_gap cutoffs .*missing \['Al'\]"):
         Preset("t", {"Al": (25.0, 200.0), "O": (40.0, 320.0)}, base.settings, base.recipe,
                60.0, property_cutoffs={"band_gap": {"O": (30.0, 240.0)}})
+    with pytest.raises(ValueError, match=r"unknown properties \['bandgap'\]"):
+        Preset("t", {"Al": (25.0, 200.0)}, base.settings, base.recipe, 60.0,
+               property_cutoffs={"bandgap": {"Al": (20.0, 160.0)}})
 
 
+@pytest.mark.skipif(shutil.which("ld1.x") is None, reason="needs ld1.x (make setup)")
 def test_the_oracle_takes_its_propertys_cutoffs(tmp_path):
     from crystaljax.oracles.qe.oracle import QEOracle
 

@@ -5,8 +5,9 @@ within 5 meV/atom of a run 1.5x higher. None of the oracle's properties reads an
 energy: the band gap is an eigenvalue difference, the bulk modulus the curvature of E(V),
 the relaxed density the volume where the pressure vanishes. Like SSSP (Prandini et al., npj
 Comput. Mater. 4, 72 (2018)), this rule converges those quantities instead, on the same
-one-atom fcc cell (:func:`~crystaljax.benchmarks.cutoffs.fcc_cell`) at two volumes, ``V0``
-and ``V1 = PROPERTY_STRAIN**3 V0``, per ladder cutoff. Against a run at >= 1.5x the cutoff:
+one-atom fcc cell (:func:`~crystaljax.benchmarks.cutoffs.fcc_cell`) at ``V0`` and
+``V1 = PROPERTY_STRAIN**3 V0`` (and ``V2``, below) per ladder cutoff. Against a run at >= 1.5x
+the cutoff:
 
 * ``volume``: the equilibrium-volume error a pressure error implies, ``|dP(V0)| / B``, with
   ``B = -(P1 - P0) / ln(V1 / V0)`` of the reference run (GPa / GPa);
@@ -115,11 +116,15 @@ def equilibrium_cell(element: str, family, runner, dual: float):
 def property_row(ecut: float, cells, settings, family, runner, element: str) -> dict:
     """One ladder row: energy, pressure and seconds at V0, V1 (and V2 where ``cells`` has a
     third cell), band energies relative to the Fermi level at V0 (shape (n_k, n_bands), eV,
-    rounded to 0.1 meV)."""
+    rounded to 0.1 meV). A failed V0 or V1 run fails the row (``status``, ``reason``); a
+    failed V2 run only the energy criteria (:func:`_record_v2`)."""
     row: dict = {"ecutwfc": ecut, "status": "OK", "reason": "", "seconds": 0.0}
     for tag, cell in zip(("v0", "v1", "v2"), cells):
         status, reason, parsed, seconds = run_cell(cell, settings, family, runner,
                                                    f"conv-prop-{element}-{ecut}-{tag}")
+        if tag == "v2":
+            _record_v2(row, cell, status, reason, parsed, seconds)
+            continue
         row["seconds"] = round(row["seconds"] + seconds, 2)
         row[f"volume_{tag}"] = round(float(cell.volume), 6)
         row[f"energy_{tag}"] = parsed.energy_per_atom
@@ -135,9 +140,22 @@ def property_row(ecut: float, cells, settings, family, runner, element: str) -> 
     return row
 
 
+def _record_v2(row: dict, cell, status: str, reason: str, parsed, seconds: float) -> None:
+    """Put the third cell's run into ``row``: volume, energy, pressure, seconds; a failed run
+    leaves ``energy_v2`` None with ``status_v2`` and ``reason_v2`` (the row's V0 and V1
+    numbers stay usable by the stress and band criteria; only the energy criteria see no
+    third cell there, and :func:`add_energy_cell` tries it again)."""
+    row["seconds"] = round(row["seconds"] + seconds, 2)
+    row["volume_v2"] = round(float(cell.volume), 6)
+    ok = status == "OK"
+    row["energy_v2"] = parsed.energy_per_atom if ok else None
+    row["pressure_v2"] = parsed.pressure if ok else None
+    row["status_v2"], row["reason_v2"] = status, reason
+
+
 def property_deviations(row: dict, ref: dict) -> dict[str, float]:
-    """``volume``, ``bulk_modulus`` (relative) and ``bands_mev`` of ``row`` against ``ref``
-    (module docstring)."""
+    """``volume``, ``bulk_modulus`` (relative) and ``bands_mev`` of ``row`` against ``ref``,
+    and the energy criteria (:func:`energy_deviations`) (module docstring)."""
     dp_ref = ref["pressure_v1"] - ref["pressure_v0"]
     b_ref = -dp_ref / math.log(ref["volume_v1"] / ref["volume_v0"])
     volume = abs(row["pressure_v0"] - ref["pressure_v0"]) / abs(b_ref)
@@ -166,13 +184,18 @@ def energy_curve(row: dict) -> tuple[float, float]:
 
 
 def energy_deviations(row: dict, ref: dict) -> dict[str, float]:
-    """``energy_volume`` and ``energy_bulk_modulus`` (relative) of ``row`` against ``ref``
-    (module docstring); infinite where either row lacks its third cell (nothing confirmed)."""
+    """``energy_volume`` (the shift of E(V)'s minimum relative to the reference's V0) and
+    ``energy_bulk_modulus`` (relative) of ``row`` against ``ref`` (module docstring);
+    infinite (nothing confirmed) where either row lacks its third cell, or where either
+    parabola curves downwards (no minimum: a cell far from equilibrium)."""
+    nothing = {"energy_volume": math.inf, "energy_bulk_modulus": math.inf}
     if any(r.get("energy_v2") is None for r in (row, ref)):
-        return {"energy_volume": math.inf, "energy_bulk_modulus": math.inf}
+        return nothing
     (v_min, b), (v_ref, b_ref) = energy_curve(row), energy_curve(ref)
-    return {"energy_volume": abs(v_min - v_ref) / v_ref,
-            "energy_bulk_modulus": abs(b - b_ref) / max(abs(b_ref), BULK_MODULUS_FLOOR_GPA)}
+    if b <= 0 or b_ref <= 0:
+        return nothing
+    return {"energy_volume": abs(v_min - v_ref) / ref["volume_v0"],
+            "energy_bulk_modulus": abs(b - b_ref) / max(b_ref, BULK_MODULUS_FLOOR_GPA)}
 
 
 def within(deviations: dict[str, float], tolerances: dict[str, float]) -> bool:
@@ -217,14 +240,28 @@ def scan_element_properties(element: str, ladder, family_dir: Path, runner,
         v0, head["probe_search"] = equilibrium_cell(element, family, runner, dual)
         if v0 is None:
             return {**head, "probe_error": head["probe_search"]["reason"], "rows": []}
-    rules = (tolerances, *PROPERTY_RULES.values())
     rows: list[dict] = []
     for ecut in ladder:
         rows.append(property_row(ecut, probe_cells(v0), scan_settings(ecut, dual), family,
                                  runner, element))
-        if all(choose_property_cutoff(rows, rule) is not None for rule in rules):
+        if every_rule_met(rows, tolerances):
             break
     return {**head, "fcc_a": round(v0.lattice.a * 2**0.5, 4), "rows": rows}
+
+
+def every_rule_met(rows: list[dict], tolerances: dict[str, float] = PROPERTY_TOLERANCES
+                   ) -> bool:
+    """Whether ``tolerances`` and each of :data:`PROPERTY_RULES` find a cutoff in ``rows``
+    (where a scan stops)."""
+    return all(choose_property_cutoff(rows, rule) is not None
+               for rule in (tolerances, *PROPERTY_RULES.values()))
+
+
+def _recorded_probe(element: str, volume: float):
+    """The fcc probe cell of ``element`` at a recorded ``volume`` (Å^3)."""
+    cell = fcc_cell(element)
+    cell.scale_lattice(volume)
+    return cell
 
 
 def scan_settings(ecut: float, dual: float):
@@ -254,25 +291,19 @@ def extend_scan(record: dict, ladder, family_dir: Path, runner, generated: dict[
     of :data:`PROPERTY_RULES` find a cutoff, as :func:`scan_element_properties` would have
     (a scan recorded before the energy rule stopped when the full rule was met). Returns
     the cutoffs added; a failed run stops it."""
-    from crystaljax.benchmarks.cutoffs import fcc_cell
-
-    rules = (tolerances, *PROPERTY_RULES.values())
     rows = record["rows"]
-    higher = [c for c in ladder if not rows or c > rows[-1]["ecutwfc"]]
-    if not rows or rows[-1]["status"] != "OK" or not higher or all(
-            choose_property_cutoff(rows, rule) is not None for rule in rules):
+    higher = [c for c in ladder if rows and c > rows[-1]["ecutwfc"]]
+    if not higher or rows[-1]["status"] != "OK" or every_rule_met(rows, tolerances):
         return 0
     element = record["element"]
     family = element_family(element, ladder, family_dir, generated, dual)
-    v0 = fcc_cell(element)
-    v0.scale_lattice(rows[0]["volume_v0"])
+    cells = probe_cells(_recorded_probe(element, rows[0]["volume_v0"]))
     added = 0
     for ecut in higher:
-        rows.append(property_row(ecut, probe_cells(v0), scan_settings(ecut, dual), family,
-                                 runner, element))
+        rows.append(property_row(ecut, cells, scan_settings(ecut, dual), family, runner,
+                                 element))
         added += 1
-        if rows[-1]["status"] != "OK" or all(
-                choose_property_cutoff(rows, rule) is not None for rule in rules):
+        if rows[-1]["status"] != "OK" or every_rule_met(rows, tolerances):
             break
     return added
 
@@ -280,29 +311,22 @@ def extend_scan(record: dict, ladder, family_dir: Path, runner, generated: dict[
 def add_energy_cell(record: dict, family_dir: Path, runner, generated: dict[str, str],
                     dual: float) -> int:
     """Complete a scan recorded before the third cell: run V2 for every OK row of
-    ``record`` (one element of a property-rule file) that lacks ``energy_v2``, at that
-    row's cutoff, on the recorded V0 (``volume_v0``); the row's ``seconds`` include it.
-    A failed V2 run sets the row's status and reason. Returns the runs made."""
-    from crystaljax.benchmarks.cutoffs import fcc_cell
-
-    rows = [r for r in record["rows"] if r["status"] == "OK" and "energy_v2" not in r]
+    ``record`` (one element of a property-rule file) without an ``energy_v2`` (never run,
+    or failed before), at that row's cutoff, on the recorded V0 (``volume_v0``); the row's
+    ``seconds`` include it (:func:`_record_v2`: a failure is recorded apart and leaves the
+    row's other numbers usable). Returns the runs made."""
+    rows = [r for r in record["rows"] if r["status"] == "OK" and r.get("energy_v2") is None]
     if not rows:
         return 0
     element = record["element"]
     ladder = [r["ecutwfc"] for r in record["rows"]]
     family = element_family(element, ladder, family_dir, generated, dual)
     for row in rows:
-        v0 = fcc_cell(element)
-        v0.scale_lattice(row["volume_v0"])
-        v2 = probe_cells(v0)[2]
+        v2 = probe_cells(_recorded_probe(element, row["volume_v0"]))[2]
         status, reason, parsed, seconds = run_cell(
             v2, scan_settings(row["ecutwfc"], dual), family, runner,
             f"conv-prop-{element}-{row['ecutwfc']}-v2")
-        row["seconds"] = round(row["seconds"] + seconds, 2)
-        row["volume_v2"] = round(float(v2.volume), 6)
-        row["energy_v2"], row["pressure_v2"] = parsed.energy_per_atom, parsed.pressure
-        if status != "OK":
-            row["status"], row["reason"] = status, f"v2: {reason}"
+        _record_v2(row, v2, status, reason, parsed, seconds)
     return len(rows)
 
 
@@ -321,5 +345,6 @@ def recommend_property_cutoff(rows: list[dict],
 __all__ = ["BAND_WINDOW_EV", "BULK_MODULUS_FLOOR_GPA", "ENERGY_STRAIN", "EQUILIBRIUM_ECUT",
            "PROBES", "PROPERTY_RULES", "PROPERTY_STRAIN", "PROPERTY_TOLERANCES",
            "add_energy_cell", "choose_property_cutoff", "energy_curve", "energy_deviations",
-           "equilibrium_cell", "extend_scan", "probe_cells", "property_deviations", "property_row",
-           "recommend_property_cutoff", "scan_element_properties", "scan_settings"]
+           "equilibrium_cell", "every_rule_met", "extend_scan", "probe_cells",
+           "property_deviations", "property_row", "recommend_property_cutoff",
+           "scan_element_properties", "scan_settings"]

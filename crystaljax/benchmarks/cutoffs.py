@@ -157,8 +157,8 @@ def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
     ld1.x) or ``pslibrary`` (the ``default`` preset's PAW sets); ``ladder`` defaults to the
     family's. ``gth``: scan the GTH entries of the ld1.x elements instead (stored under
     ``gth_alternatives``). ``rule``: ``energy`` (this module's) or ``property``
-    (:mod:`crystaljax.benchmarks.cutoff_properties`: two volumes per cutoff, converged on
-    pressure, its volume derivative and the bands). ``probe`` (property rule only):
+    (:mod:`crystaljax.benchmarks.cutoff_properties`: three cells per cutoff, converged on
+    the stress, E(V) and the bands, per property). ``probe`` (property rule only):
     ``contact`` or ``equilibrium`` (:data:`~crystaljax.benchmarks.cutoff_properties.PROBES`)."""
     from crystaljax.benchmarks import cutoff_properties as props
     from crystaljax.oracles.qe.runner import RunnerConfig
@@ -201,10 +201,7 @@ def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
         if rule == "property":
             result = props.scan_element_properties(element, ladder, Path(family_dir), runner,
                                                    generated, dual, probe=probe)
-            result["chosen_ecutwfc"] = props.choose_property_cutoff(result["rows"])
-            result["preset_ecutwfc"], result["rule"] = (
-                props.recommend_property_cutoff(result["rows"]) if result["rows"]
-                else (None, "no probe"))
+            _record_property_choice(result)
         else:
             result = scan_element(element, ladder, Path(family_dir), runner, tol_mev, tol_gpa,
                                   generated=generated, dual=dual)
@@ -218,15 +215,26 @@ def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
     return data
 
 
+def _record_property_choice(result: dict) -> None:
+    """Write the full property rule's choice into an element's scan result."""
+    from crystaljax.benchmarks import cutoff_properties as props
+
+    result["chosen_ecutwfc"] = props.choose_property_cutoff(result["rows"])
+    result["preset_ecutwfc"], result["rule"] = (
+        props.recommend_property_cutoff(result["rows"]) if result["rows"] else (None, "no probe"))
+
+
 def add_energy_cells(out: str, elements: Sequence[str] | None = None,
                      family_dir: str = "/tmp/crystaljax-conv-pseudos", time_limit: float = 600.0,
-                     pw_command: str = "pw.x", family: str = "pslibrary") -> dict:
+                     pw_command: str = "pw.x", family: str | None = None) -> dict:
     """Add the third cell (``energy_v2``,
     :func:`~crystaljax.benchmarks.cutoff_properties.add_energy_cell`) to the rows of a
     property-rule file ``out`` recorded without it (``elements``: default all of the
     file's), and continue a scan up the family's ladder where a per-property rule finds no
     cutoff below its last one (:func:`~crystaljax.benchmarks.cutoff_properties.extend_scan`),
-    rewriting the file after each element and updating its ``method``."""
+    rewriting the file after each element and updating its ``method``. The family and the
+    ladder are the file's (``method.family``, ``method.ladder_ry``); ``family``, if given,
+    must be the same (ValueError otherwise)."""
     from crystaljax.benchmarks import cutoff_properties as props
     from crystaljax.oracles.qe.runner import RunnerConfig
 
@@ -237,6 +245,11 @@ def add_energy_cells(out: str, elements: Sequence[str] | None = None,
     unknown = sorted(set(elements or ()) - set(data["elements"]))
     if unknown:
         raise ValueError(f"{out} has no scan of {unknown}")
+    recorded = data["method"].get("family")
+    if recorded not in FAMILIES or (family is not None and family != recorded):
+        raise ValueError(f"{out} was scanned with family {recorded!r}; asked for {family!r}")
+    family = recorded
+    ladder = tuple(data["method"].get("ladder_ry") or FAMILIES[family][1])
     dual = FAMILIES[family][0]
     data["method"].update(energy_strain=props.ENERGY_STRAIN, rules=props.PROPERTY_RULES)
     runner = RunnerConfig(pw_command=pw_command, time_limit=time_limit)
@@ -245,12 +258,9 @@ def add_energy_cells(out: str, elements: Sequence[str] | None = None,
         record = data["elements"][element]
         runs = props.add_energy_cell(record, Path(family_dir), runner, family_inputs(family),
                                      dual)
-        added = props.extend_scan(record, FAMILIES[family][1], Path(family_dir), runner,
+        added = props.extend_scan(record, ladder, Path(family_dir), runner,
                                   family_inputs(family), dual)
-        if record["rows"]:
-            record["chosen_ecutwfc"] = props.choose_property_cutoff(record["rows"])
-            record["preset_ecutwfc"], record["rule"] = props.recommend_property_cutoff(
-                record["rows"])
+        _record_property_choice(record)
         path.write_text(json.dumps(data, indent=1))
         print(f"{element}: {runs} V2 runs, {added} cutoffs added ({time.time() - t0:.0f} s)",
               flush=True)
@@ -342,5 +352,6 @@ def summary(paths: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["LADDER", "LARGE_VOCABULARY", "choose_cutoff", "converge", "element_family",
-           "fcc_cell", "recommend_cutoff", "run_cell", "scan_element", "summary"]
+__all__ = ["LADDER", "LARGE_VOCABULARY", "add_energy_cells", "choose_cutoff", "converge",
+           "element_family", "fcc_cell", "recommend_cutoff", "run_cell", "scan_element",
+           "summary"]

@@ -191,7 +191,8 @@ class Preset:
         key: that is the files' hash).
       property_cutoffs: property name -> element -> (ecutwfc, ecutrho) for the properties
         whose cutoffs differ from ``cutoffs`` (:meth:`cutoffs_for`); every table covers
-        the elements of ``cutoffs``.
+        the elements of ``cutoffs``. (``dataclasses.replace(preset, cutoffs=...)`` keeps
+        these tables: pass ``property_cutoffs={}`` too for one table for every property.)
     """
 
     name: str
@@ -205,6 +206,12 @@ class Preset:
         default_factory=dict)
 
     def __post_init__(self) -> None:
+        from crystaljax.oracles.qe.recipes import RECIPES
+
+        unknown = sorted(set(self.property_cutoffs) - set(RECIPES))
+        if unknown:
+            raise ValueError(f"preset {self.name!r}: cutoffs for unknown properties {unknown}; "
+                             f"the QE recipes are {sorted(RECIPES)}")
         for prop, table in self.property_cutoffs.items():
             if set(table) != set(self.cutoffs):
                 missing = sorted(set(self.cutoffs) - set(table))
