@@ -30,6 +30,16 @@ def test_json_output(tmp_path, capsys, isolated_cache_dir):
     assert out["value"] > 3.0 and out["seconds"] > 0
 
 
+@requires_pw
+def test_text_output_names_the_cutoffs_used(tmp_path, capsys, isolated_cache_dir):
+    cif = tmp_path / "nacl.cif"
+    rocksalt(5.69, "Na", "Cl").to(filename=str(cif))
+    assert run_dft(_parse(["dft", str(cif), "--property", "band_gap", "--preset", "test"])) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("band_gap: ") and "status: OK" in out
+    assert "cutoffs: ecutwfc 35 Ry, ecutrho 140 Ry" in out  # the preset's, per property
+
+
 def test_unreadable_file_is_one_line_and_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.cif"
     bad.write_text("this is not a CIF\n")

@@ -51,6 +51,7 @@ def test_batch_dedup_cache_and_invalid_input(pool, pseudo_dir, tmp_path):
     xe = rocksalt(5.69, "Na", "Xe")
     first = oracle.evaluate([nacl, swapped, xe])
     assert first[0].status == Status.OK and first[0].value > 3.0
+    assert first[0].extra["cutoffs_ry"] == [35.0, 140.0]  # the test preset's, recorded
     assert first[1] is first[0]  # computed once for both
     assert first[2].status == Status.INVALID_INPUT and "Xe" in first[2].reason
     assert oracle.cache.stats.misses == 1
@@ -77,7 +78,7 @@ def test_failure_classes_are_recorded_and_cached(mode, status, pool, pseudo_dir,
     assert result.status == status and result.reason and math.isnan(result.value)
     assert os.path.isdir(result.extra["scratch"])  # kept for inspection
     assert os.path.isfile(os.path.join(result.extra["scratch"], "pw.in"))
-    assert "output_tail" in result.extra
+    assert "output_tail" in result.extra and result.extra["cutoffs_ry"] == [35.0, 140.0]
     assert oracle.cache.stats.failures[status.name] == 1
     assert oracle.evaluate([rocksalt(5.69, "Na", "Cl")])[0].status == status  # from cache
     assert oracle.cache.stats.hits == 1

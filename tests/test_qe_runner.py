@@ -1,4 +1,5 @@
-"""Running pw.x: kept directories of failed runs are bounded (the newest N stay)."""
+"""Running pw.x: kept directories of failed runs are bounded (the newest N stay); the
+directories of processes that died without cleaning up are swept."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import pytest
 from qe_helpers import fake_pw
 
 from crystaljax.config import ConfigError
-from crystaljax.oracles.qe.runner import FAILED_MARKER, RunnerConfig, prune_failed_runs, run_pw
+from crystaljax.oracles.qe.runner import (
+    FAILED_MARKER,
+    OWNER_FILE,
+    RunnerConfig,
+    make_workdir,
+    prune_failed_runs,
+    run_pw,
+    sweep_orphaned_runs,
+)
 
 
 def test_only_the_newest_failed_run_directories_are_kept(tmp_path):
@@ -36,3 +45,38 @@ def test_runner_options_are_checked():
         RunnerConfig(keep_failed_runs=-1)
     with pytest.raises(ConfigError, match="time_limit must be > 0"):
         RunnerConfig(time_limit=0)
+
+
+def test_the_directories_of_dead_processes_are_swept(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    scratch = tmp_path / "scratch"
+    config = RunnerConfig(scratch_root=str(scratch))
+    mine = make_workdir(config, "mine")
+    assert (mine / OWNER_FILE).read_text().split() == [socket.gethostname(), str(os.getpid())]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)  # exited: a worker SIGKILLed mid-run
+
+    def directory(name, owner, failed=False):
+        path = scratch / name
+        (path / "out").mkdir(parents=True)
+        if owner is not None:
+            (path / OWNER_FILE).write_text(owner)
+        if failed:
+            (path / FAILED_MARKER).write_text("1\n")
+        return path
+
+    orphan = directory("pw-orphan", f"{socket.gethostname()} {dead_pid}\n")
+    kept_failure = directory("pw-failed", f"{socket.gethostname()} {dead_pid}\n", failed=True)
+    elsewhere = directory("pw-other-host", f"not-{socket.gethostname()} {dead_pid}\n")
+    no_owner = directory("pw-older", None)
+    garbled = directory("pw-garbled", "?\n")
+    # the next run directory sweeps the orphan only
+    fresh = make_workdir(config, "next")
+    assert not orphan.exists()
+    assert all(p.is_dir() for p in (mine, fresh, kept_failure, elsewhere, no_owner, garbled))
+    assert sweep_orphaned_runs(scratch) == []

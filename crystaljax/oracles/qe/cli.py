@@ -112,6 +112,9 @@ def run_dft(args: argparse.Namespace) -> int:
               f"time: {seconds:.1f} s")
         if result.extra.get("magnetization") is not None:
             print(f"magnetization: {result.extra['magnetization']:.2f} Bohr mag/cell")
+        if result.extra.get("cutoffs_ry"):
+            wfc, rho = result.extra["cutoffs_ry"]
+            print(f"cutoffs: ecutwfc {wfc:g} Ry, ecutrho {rho:g} Ry")
         if result.reason:
             print(f"reason: {result.reason}")
         if "scratch" in result.extra:

@@ -182,6 +182,17 @@ def _namelist(name: str, values: dict) -> str:
     return f"&{name}\n{body}/\n"
 
 
+def plane_wave_cutoffs(structure: Structure, settings: PwSettings, family: PseudoFamily
+                       ) -> tuple[float, float]:
+    """(ecutwfc, ecutrho) in Ry of ``structure``'s pw.x runs: the settings' where given,
+    else the family's maximum over the crystal's elements (``ecutrho`` at least 4
+    ``ecutwfc``). Raises :class:`MissingPseudopotential` for an element the family lacks."""
+    fam_wfc, fam_rho = family.cutoffs({site.specie.symbol for site in structure})
+    ecutwfc = settings.ecutwfc if settings.ecutwfc is not None else fam_wfc
+    ecutrho = settings.ecutrho if settings.ecutrho is not None else max(fam_rho, 4.0 * ecutwfc)
+    return float(ecutwfc), float(ecutrho)
+
+
 def write_pw_input(
     structure: Structure,
     settings: PwSettings,
@@ -208,9 +219,7 @@ def write_pw_input(
     """
     elements = sorted({site.specie.symbol for site in structure})
     specs = {e: family.spec(e) for e in elements}
-    fam_wfc, fam_rho = family.cutoffs(elements)
-    ecutwfc = settings.ecutwfc if settings.ecutwfc is not None else fam_wfc
-    ecutrho = settings.ecutrho if settings.ecutrho is not None else max(fam_rho, 4.0 * ecutwfc)
+    ecutwfc, ecutrho = plane_wave_cutoffs(structure, settings, family)
     n_el = valence_electrons(structure, family)
     spin = spin_polarized(structure, settings)
     if spin and settings.occupations == "fixed":

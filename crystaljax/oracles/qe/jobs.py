@@ -12,7 +12,7 @@ from pymatgen.core import Structure
 
 from crystaljax.oracles.base import OracleResult, Status
 from crystaljax.oracles.qe.family import FamilySource, PseudoFamily
-from crystaljax.oracles.qe.inputs import PwSettings
+from crystaljax.oracles.qe.inputs import PwSettings, plane_wave_cutoffs
 from crystaljax.oracles.qe.recipe_options import RecipeOptions
 from crystaljax.oracles.qe.recipes import get_recipe
 from crystaljax.oracles.qe.runner import RunnerConfig
@@ -63,12 +63,18 @@ class QEJob:
 
 
 def run_job(job: QEJob) -> OracleResult:
-    """Compute one property in a worker. Never raises: errors become ORACLE_ERROR."""
+    """Compute one property in a worker. Never raises: errors become ORACLE_ERROR. The
+    result's ``extra["cutoffs_ry"]`` is [ecutwfc, ecutrho] of its runs (the preset's
+    cutoffs differ per property)."""
     start = time.monotonic()
     try:
         structure = Structure.from_dict(job.structure)
-        return get_recipe(job.property_name)(
-            structure, job.family.load(), job.settings, job.runner, job.recipe)
+        family = job.family.load()
+        result = get_recipe(job.property_name)(
+            structure, family, job.settings, job.runner, job.recipe)
+        result.extra.setdefault(
+            "cutoffs_ry", list(plane_wave_cutoffs(structure, job.settings, family)))
+        return result
     except Exception as exc:
         return OracleResult(
             float("nan"), Status.ORACLE_ERROR, f"{type(exc).__name__}: {exc}",

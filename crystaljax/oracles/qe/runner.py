@@ -5,7 +5,9 @@ when the caller reports success (:meth:`PwRun.cleanup`) and kept otherwise
 (:meth:`PwRun.keep_failed`), so the input and output of a failed run can be
 inspected; its path travels in the result. Only the last ``keep_failed_runs``
 failed directories of a scratch root are kept, the oldest removed first. The time
-limit kills the whole process group (mpirun and every rank).
+limit kills the whole process group (mpirun and every rank). A directory whose
+process died before cleaning up (a SIGKILLed pool worker) is removed when the next
+run directory of that scratch root is made (:func:`sweep_orphaned_runs`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +27,8 @@ from crystaljax.config import check, option
 
 #: file that marks a kept failed run directory (its mtime orders the pruning)
 FAILED_MARKER = "FAILED"
+#: file that names the process that made a run directory (``<host> <pid>``)
+OWNER_FILE = "OWNER"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,10 +143,45 @@ def run_environment(config: RunnerConfig) -> dict[str, str]:
 
 
 def make_workdir(config: RunnerConfig, label: str = "pw") -> Path:
-    """Create a fresh run directory under the scratch root."""
+    """Create a fresh run directory under the scratch root, owned by this process
+    (:data:`OWNER_FILE`), after removing the orphaned ones (:func:`sweep_orphaned_runs`)."""
     root = Path(config.scratch_root or Path(tempfile.gettempdir()) / "crystaljax-qe")
     root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{label}-", dir=root))
+    sweep_orphaned_runs(root)
+    workdir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=root))
+    (workdir / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    return workdir
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def sweep_orphaned_runs(root: str | Path) -> list[Path]:
+    """Remove the run directories under ``root`` whose owner (:data:`OWNER_FILE`) ran on
+    this host and no longer exists: a worker killed before it could clean up. Kept failed
+    runs (:data:`FAILED_MARKER`), directories of other hosts (a shared scratch root) or of
+    live processes, and directories without an owner are left alone. Returns the removed
+    directories."""
+    host, removed = socket.gethostname(), []
+    for owner in Path(root).glob(f"*/{OWNER_FILE}"):
+        directory = owner.parent
+        try:
+            fields = owner.read_text().split()
+        except (FileNotFoundError, NotADirectoryError):  # removed by another worker meanwhile
+            continue
+        if (len(fields) != 2 or fields[0] != host or not fields[1].isdigit()
+                or (directory / FAILED_MARKER).exists() or _process_exists(int(fields[1]))):
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory)
+    return removed
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
