@@ -16,7 +16,9 @@ Usage::
 ``--rule property --probe equilibrium`` (each element's fcc E(V) minimum; the ``default``
 preset's cutoffs) ``benchmarks/cutoff_convergence_pslibrary_equilibrium.json``.
 ``--rule property --add-energy-cell`` adds the bulk-modulus rule's third cell to the rows of
-such a file recorded without it.
+such a file recorded without it. ``--rule property --probe oxide`` scans the rock-salt oxides of
+the 3d metals (``benchmarks/cutoff_convergence_pslibrary_oxides.json``; not yet part of a
+preset).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crystaljax.benchmarks import cutoffs  # noqa: E402
-from crystaljax.benchmarks.cutoff_properties import PROBES  # noqa: E402
+from crystaljax.benchmarks.cutoff_properties import OXIDE_PROBE_ELEMENTS, PROBES  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -54,10 +56,12 @@ def main(argv=None) -> None:
                              "pressure, its volume derivative, E(V) and the bands at three cells "
                              "(crystaljax.benchmarks.cutoff_properties)")
     parser.add_argument("--probe", choices=PROBES, default=None,
-                        help="property rule's fcc cell: equilibrium (its own E(V) minimum; "
-                             "the default preset's cutoffs) or contact (nn = max(2 r_atomic, "
-                             "2.2 A); the 2026-12-03 scan). Default: equilibrium with the "
-                             "property rule")
+                        help="property rule's cell: equilibrium (the fcc cell at its own "
+                             "E(V) minimum; the default preset's cutoffs), contact (nn = "
+                             "max(2 r_atomic, 2.2 A); the 2026-12-03 scan) or oxide (the "
+                             "rock-salt oxide at its E(V) minimum; by default the 3d metals, "
+                             "into ..._oxides.json). Default: equilibrium with the property "
+                             "rule")
     parser.add_argument("--redo", action="store_true",
                         help="rescan the listed elements even if the JSON file has them")
     parser.add_argument("--add-energy-cell", action="store_true",
@@ -85,8 +89,10 @@ def main(argv=None) -> None:
     elif args.probe != "contact" and args.rule != "property":
         parser.error(f"--probe {args.probe} needs --rule property (the energy rule's cell is "
                      "the contact cell)")
-    suffix = "" if args.rule != "property" else (
-        "_equilibrium" if args.probe == "equilibrium" else "_properties")
+    suffix = "" if args.rule != "property" else {
+        "equilibrium": "_equilibrium", "oxide": "_oxides"}.get(args.probe, "_properties")
+    if args.probe == "oxide" and args.elements == cutoffs.LARGE_VOCABULARY:
+        args.elements = list(OXIDE_PROBE_ELEMENTS)
     out = args.out or ("benchmarks/cutoff_convergence.json" if args.family == "gth" else
                        f"benchmarks/cutoff_convergence_pslibrary{suffix}.json")
     cutoffs.converge(out, args.elements, args.ladder, args.family_dir, args.tol_mev,

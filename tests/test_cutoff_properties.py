@@ -307,3 +307,46 @@ def test_the_equilibrium_probe_needs_the_property_rule(tmp_path):
 
     with pytest.raises(ValueError, match="property"):
         converge(str(tmp_path / "out.json"), ["Al"], rule="energy", probe="equilibrium")
+
+
+def test_the_oxide_probe_cell_and_per_atom_energies():
+    from pymatgen.core import Element
+
+    cell = props.oxide_cell("Mn")
+    assert [s.specie.symbol for s in cell] == ["Mn", "O"]
+    nn = float(Element("Mn").atomic_radius + Element("O").atomic_radius)
+    assert cell.get_distance(0, 1) == pytest.approx(nn)
+    assert props.probe_start("Mn", "oxide") == cell
+    assert len(props.probe_start("Mn", "equilibrium")) == 1
+    assert set(props.OXIDE_PROBE_ELEMENTS) == {"Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu",
+                                               "Zn"}
+    # a two-atom row: volumes per cell, energies per atom -> the same curve per atom
+    one = _energy_row(40, 20.1, 80.0)
+    two = {**one, "atoms": 2, **{f"volume_{t}": 2 * one[f"volume_{t}"] for t in ("v0", "v1",
+                                                                             "v2")}}
+    assert props.energy_curve(two) == pytest.approx(props.energy_curve(one))
+    shifted = {**two, "energy_v1": two["energy_v1"] + 1e-3}
+    assert props.energy_deviations(shifted, two)["energy_volume"] == pytest.approx(
+        props.energy_deviations({**one, "energy_v1": one["energy_v1"] + 1e-3}, one)[
+            "energy_volume"])
+
+
+@pytest.mark.skipif(shutil.which("pw.x") is None, reason="needs pw.x (make setup)")
+def test_the_oxide_probe_scans_the_rock_salt_oxide_at_its_minimum(tmp_path, monkeypatch):
+    """Real pw.x: the ``oxide`` probe finds rock-salt MgO's E(V) minimum (PBE a = 4.25 Å;
+    here at 30 Ry, where Mg's semicore shell is not converged) and scans the two-atom cell."""
+    from crystaljax.benchmarks.cutoffs import family_inputs
+    from crystaljax.oracles.qe.runner import RunnerConfig
+
+    monkeypatch.setattr(props, "EQUILIBRIUM_ECUT", 30.0)
+    result = props.scan_element_properties(
+        "Mg", (25, 30), tmp_path / "pseudos", RunnerConfig(time_limit=120.0),
+        family_inputs("pslibrary"), dual=8.0, probe="oxide")
+    assert result["probe"] == "oxide" and "probe_error" not in result, result
+    assert 3.9 < result["fcc_a"] < 4.6 and result["probe_search"]["b0_gpa"] > 50.0
+    rows = result["rows"]
+    assert [r["ecutwfc"] for r in rows] == [25, 30]
+    assert all(r["status"] == "OK" and r["atoms"] == 2 and r["energy_v2"] is not None
+               for r in rows)
+    assert (tmp_path / "pseudos").is_dir() and any(
+        p.name.startswith("O.") for p in (tmp_path / "pseudos").iterdir())

@@ -85,21 +85,44 @@ BAND_WINDOW_EV = (-10.0, 5.0)
 #: ``probe = "equilibrium"``: wavefunction cutoff (Ry) of the E(V) minimum search, above
 #: every property-rule choice of the contact probe but one (Mn, Be, Na, Cl, Zn: 100)
 EQUILIBRIUM_ECUT = 120.0
-#: probe cells of :func:`scan_element_properties`
-PROBES = ("contact", "equilibrium")
+#: probe cells of :func:`scan_element_properties`: ``oxide`` is the rock-salt oxide MO at
+#: its E(V) minimum (:func:`oxide_cell`), the element's bonds to oxygen (SSSP verifies on
+#: oxides too: a 3d metal's bonds to O are much shorter than its own)
+PROBES = ("contact", "equilibrium", "oxide")
+#: the elements the ``oxide`` probe is meant for (``scripts/converge_cutoffs.py --probe
+#: oxide`` scans these by default): the 3d metals, whose oxides' bulk moduli came out 4-5 %
+#: low at their elemental cutoffs (MnO, NiO; docs/PSEUDOPOTENTIALS.md)
+OXIDE_PROBE_ELEMENTS = ("Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn")
 
 
-def equilibrium_cell(element: str, family, runner, dual: float):
-    """The one-atom fcc cell of ``element`` at its E(V) minimum (the ``relax: volume``
-    search from :func:`~crystaljax.benchmarks.cutoffs.fcc_cell`, lattice factors 0.6-1.5,
-    at :data:`EQUILIBRIUM_ECUT`, the scan's k-grid and smearing, spin off) and the search's
+def oxide_cell(element: str):
+    """The rock-salt oxide of ``element`` (primitive fcc, 2 atoms), nearest-neighbour
+    distance the sum of the atomic radii (the start of its E(V) minimum search)."""
+    from pymatgen.core import Element, Structure
+
+    from crystaljax.benchmarks.dft import fcc_lattice
+
+    nn = (Element(element).atomic_radius or 1.5) + (Element("O").atomic_radius or 0.6)
+    return Structure(fcc_lattice(2.0 * float(nn)), [element, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def probe_start(element: str, probe: str):
+    """The cell a ``probe`` of ``element`` starts from (before any E(V) search)."""
+    return oxide_cell(element) if probe == "oxide" else fcc_cell(element)
+
+
+def equilibrium_cell(element: str, family, runner, dual: float, start=None):
+    """The one-atom fcc cell of ``element`` (or ``start``, e.g. :func:`oxide_cell`) at its
+    E(V) minimum (the ``relax: volume`` search from
+    :func:`~crystaljax.benchmarks.cutoffs.fcc_cell`, lattice factors 0.6-1.5, at
+    :data:`EQUILIBRIUM_ECUT`, the scan's k-grid and smearing, spin off) and the search's
     details (``lattice_factor``, ``b0_gpa``); ``(None, details with reason)`` when it finds
     no minimum."""
     from crystaljax.oracles.qe.inputs import PwSettings
     from crystaljax.oracles.qe.recipe_options import RecipeOptions
     from crystaljax.oracles.qe.recipes import bulk_modulus
 
-    start = fcc_cell(element)
+    start = fcc_cell(element) if start is None else start
     settings = PwSettings(ecutwfc=EQUILIBRIUM_ECUT, ecutrho=dual * EQUILIBRIUM_ECUT,
                           kgrid=(6, 6, 6), conv_thr_per_atom=1e-9, spin="off")
     options = RecipeOptions(relax="volume", relax_range=(0.6, 1.5), relax_max_runs=14,
@@ -116,9 +139,11 @@ def equilibrium_cell(element: str, family, runner, dual: float):
 def property_row(ecut: float, cells, settings, family, runner, element: str) -> dict:
     """One ladder row: energy, pressure and seconds at V0, V1 (and V2 where ``cells`` has a
     third cell), band energies relative to the Fermi level at V0 (shape (n_k, n_bands), eV,
-    rounded to 0.1 meV). A failed V0 or V1 run fails the row (``status``, ``reason``); a
-    failed V2 run only the energy criteria (:func:`_record_v2`)."""
-    row: dict = {"ecutwfc": ecut, "status": "OK", "reason": "", "seconds": 0.0}
+    rows, rounded to 0.1 meV). A failed V0 or V1 run fails the row (``status``, ``reason``); a
+    failed V2 run only the energy criteria (:func:`_record_v2`). Volumes are the cells'
+    (``atoms`` per cell), energies per atom."""
+    row: dict = {"ecutwfc": ecut, "status": "OK", "reason": "", "seconds": 0.0,
+                 "atoms": len(cells[0])}
     for tag, cell in zip(("v0", "v1", "v2"), cells):
         status, reason, parsed, seconds = run_cell(cell, settings, family, runner,
                                                    f"conv-prop-{element}-{ecut}-{tag}")
@@ -176,11 +201,13 @@ def property_deviations(row: dict, ref: dict) -> dict[str, float]:
 
 
 def energy_curve(row: dict) -> tuple[float, float]:
-    """(volume of the minimum in Å^3, ``V0 d2E/dV2`` in GPa) of the parabola E(V) through a
-    row's three cells (``energy_v1``, ``energy_v0``, ``energy_v2``; eV and Å^3 per atom)."""
-    volumes = [row["volume_v1"], row["volume_v0"], row["volume_v2"]]
+    """(volume of the minimum in Å^3 per atom, ``V0 d2E/dV2`` in GPa) of the parabola E(V)
+    through a row's three cells (``energy_v1``, ``energy_v0``, ``energy_v2``: eV per atom;
+    the cells' volumes divided by their ``atoms``, 1 where a row does not say)."""
+    atoms = row.get("atoms", 1)
+    volumes = [row[f"volume_{tag}"] / atoms for tag in ("v1", "v0", "v2")]
     a, b, _ = np.polyfit(volumes, [row["energy_v1"], row["energy_v0"], row["energy_v2"]], 2)
-    return float(-b / (2.0 * a)), float(2.0 * a * row["volume_v0"] * EV_PER_A3_GPA)
+    return float(-b / (2.0 * a)), float(2.0 * a * volumes[1] * EV_PER_A3_GPA)
 
 
 def energy_deviations(row: dict, ref: dict) -> dict[str, float]:
@@ -194,7 +221,7 @@ def energy_deviations(row: dict, ref: dict) -> dict[str, float]:
     (v_min, b), (v_ref, b_ref) = energy_curve(row), energy_curve(ref)
     if b <= 0 or b_ref <= 0:
         return nothing
-    return {"energy_volume": abs(v_min - v_ref) / ref["volume_v0"],
+    return {"energy_volume": abs(v_min - v_ref) * ref.get("atoms", 1) / ref["volume_v0"],
             "energy_bulk_modulus": abs(b - b_ref) / max(b_ref, BULK_MODULUS_FLOOR_GPA)}
 
 
@@ -226,18 +253,20 @@ def scan_element_properties(element: str, ladder, family_dir: Path, runner,
     and for each of :data:`PROPERTY_RULES` (or the ladder ends): rows of
     :func:`property_row` on the cells V0, V1, V2; the family's pseudopotential for
     ``element``. ``probe``:
-    one of :data:`PROBES` (module docstring); an ``equilibrium`` probe without an E(V)
-    minimum gives no rows and ``probe_error``."""
+    one of :data:`PROBES` (module docstring); an ``equilibrium`` or ``oxide`` probe
+    without an E(V) minimum gives no rows and ``probe_error``. The ``oxide`` probe's
+    cutoff holds for the oxide as a whole (O's own cutoff included)."""
     from crystaljax.oracles.qe.presets import pseudo_variant
 
     if probe not in PROBES:
         raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
-    family = element_family(element, ladder, family_dir, generated, dual)
+    partners = ("O",) if probe == "oxide" else ()
+    family = element_family(element, ladder, family_dir, generated, dual, partners)
     head = {"element": element, "variant": pseudo_variant(element, generated),
             "z_valence": family.spec(element).z_valence, "probe": probe}
-    v0 = fcc_cell(element)
-    if probe == "equilibrium":
-        v0, head["probe_search"] = equilibrium_cell(element, family, runner, dual)
+    v0 = probe_start(element, probe)
+    if probe != "contact":
+        v0, head["probe_search"] = equilibrium_cell(element, family, runner, dual, v0)
         if v0 is None:
             return {**head, "probe_error": head["probe_search"]["reason"], "rows": []}
     rows: list[dict] = []
@@ -257,11 +286,17 @@ def every_rule_met(rows: list[dict], tolerances: dict[str, float] = PROPERTY_TOL
                for rule in (tolerances, *PROPERTY_RULES.values()))
 
 
-def _recorded_probe(element: str, volume: float):
-    """The fcc probe cell of ``element`` at a recorded ``volume`` (Å^3)."""
-    cell = fcc_cell(element)
+def _recorded_probe(record: dict, volume: float):
+    """The probe cell of a recorded scan (its element and ``probe``) at ``volume`` (Å^3)."""
+    cell = probe_start(record["element"], record.get("probe", "contact"))
     cell.scale_lattice(volume)
     return cell
+
+
+def _record_family(record: dict, ladder, family_dir: Path, generated: dict[str, str],
+                   dual: float):
+    partners = ("O",) if record.get("probe") == "oxide" else ()
+    return element_family(record["element"], ladder, family_dir, generated, dual, partners)
 
 
 def scan_settings(ecut: float, dual: float):
@@ -296,8 +331,8 @@ def extend_scan(record: dict, ladder, family_dir: Path, runner, generated: dict[
     if not higher or rows[-1]["status"] != "OK" or every_rule_met(rows, tolerances):
         return 0
     element = record["element"]
-    family = element_family(element, ladder, family_dir, generated, dual)
-    cells = probe_cells(_recorded_probe(element, rows[0]["volume_v0"]))
+    family = _record_family(record, ladder, family_dir, generated, dual)
+    cells = probe_cells(_recorded_probe(record, rows[0]["volume_v0"]))
     added = 0
     for ecut in higher:
         rows.append(property_row(ecut, cells, scan_settings(ecut, dual), family, runner,
@@ -320,9 +355,9 @@ def add_energy_cell(record: dict, family_dir: Path, runner, generated: dict[str,
         return 0
     element = record["element"]
     ladder = [r["ecutwfc"] for r in record["rows"]]
-    family = element_family(element, ladder, family_dir, generated, dual)
+    family = _record_family(record, ladder, family_dir, generated, dual)
     for row in rows:
-        v2 = probe_cells(_recorded_probe(element, row["volume_v0"]))[2]
+        v2 = probe_cells(_recorded_probe(record, row["volume_v0"]))[2]
         status, reason, parsed, seconds = run_cell(
             v2, scan_settings(row["ecutwfc"], dual), family, runner,
             f"conv-prop-{element}-{row['ecutwfc']}-v2")
@@ -343,8 +378,8 @@ def recommend_property_cutoff(rows: list[dict],
 
 
 __all__ = ["BAND_WINDOW_EV", "BULK_MODULUS_FLOOR_GPA", "ENERGY_STRAIN", "EQUILIBRIUM_ECUT",
-           "PROBES", "PROPERTY_RULES", "PROPERTY_STRAIN", "PROPERTY_TOLERANCES",
-           "add_energy_cell", "choose_property_cutoff", "energy_curve", "energy_deviations",
-           "equilibrium_cell", "every_rule_met", "extend_scan", "probe_cells",
-           "property_deviations", "property_row", "recommend_property_cutoff",
-           "scan_element_properties", "scan_settings"]
+           "OXIDE_PROBE_ELEMENTS", "PROBES", "PROPERTY_RULES", "PROPERTY_STRAIN",
+           "PROPERTY_TOLERANCES", "add_energy_cell", "choose_property_cutoff", "energy_curve",
+           "energy_deviations", "equilibrium_cell", "every_rule_met", "extend_scan",
+           "oxide_cell", "probe_cells", "probe_start", "property_deviations", "property_row",
+           "recommend_property_cutoff", "scan_element_properties", "scan_settings"]

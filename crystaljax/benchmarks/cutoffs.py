@@ -46,13 +46,16 @@ def fcc_cell(element: str):
     return Structure(fcc_lattice(max(2.0 * float(radius), 2.2) * 2**0.5), [element], [[0, 0, 0]])
 
 
-def element_family(element: str, ladder, family_dir: Path, generated: dict[str, str], dual: float):
+def element_family(element: str, ladder, family_dir: Path, generated: dict[str, str], dual: float,
+                   partners: Sequence[str] = ()):
     """The pseudopotential family holding ``element``'s set (ld1.x for the elements of
-    ``generated``, else its ``GTH_VARIANTS`` entry) at the ladder's top cutoff."""
+    ``generated``, else its ``GTH_VARIANTS`` entry), and those of ``partners`` (a compound
+    probe's other elements), at the ladder's top cutoff."""
     from crystaljax.oracles.qe.family import write_gth_family
     from crystaljax.oracles.qe.presets import GTH_VARIANTS
 
-    return write_gth_family(family_dir, {element: (max(ladder), dual * max(ladder))},
+    top = (max(ladder), dual * max(ladder))
+    return write_gth_family(family_dir, {e: top for e in (element, *partners)},
                             variants=GTH_VARIANTS, generated=generated)
 
 
@@ -187,6 +190,9 @@ def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
         if probe == "equilibrium":
             data["method"]["cell"] = (f"1-atom fcc primitive at its E(V) minimum at "
                                       f"{props.EQUILIBRIUM_ECUT:g} Ry")
+        elif probe == "oxide":
+            data["method"]["cell"] = (f"rock-salt oxide MO (2-atom primitive) at its E(V) "
+                                      f"minimum at {props.EQUILIBRIUM_ECUT:g} Ry")
         data["method"].update(rule="property", tolerances=props.PROPERTY_TOLERANCES,
                               strain=props.PROPERTY_STRAIN, energy_strain=props.ENERGY_STRAIN,
                               rules=props.PROPERTY_RULES, band_window_ev=props.BAND_WINDOW_EV,
