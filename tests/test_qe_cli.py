@@ -18,26 +18,23 @@ def _parse(argv):
 
 
 @requires_pw
-def test_json_output(tmp_path, capsys, isolated_cache_dir):
+def test_json_and_text_output(tmp_path, capsys, isolated_cache_dir):
     cif = tmp_path / "nacl.cif"
     rocksalt(5.69, "Na", "Cl").to(filename=str(cif))
-    args = _parse(["dft", str(cif), "--property", "band_gap", "--preset", "test", "--json"])
+    common = ["dft", str(cif), "--property", "band_gap", "--preset", "test",
+              "--cache", str(tmp_path / "cache.sqlite")]
+    args = _parse([*common, "--json"])
     assert args.func is run_dft
     assert run_dft(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"property", "value", "unit", "status", "seconds"} <= set(out)
     assert out["property"] == "band_gap" and out["unit"] == "eV" and out["status"] == "OK"
     assert out["value"] > 3.0 and out["seconds"] > 0
-
-
-@requires_pw
-def test_text_output_names_the_cutoffs_used(tmp_path, capsys, isolated_cache_dir):
-    cif = tmp_path / "nacl.cif"
-    rocksalt(5.69, "Na", "Cl").to(filename=str(cif))
-    assert run_dft(_parse(["dft", str(cif), "--property", "band_gap", "--preset", "test"])) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("band_gap: ") and "status: OK" in out
-    assert "cutoffs: ecutwfc 35 Ry, ecutrho 140 Ry" in out  # the preset's, per property
+    # the same crystal as text (from the cache): value, status and the cutoffs used
+    assert run_dft(_parse(common)) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"band_gap: {out['value']:.4f} eV") and "status: OK" in text
+    assert "cutoffs: ecutwfc 35 Ry, ecutrho 140 Ry" in text  # the preset's, per property
 
 
 def test_unreadable_file_is_one_line_and_exit_2(tmp_path, capsys):
