@@ -45,14 +45,18 @@ def uniform(ecutwfc: float) -> presets.Preset:
 
 def main(argv=None) -> None:
     from crystaljax.oracles.base import Status
+    from crystaljax.oracles.qe.inputs import plane_wave_cutoffs
     from crystaljax.oracles.qe.oracle import QEOracle
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("cation")
     parser.add_argument("anion")
     parser.add_argument("a", type=float, help="rock-salt lattice constant (Å)")
-    parser.add_argument("--ecut", type=float, nargs="+", default=[100.0],
-                        help="uniform ecutwfc values (Ry) to compare with the preset's")
+    parser.add_argument("--ecut", type=float, nargs="*", default=[100.0],
+                        help="uniform ecutwfc values (Ry) to compare with the preset's "
+                             "(none: the preset's row only, e.g. against recorded ones)")
+    parser.add_argument("--note", default="", help="what the preset's cutoffs are, recorded "
+                        "in each row as cutoff_table (uniform rows say 'uniform')")
     parser.add_argument("--properties", nargs="+", default=["bulk_modulus"],
                         choices=("band_gap", "bulk_modulus", "density"))
     parser.add_argument("--out", default="benchmarks/compound_cutoffs.json")
@@ -75,12 +79,15 @@ def main(argv=None) -> None:
                 start = time.time()
                 result = oracle.evaluate([structure])[0]
                 seconds = time.time() - start
-                ecut = oracle.family.cutoffs(s.specie.symbol for s in structure)[0]
+                ecut, ecutrho = plane_wave_cutoffs(structure, oracle.settings, oracle.family)
             row = {"crystal": f"{args.cation}{args.anion}", "a": args.a, "property": prop,
-                   "preset": preset.name, "ecutwfc": ecut, "value": result.value,
+                   "preset": preset.name, "ecutwfc": ecut, "ecutrho": ecutrho,
+                   "value": result.value,
                    "status": Status(result.status).name, "reason": result.reason,
                    "seconds": round(seconds, 1),
-                   "magnetization": result.extra.get("magnetization")}
+                   "magnetization": result.extra.get("magnetization"),
+                   "date": time.strftime("%Y-%m-%d"),
+                   "cutoff_table": "uniform" if preset.name != "default" else args.note}
             print(json.dumps(row), flush=True)
             rows.append(row)
             path.write_text(json.dumps(rows, indent=1) + "\n")

@@ -75,3 +75,27 @@ def test_settings_added_later_keep_older_cache_keys():
     assert default == {k: v for k, v in dataclasses.asdict(PwSettings()).items()
                        if k not in SETTINGS_ADDED_LATER}
     assert settings_key(PwSettings(full_accuracy_empty_bands=True))["full_accuracy_empty_bands"]
+
+
+def test_stress_is_computed_where_it_is_read(family):
+    """An scf computes stress and forces unless told not to (the band-gap and bulk-modulus
+    recipes' runs); a vc-relax always does, whatever the setting."""
+    from crystaljax.oracles.qe.attempts import _smeared
+    from crystaljax.oracles.qe.recipe_options import RecipeOptions
+
+    mgo = rocksalt(4.25, "Mg", "O")
+    assert "tstress = .true." in write_pw_input(mgo, PwSettings(), family)
+    scf = write_pw_input(mgo, PwSettings(stress=False), family)
+    assert "tstress = .false." in scf and "tprnfor = .false." in scf
+    recipe_scf = _smeared(PwSettings(), RecipeOptions())
+    assert not recipe_scf.stress
+    relax = write_pw_input(mgo, recipe_scf.replace(calculation="vc-relax"), family)
+    assert "tstress = .true." in relax and "tprnfor = .true." in relax
+
+
+def test_stress_is_the_recipes_to_set():
+    from crystaljax.config import ConfigError
+    from crystaljax.oracles.qe.options import check_settings
+
+    with pytest.raises(ConfigError, match="stress"):
+        check_settings({"stress": False})

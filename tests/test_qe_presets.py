@@ -17,6 +17,7 @@ from crystaljax.oracles.qe.presets import (
     GTH_ECUTWFC,
     LD1_INPUTS,
     PAW_DUAL,
+    PAW_DUAL_BY_PROPERTY,
     PAW_ECUTWFC,
     PAW_ECUTWFC_BY_PROPERTY,
     PAW_ECUTWFC_ENERGY,
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GTH_DATA = ROOT / "benchmarks" / "cutoff_convergence.json"
 PAW_DATA = ROOT / "benchmarks" / "cutoff_convergence_pslibrary.json"
 PAW_PROPERTY_DATA = ROOT / "benchmarks" / "cutoff_convergence_pslibrary_equilibrium.json"
+PAW_DUAL_DATA = ROOT / "benchmarks" / "cutoff_duals_pslibrary.json"
 
 
 def test_every_preset_covers_the_large_vocabulary():
@@ -68,8 +70,9 @@ def test_default_cutoffs_follow_the_recorded_property_convergence_data():
         assert entry["probe"] == "equilibrium" and entry["rows"], element  # at its minimum
         cutoff, _rule = props.recommend_property_cutoff(entry["rows"])
         assert PAW_ECUTWFC[element] == cutoff, element
+    duals = PAW_DUAL_BY_PROPERTY["density"]
     for element, cutoff in PAW_ECUTWFC.items():
-        assert get_preset("default").cutoffs[element] == (cutoff, PAW_DUAL * cutoff)
+        assert get_preset("default").cutoffs[element] == (cutoff, duals[element] * cutoff)
 
 
 def test_per_property_cutoffs_follow_the_recorded_data_by_their_own_rule():
@@ -83,11 +86,37 @@ def test_per_property_cutoffs_follow_the_recorded_data_by_their_own_rule():
             cutoff, rule = props.recommend_property_cutoff(entry["rows"],
                                                            props.PROPERTY_RULES[prop])
             assert (table[element], rule) == (cutoff, "property"), (prop, element)
-            assert default.cutoffs_for(prop)[element] == (cutoff, PAW_DUAL * cutoff)
+            assert default.cutoffs_for(prop)[element] == (
+                cutoff, PAW_DUAL_BY_PROPERTY[prop][element] * cutoff)
     # a property without a table of its own (the density: its vc-relax reads the stress)
     # takes the full rule's cutoffs
     assert default.cutoffs_for("density") == default.cutoffs
     assert get_preset("gth").cutoffs_for("band_gap") == get_preset("gth").cutoffs
+
+
+def test_default_duals_follow_the_recorded_dual_scans():
+    """Each element's ecutrho / ecutwfc per property is the dual scan's choice, measured at
+    the preset's ecutwfc of that property against the property-rule scans' references."""
+    from crystaljax.benchmarks import cutoff_duals
+
+    data = json.loads(PAW_DUAL_DATA.read_text())
+    assert data["method"]["scans"] == "benchmarks/cutoff_convergence_pslibrary_equilibrium.json"
+    assert data["method"]["scan_dual"] == PAW_DUAL
+    assert set(data["elements"]) == set(LARGE)
+    tables = {"density": PAW_ECUTWFC, **PAW_ECUTWFC_BY_PROPERTY}
+    assert cutoff_duals.dual_tables([str(PAW_DUAL_DATA)]) == PAW_DUAL_BY_PROPERTY
+    for element, result in data["elements"].items():
+        assert set(result["choices"]) == set(tables)
+        for prop, choice in result["choices"].items():
+            assert choice["ecutwfc"] == tables[prop][element], (prop, element)
+            rule = cutoff_duals.rule_of(prop)
+            assert all(choice["deviations"][k] <= rule[k] for k in rule), (prop, element)
+            if choice["dual"] < PAW_DUAL:  # measured: a row at that dual, every dual above
+                duals = sorted({r["dual"] for r in result["rows"]
+                                if r["ecutwfc"] == choice["ecutwfc"]}, reverse=True)
+                assert duals[:duals.index(choice["dual"]) + 1] == [
+                    d for d in cutoff_duals.DUAL_LADDER if d >= choice["dual"]]
+    assert all(4.0 <= d <= PAW_DUAL for t in PAW_DUAL_BY_PROPERTY.values() for d in t.values())
 
 
 def test_a_per_property_table_must_cover_the_presets_elements():
@@ -185,3 +214,7 @@ def test_the_cutoff_table_script_prints_the_presets_tables():
               for line in text.splitlines() if " = {" in line}
     assert tables["PAW_ECUTWFC"] == PAW_ECUTWFC
     assert tables["PAW_ECUTWFC_BY_PROPERTY"] == PAW_ECUTWFC_BY_PROPERTY
+    from crystaljax.benchmarks import cutoff_duals
+
+    text = cutoff_duals.summary([str(PAW_DUAL_DATA)])
+    assert json.loads(text.splitlines()[-1].split(" = ", 1)[1]) == PAW_DUAL_BY_PROPERTY

@@ -120,12 +120,15 @@ def ratio_bound(first: str, second: str) -> str | None:
             (True, True): "none"}[timed_out]
 
 
-def _ecutwfc(preset: str, prop: str, structure) -> float:
-    """The wavefunction cutoff (Ry) ``preset`` uses for ``structure``'s ``prop``."""
+def _cutoffs(preset: str, prop: str, structure) -> tuple[float, float]:
+    """(ecutwfc, ecutrho) in Ry that ``preset`` uses for ``structure``'s ``prop`` (the
+    maximum over its elements; ``ecutrho`` at least 4 ``ecutwfc``)."""
     from crystaljax.oracles.qe.presets import get_preset
 
     cutoffs = get_preset(preset).cutoffs_for(prop)
-    return max(cutoffs[el.symbol][0] for el in structure.composition.elements)
+    elements = [el.symbol for el in structure.composition.elements]
+    ecutwfc = max(cutoffs[e][0] for e in elements)
+    return ecutwfc, max(4.0 * ecutwfc, *(cutoffs[e][1] for e in elements))
 
 
 def has_hard_anion(structure) -> bool:
@@ -187,9 +190,10 @@ def per_property(runner, only: Sequence[str] | None = None,
                "presets": {}}
         for spec, (preset, recipe) in columns.items():
             (result,), wall = evaluate(prop, [structure], runner, preset, recipe=recipe)
+            ecutwfc, ecutrho = _cutoffs(preset, prop, structure)
             row["presets"][spec] = {
                 "value": result.value, "status": result.status.name, "reason": result.reason,
-                "wall_s": round(wall, 1), "ecutwfc_ry": _ecutwfc(preset, prop, structure),
+                "wall_s": round(wall, 1), "ecutwfc_ry": ecutwfc, "ecutrho_ry": ecutrho,
             }
         first, second = (row["presets"][p] for p in presets[:2])
         row["ratio"] = round(second["wall_s"] / max(first["wall_s"], 1e-9), 2)

@@ -215,6 +215,7 @@ def _spin_details(structure: Structure, settings: PwSettings | None, parsed: PwO
 
 
 def _smeared(settings: PwSettings, options: RecipeOptions) -> PwSettings:
-    """``settings`` for an scf with the metal smearing."""
-    return settings.replace(calculation="scf", occupations="smearing",
+    """``settings`` for an scf with the metal smearing (no stress: the recipes read
+    energies and eigenvalues of an scf)."""
+    return settings.replace(calculation="scf", occupations="smearing", stress=False,
                             smearing=options.metal_smearing, degauss=options.metal_degauss)

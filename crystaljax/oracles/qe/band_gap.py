@@ -179,7 +179,7 @@ def _smeared_then_fixed(structure: Structure, family: PseudoFamily, settings: Pw
                      "fermi": smear.parsed.fermi, "smeared_gap": smeared_gap}
     if smeared_gap <= -METAL_OVERLAP_EV:
         return _result(0.0, log, {**from_smearing, "metal": True})
-    fixed = settings.replace(calculation="scf", occupations="fixed")
+    fixed = settings.replace(calculation="scf", occupations="fixed", stress=False)
     # An SCF that does not converge with fixed occupations (or a wrong charge) is the sign
     # of a metal: not restarted. When the fixed run gives no gap, for that or any other
     # reason (its time limit included), the smeared run's answer stands.

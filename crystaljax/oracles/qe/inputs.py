@@ -79,6 +79,9 @@ class PwSettings:
         computed band can be off by tenths of an eV (measured on fcc Se: 0.62 eV).
       spin: ``auto``: spin-polarised (``nspin = 2``, ferromagnetic start) when the crystal
         has an element of :data:`MAGNETIC_ELEMENTS`; ``off``: never (``nspin = 1``).
+      stress: compute the stress and the forces (pw.x ``tstress``, ``tprnfor``) of an
+        ``scf``; a relaxation always computes them. The band-gap and bulk-modulus recipes
+        turn it off: they read neither (a PAW stress is 5-10 % of an scf's time).
     """
 
     calculation: Calculation = "scf"
@@ -100,6 +103,7 @@ class PwSettings:
     kgrid: tuple[int, int, int] | None = option(None, ge=1)
     spin: Spin = "auto"
     full_accuracy_empty_bands: bool = False
+    stress: bool = True
 
     def __post_init__(self) -> None:
         check(self, "settings")
@@ -116,6 +120,7 @@ RECIPE_OWNED_SETTINGS = {
     "smearing": "use recipe.metal_smearing",
     "degauss": "use recipe.metal_degauss or recipe.density_degauss",
     "nstep": "use recipe.nstep",
+    "stress": "set by the property's recipe (computed where it is read: the vc-relax)",
 }
 
 
@@ -227,13 +232,14 @@ def write_pw_input(
                          "(fixed ones need the total magnetisation); use spin: off or smearing")
     magnetic = starting_magnetization(structure, family) if spin else {}
     moment = starting_moment(structure, family) if spin else 0.0
+    stress = settings.stress or settings.calculation != "scf"
     control = {
         "calculation": settings.calculation,
         "prefix": prefix,
         "outdir": outdir,
         "pseudo_dir": str(family.directory),
-        "tprnfor": True,
-        "tstress": True,
+        "tprnfor": stress,
+        "tstress": stress,
         "verbosity": "high",
         "disk_io": "low",
     }

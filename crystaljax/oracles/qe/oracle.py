@@ -54,7 +54,7 @@ RECIPE_VERSIONS = {"band_gap": 2}
 
 #: PwSettings fields added after results were cached: left out of the cache key at their
 #: default, so the keys of earlier results (and of runs that continue) do not change
-SETTINGS_ADDED_LATER = {"full_accuracy_empty_bands": False}
+SETTINGS_ADDED_LATER = {"full_accuracy_empty_bands": False, "stress": True}
 
 
 #: RecipeOptions fields left out of the cache key: they change how pw.x gets to the

@@ -162,6 +162,25 @@ PAW_ECUTWFC_BY_PROPERTY: dict[str, dict[str, float]] = {
 }
 
 
+#: ``ecutrho`` / ``ecutwfc`` (the dual) per property and element of the ``default`` preset:
+#: the lowest of 8 (``PAW_DUAL``, the scans'), 6, 5, 4 at which the element's probe cells at
+#: that property's ``ecutwfc`` (:data:`PAW_ECUTWFC` for the density,
+#: :data:`PAW_ECUTWFC_BY_PROPERTY` for the others) still meet the property's rule against
+#: the scan's reference, with every dual above it (``scripts/converge_duals.py`` wrote
+#: benchmarks/cutoff_duals_pslibrary.json, ``scripts/cutoff_table.py`` chose these;
+#: :mod:`crystaljax.benchmarks.cutoff_duals`, docs/PSEUDOPOTENTIALS.md). 4 for every element
+#: but those listed. A crystal's ``ecutrho`` is the maximum over its elements (at least 4
+#: ``ecutwfc``): MnSn's bulk modulus at 80 / 320 Ry instead of 80 / 640.
+PAW_DUAL_BY_PROPERTY: dict[str, dict[str, float]] = {
+    prop: {**dict.fromkeys(PAW_ECUTWFC, 4.0), **{e: float(d) for e, d in higher.items()}}
+    for prop, higher in {
+        "density": {"Li": 5, "Be": 5, "Cl": 8, "Br": 5, "Cr": 5},
+        "band_gap": {"Ni": 5, "Mn": 6, "Sn": 5, "Cr": 6, "Bi": 6},
+        "bulk_modulus": {"Li": 5, "Be": 8, "C": 6, "Cl": 6, "Br": 6, "Ti": 5},
+    }.items()
+}
+
+
 #: ``fast`` preset: the energy-rule cutoffs (:data:`PAW_ECUTWFC_ENERGY`) capped at this value
 #: (Ry), with ``ecutrho`` = :data:`FAST_DUAL` x ``ecutwfc``. Screening quality for demos
 #: and quick runs: elements whose measured cutoff is higher are under-converged (by up to
@@ -225,23 +244,25 @@ class Preset:
         return self.property_cutoffs.get(property_name, self.cutoffs)
 
 
-def _cutoffs(ecutwfc: Mapping[str, float], dual: float, cap: float | None = None
-             ) -> dict[str, tuple[float, float]]:
-    """element -> (ecutwfc, dual x ecutwfc), the wavefunction cutoff capped at ``cap``."""
+def _cutoffs(ecutwfc: Mapping[str, float], dual: float | Mapping[str, float],
+             cap: float | None = None) -> dict[str, tuple[float, float]]:
+    """element -> (ecutwfc, dual x ecutwfc), the wavefunction cutoff capped at ``cap``;
+    ``dual``: one ratio, or element -> ratio."""
     capped = {e: float(c if cap is None else min(c, cap)) for e, c in ecutwfc.items()}
-    return {e: (c, dual * c) for e, c in capped.items()}
+    ratio = dual if isinstance(dual, Mapping) else dict.fromkeys(capped, dual)
+    return {e: (c, float(ratio[e]) * c) for e, c in capped.items()}
 
 
 PRESETS: dict[str, Preset] = {
     "default": Preset(
         name="default",
-        cutoffs=_cutoffs(PAW_ECUTWFC, PAW_DUAL),
+        cutoffs=_cutoffs(PAW_ECUTWFC, PAW_DUAL_BY_PROPERTY["density"]),
         settings=PwSettings(kppa=1000.0, conv_thr_per_atom=1e-9),
         recipe=RecipeOptions(),
         time_limit=3600.0,
         generated=dict(PSLIBRARY_INPUTS),
         family="pslibrary-1.0.0-paw",
-        property_cutoffs={prop: _cutoffs(table, PAW_DUAL)
+        property_cutoffs={prop: _cutoffs(table, PAW_DUAL_BY_PROPERTY[prop])
                           for prop, table in PAW_ECUTWFC_BY_PROPERTY.items()},
     ),
     "gth": Preset(
