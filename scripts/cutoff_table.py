@@ -2,7 +2,7 @@
 
 A property-rule file (``--rule property``) also gives the per-property tables
 (``PAW_ECUTWFC_BY_PROPERTY``: each rule of ``cutoff_properties.PROPERTY_RULES``); a dual-scan
-file (``scripts/converge_duals.py``) the density-cutoff ratios (``PAW_DUAL_BY_PROPERTY``).
+file (``scripts/converge_duals.py``) the measured density-cutoff ratios (``DUALS_MEASURED``).
 
 Usage::
 

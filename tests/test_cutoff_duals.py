@@ -109,7 +109,7 @@ def test_summary_and_tables_read_back_the_choices(tmp_path, monkeypatch):
     assert duals.dual_tables([str(out)]) == {"density": {"Al": 4.0}, "band_gap": {"Al": 4.0}}
     text = duals.summary([str(out)])
     assert "| Al | 25, 4 | 40, 4 |" in text and text.endswith(
-        'PAW_DUAL_BY_PROPERTY = {"density": {"Al": 4.0}, "band_gap": {"Al": 4.0}}')
+        'DUALS_MEASURED = {"density": {"Al": 4.0}, "band_gap": {"Al": 4.0}}')
     # a second call skips what the file has
     again = duals.converge_duals(str(scans), str(out), tables)
     assert again["elements"] == data["elements"]

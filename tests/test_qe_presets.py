@@ -18,6 +18,7 @@ from crystaljax.oracles.qe.presets import (
     LD1_INPUTS,
     PAW_DUAL,
     PAW_DUAL_BY_PROPERTY,
+    PAW_DUAL_KEPT,
     PAW_ECUTWFC,
     PAW_ECUTWFC_BY_PROPERTY,
     PAW_ECUTWFC_ENERGY,
@@ -86,8 +87,8 @@ def test_per_property_cutoffs_follow_the_recorded_data_by_their_own_rule():
             cutoff, rule = props.recommend_property_cutoff(entry["rows"],
                                                            props.PROPERTY_RULES[prop])
             assert (table[element], rule) == (cutoff, "property"), (prop, element)
-            assert default.cutoffs_for(prop)[element] == (
-                cutoff, PAW_DUAL_BY_PROPERTY[prop][element] * cutoff)
+            dual = PAW_DUAL_BY_PROPERTY.get(prop, {}).get(element, PAW_DUAL)
+            assert default.cutoffs_for(prop)[element] == (cutoff, dual * cutoff)
     # a property without a table of its own (the density: its vc-relax reads the stress)
     # takes the full rule's cutoffs
     assert default.cutoffs_for("density") == default.cutoffs
@@ -95,16 +96,27 @@ def test_per_property_cutoffs_follow_the_recorded_data_by_their_own_rule():
 
 
 def test_default_duals_follow_the_recorded_dual_scans():
-    """Each element's ecutrho / ecutwfc per property is the dual scan's choice, measured at
-    the preset's ecutwfc of that property against the property-rule scans' references."""
+    """Each element's ecutrho / ecutwfc of the density and band-gap tables is the dual
+    scan's choice, measured at the preset's ecutwfc of that property against the
+    property-rule scans' references; the 3d metals keep dual 8 (their bonds to O), and
+    the bulk modulus keeps dual 8 for every element (its E(V) noise)."""
     from crystaljax.benchmarks import cutoff_duals
+    from crystaljax.benchmarks.cutoff_properties import OXIDE_PROBE_ELEMENTS
 
     data = json.loads(PAW_DUAL_DATA.read_text())
     assert data["method"]["scans"] == "benchmarks/cutoff_convergence_pslibrary_equilibrium.json"
     assert data["method"]["scan_dual"] == PAW_DUAL
     assert set(data["elements"]) == set(LARGE)
+    assert set(PAW_DUAL_KEPT) == set(OXIDE_PROBE_ELEMENTS)
     tables = {"density": PAW_ECUTWFC, **PAW_ECUTWFC_BY_PROPERTY}
-    assert cutoff_duals.dual_tables([str(PAW_DUAL_DATA)]) == PAW_DUAL_BY_PROPERTY
+    measured = cutoff_duals.dual_tables([str(PAW_DUAL_DATA)])
+    assert set(PAW_DUAL_BY_PROPERTY) == {"density", "band_gap"}
+    for prop, table in PAW_DUAL_BY_PROPERTY.items():
+        assert table == {e: PAW_DUAL if e in PAW_DUAL_KEPT else d
+                         for e, d in measured[prop].items()}, prop
+    default = get_preset("default")
+    assert all(rho == PAW_DUAL * wfc
+               for wfc, rho in default.cutoffs_for("bulk_modulus").values())
     for element, result in data["elements"].items():
         assert set(result["choices"]) == set(tables)
         for prop, choice in result["choices"].items():
@@ -116,7 +128,6 @@ def test_default_duals_follow_the_recorded_dual_scans():
                                 if r["ecutwfc"] == choice["ecutwfc"]}, reverse=True)
                 assert duals[:duals.index(choice["dual"]) + 1] == [
                     d for d in cutoff_duals.DUAL_LADDER if d >= choice["dual"]]
-    assert all(4.0 <= d <= PAW_DUAL for t in PAW_DUAL_BY_PROPERTY.values() for d in t.values())
 
 
 def test_a_per_property_table_must_cover_the_presets_elements():
@@ -217,4 +228,8 @@ def test_the_cutoff_table_script_prints_the_presets_tables():
     from crystaljax.benchmarks import cutoff_duals
 
     text = cutoff_duals.summary([str(PAW_DUAL_DATA)])
-    assert json.loads(text.splitlines()[-1].split(" = ", 1)[1]) == PAW_DUAL_BY_PROPERTY
+    printed = json.loads(text.splitlines()[-1].split(" = ", 1)[1])
+    assert {p: {e: d for e, d in printed[p].items() if e not in PAW_DUAL_KEPT}
+            for p in PAW_DUAL_BY_PROPERTY} == {
+        p: {e: d for e, d in t.items() if e not in PAW_DUAL_KEPT}
+        for p, t in PAW_DUAL_BY_PROPERTY.items()}
