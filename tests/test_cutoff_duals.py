@@ -141,3 +141,32 @@ def test_a_real_dual_scan_of_aluminium(tmp_path):
     assert choice["dual"] == (4.0 if bands <= 20.0 else 8.0)
     if choice["dual"] == 4.0:
         assert choice["deviations"]["bands_mev"] == pytest.approx(bands, abs=1e-4)
+
+
+def test_the_scripts_give_usage_errors_not_tracebacks(tmp_path, capsys):
+    """scripts/converge_duals.py with a missing or wrong scan file, and
+    scripts/cutoff_table.py on a dual-scan file (its measured table)."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, root / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    converge = load("converge_duals")
+    with pytest.raises(SystemExit) as exit_info:
+        converge.main(["--scans", str(tmp_path / "missing.json"), "--out",
+                       str(tmp_path / "out.json")])
+    assert exit_info.value.code == 2 and "missing.json" in capsys.readouterr().err
+    energy = tmp_path / "energy.json"
+    energy.write_text(json.dumps({"method": {"rule": "energy"}, "elements": {}}))
+    with pytest.raises(SystemExit):
+        converge.main(["--scans", str(energy), "--out", str(tmp_path / "out.json")])
+    assert "not a pslibrary property-rule scan" in capsys.readouterr().err
+    load("cutoff_table").main([str(root / "benchmarks" / "cutoff_duals_pslibrary.json")])
+    out = capsys.readouterr().out
+    assert "| Mg | 50, 4 | 80, 4 | 80, 4 |" in out and "DUALS_MEASURED = " in out

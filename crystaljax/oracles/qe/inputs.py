@@ -81,7 +81,8 @@ class PwSettings:
         has an element of :data:`MAGNETIC_ELEMENTS`; ``off``: never (``nspin = 1``).
       stress: compute the stress and the forces (pw.x ``tstress``, ``tprnfor``) of an
         ``scf``; a relaxation always computes them. The band-gap and bulk-modulus recipes
-        turn it off: they read neither (a PAW stress is 5-10 % of an scf's time).
+        turn it off: they read neither (stress and forces took 7 % of a spin-polarised
+        MnSn scf at 80 Ry).
     """
 
     calculation: Calculation = "scf"
