@@ -5,7 +5,9 @@ At the ``default`` preset's ``ecutwfc`` of each property (``PAW_ECUTWFC`` for th
 with lower duals (6, 5, 4) and compared with the scan's dual-8 reference by the property's
 rule (method: ``crystaljax.benchmarks.cutoff_duals``). Results go to a JSON file (default
 ``benchmarks/cutoff_duals_pslibrary.json``), rewritten after each element, so the scan can
-be stopped and resumed; ``scripts/cutoff_table.py --duals FILE`` prints the preset's table.
+be stopped and resumed; ``scripts/cutoff_table.py FILE`` prints the measured choices (the
+``default`` preset takes those of the density and the band gap, but for the transition metals:
+``presets.PAW_DUAL_KEPT``).
 
 Usage::
 

@@ -70,6 +70,7 @@ def test_a_failed_run_stops_the_descent(monkeypatch):
     monkeypatch.setattr(duals, "_record_family", lambda *args: None)
     result = duals.scan_element_duals(_record(), {"density": {"Al": 40}}, None, None, {})
     assert result["choices"]["density"]["dual"] == duals.SCAN_DUAL
+    assert len(result["rows"]) == 1  # no lower dual tried after the failed one
 
 
 def test_bad_ladders_and_records_are_refused():

@@ -80,9 +80,9 @@ class PwSettings:
       spin: ``auto``: spin-polarised (``nspin = 2``, ferromagnetic start) when the crystal
         has an element of :data:`MAGNETIC_ELEMENTS`; ``off``: never (``nspin = 1``).
       stress: compute the stress and the forces (pw.x ``tstress``, ``tprnfor``) of an
-        ``scf``; a relaxation always computes them. The band-gap and bulk-modulus recipes
-        turn it off: they read neither (stress and forces took 7 % of a spin-polarised
-        MnSn scf at 80 Ry).
+        ``scf``; a relaxation always computes them. The recipes' scf runs (band gap, the
+        bulk modulus's and ``relax``'s E(V) points) turn it off: they read neither
+        (stress and forces took 7 % of a spin-polarised MnSn scf at 80 Ry).
     """
 
     calculation: Calculation = "scf"

@@ -134,7 +134,8 @@ class QEOracle:
             directory = Path(pseudo_dir or default_cache_dir() / "pseudos" / "gth-pbe-cp2k")
             self.family_source = FamilySource(
                 "gth", directory=str(directory.resolve()),
-                cutoffs=tuple(sorted(self.preset.cutoffs_for(property_name).items())),
+                cutoffs=tuple(sorted(self.preset.cutoffs_for(property_name,
+                                                             self.recipe.relax).items())),
                 variants=tuple(sorted(GTH_VARIANTS.items())),
                 generated=tuple(sorted(self.preset.generated.items())),
                 name=self.preset.family,

@@ -162,13 +162,16 @@ PAW_ECUTWFC_BY_PROPERTY: dict[str, dict[str, float]] = {
 }
 
 
-#: Elements that keep :data:`PAW_DUAL` whatever their elemental dual scan says: the 3d
-#: metals (``cutoff_properties.OXIDE_PROBE_ELEMENTS``), whose bonds to O the elemental probe
-#: does not see. Measured on rock-salt MnO (a = 4.44 Å, ferromagnetic; Mn's elemental scan
-#: allows dual 4 for the density and 6 for the bands): density 5.241 g/cm3 at 60 / 240 Ry
-#: against 5.427 at 60 / 480 (-3.4 %); Kohn-Sham bands at 45 / 270 Ry up to 33 meV off
-#: those at 45 / 480 (docs/PSEUDOPOTENTIALS.md).
-PAW_DUAL_KEPT = ("Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn")
+#: Elements that keep :data:`PAW_DUAL` whatever their elemental dual scan says: the
+#: transition metals and La, whose bonds to O the elemental fcc probe does not see.
+#: Measured on rock-salt MnO (a = 4.44 Å, ferromagnetic; Mn's elemental scan allows dual 4
+#: for the density and 6 for the bands): density 5.241 g/cm3 at 60 / 240 Ry against 5.427
+#: at 60 / 480 (-3.4 %); Kohn-Sham bands at 45 / 270 Ry up to 33 meV off those at 45 / 480
+#: (benchmarks/compound_cutoffs.json, docs/PSEUDOPOTENTIALS.md). The 3d metals are the ones
+#: measured (``cutoff_properties.OXIDE_PROBE_ELEMENTS``); the 4d and 5d metals and La, whose
+#: compounds were not checked, are kept by analogy.
+PAW_DUAL_KEPT = ("Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn",
+                 "Y", "Zr", "Mo", "Rh", "Pd", "Ag", "Pt", "Au", "La")
 
 #: ``ecutrho`` / ``ecutwfc`` (the dual) per element of the ``default`` preset's density and
 #: band-gap tables: the lowest of 8 (:data:`PAW_DUAL`, the scans'), 6, 5, 4 at which the
@@ -250,9 +253,16 @@ class Preset:
                 raise ValueError(f"preset {self.name!r}: the {prop} cutoffs must cover the "
                                  f"elements of its cutoffs (missing {missing}, extra {extra})")
 
-    def cutoffs_for(self, property_name: str) -> Mapping[str, tuple[float, float]]:
-        """element -> (ecutwfc, ecutrho) in Ry for ``property_name``'s recipe: its own
-        table where the preset has one, else :attr:`cutoffs`."""
+    def cutoffs_for(self, property_name: str, relax: str = "none"
+                    ) -> Mapping[str, tuple[float, float]]:
+        """element -> (ecutwfc, dual x ecutwfc) in Ry for ``property_name``'s recipe: its
+        own table where the preset has one, else :attr:`cutoffs`. A density read from
+        E(V) (``relax``: ``volume`` or ``full``) takes the bulk modulus's table where
+        there is one: its V0 is the minimum of the same equation of state, converged by
+        the E(V) criteria on the bulk modulus's density grid."""
+        if property_name == "density" and relax != "none":
+            property_name = "bulk_modulus" if "bulk_modulus" in self.property_cutoffs \
+                else property_name
         return self.property_cutoffs.get(property_name, self.cutoffs)
 
 
