@@ -45,7 +45,6 @@ def uniform(ecutwfc: float) -> presets.Preset:
 
 def main(argv=None) -> None:
     from crystaljax.oracles.base import Status
-    from crystaljax.oracles.qe.inputs import plane_wave_cutoffs
     from crystaljax.oracles.qe.oracle import QEOracle
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -79,7 +78,7 @@ def main(argv=None) -> None:
                 start = time.time()
                 result = oracle.evaluate([structure])[0]
                 seconds = time.time() - start
-                ecut, ecutrho = plane_wave_cutoffs(structure, oracle.settings, oracle.family)
+            ecut, ecutrho = result.extra.get("cutoffs_ry") or (None, None)
             row = {"crystal": f"{args.cation}{args.anion}", "a": args.a, "property": prop,
                    "preset": preset.name, "ecutwfc": ecut, "ecutrho": ecutrho,
                    "value": result.value,

@@ -120,17 +120,6 @@ def ratio_bound(first: str, second: str) -> str | None:
             (True, True): "none"}[timed_out]
 
 
-def _cutoffs(preset: str, prop: str, structure) -> tuple[float, float]:
-    """(ecutwfc, ecutrho) in Ry that ``preset`` uses for ``structure``'s ``prop`` (the
-    maximum over its elements; ``ecutrho`` at least 4 ``ecutwfc``)."""
-    from crystaljax.oracles.qe.presets import get_preset
-
-    cutoffs = get_preset(preset).cutoffs_for(prop)
-    elements = [el.symbol for el in structure.composition.elements]
-    ecutwfc = max(cutoffs[e][0] for e in elements)
-    return ecutwfc, max(4.0 * ecutwfc, *(cutoffs[e][1] for e in elements))
-
-
 def has_hard_anion(structure) -> bool:
     """Whether ``structure`` contains O, N or F (the elements GTH needs 200-300 Ry for)."""
     return bool({"O", "N", "F"} & {el.symbol for el in structure.composition.elements})
@@ -190,7 +179,8 @@ def per_property(runner, only: Sequence[str] | None = None,
                "presets": {}}
         for spec, (preset, recipe) in columns.items():
             (result,), wall = evaluate(prop, [structure], runner, preset, recipe=recipe)
-            ecutwfc, ecutrho = _cutoffs(preset, prop, structure)
+            # the cutoffs the runs used (None for a job that raised)
+            ecutwfc, ecutrho = result.extra.get("cutoffs_ry") or (None, None)
             row["presets"][spec] = {
                 "value": result.value, "status": result.status.name, "reason": result.reason,
                 "wall_s": round(wall, 1), "ecutwfc_ry": ecutwfc, "ecutrho_ry": ecutrho,
