@@ -68,6 +68,6 @@ def test_recipes_follow_the_property_registry():
     assert qe_properties() == sorted(RECIPES)
     for name, recipe in RECIPES.items():
         assert recipe.unit == get_property(name).unit and "qe" in get_property(name).oracles
-    scan = RecipeOptions(volume_scales=(0.9, 1.0, 1.1))
+    scan = RecipeOptions(eos_data="energy", volume_scales=(0.9, 1.0, 1.1))
     runs = {name: recipe.runs(scan) for name, recipe in RECIPES.items()}
     assert runs == {"band_gap": 2, "density": 1, "bulk_modulus": 3}

@@ -126,7 +126,7 @@ def test_factory_defaults_and_errors(tmp_path):
         assert oracle.unit == "GPa" and oracle.runner.time_limit == 120.0
         assert isinstance(oracle.executor, LocalPoolExecutor) and oracle.owns_executor
         assert oracle.executor.max_workers == 1 and oracle.can_fail
-        assert oracle.job_time_limit() == 5 * 120.0 + 60.0
+        assert oracle.job_time_limit() == 2 * 120.0 + 60.0  # the two pressure runs
         assert len(oracle.family.specs) == 50
     finally:
         oracle.close()

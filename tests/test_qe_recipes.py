@@ -14,6 +14,7 @@ from crystaljax.oracles.base import Status
 from crystaljax.oracles.qe.band_gap import METAL_OVERLAP_EV
 from crystaljax.oracles.qe.family import write_gth_family
 from crystaljax.oracles.qe.presets import GTH_VARIANTS, get_preset
+from crystaljax.oracles.qe.recipe_options import RecipeOptions
 from crystaljax.oracles.qe.recipes import (
     band_edges,
     band_gap,
@@ -115,15 +116,25 @@ def test_density_one_vc_relax_step(family, runner):
 
 @requires_pw
 def test_bulk_modulus_scan(family, runner):
+    """Both scans on real pw.x: the default pressure scan (2 runs with the stress) and the
+    energy scan (5 runs), the same crystal within 3 % of each other."""
     si = diamond(5.47)  # Si: 40 Ry and a 6x6x6 grid already give a physical B
     settings = PRESET.settings.replace(ecutwfc=40.0, ecutrho=160.0, kgrid=(6, 6, 6))
-    result = bulk_modulus(si, family, settings, runner, PRESET.recipe)
-    assert result.status == Status.OK, result.reason
-    assert np.allclose(result.extra["volumes"],
-                       si.volume * np.array(PRESET.recipe.volume_scales))
-    assert len(result.extra["energies"]) == 5
-    assert 70.0 < result.value < 110.0  # PBE: 89 GPa
-    assert result.extra["energy_per_atom"] == pytest.approx(result.extra["energies"][2] / 2)
+    by_energy = bulk_modulus(si, family, settings, runner, RecipeOptions(eos_data="energy"))
+    assert by_energy.status == Status.OK, by_energy.reason
+    assert np.allclose(by_energy.extra["volumes"],
+                       si.volume * np.array(RecipeOptions().volume_scales))
+    assert len(by_energy.extra["energies"]) == 5 and by_energy.extra["eos_data"] == "energy"
+    assert 70.0 < by_energy.value < 110.0  # PBE: 89 GPa
+    assert by_energy.extra["energy_per_atom"] == pytest.approx(by_energy.extra["energies"][2] / 2)
+    by_pressure = bulk_modulus(si, family, settings, runner, PRESET.recipe)
+    assert by_pressure.status == Status.OK, by_pressure.reason
+    assert PRESET.recipe.eos_data == "pressure" and by_pressure.extra["b_method"] == "eos"
+    assert len(by_pressure.extra["pressures"]) == 2 == len(by_pressure.extra["energies"])
+    assert by_pressure.value == pytest.approx(by_energy.value, rel=0.03)
+    # the template volume's energy, interpolated between 0.98 and 1.02 (eV/atom)
+    assert by_pressure.extra["energy_per_atom"] == pytest.approx(
+        by_energy.extra["energy_per_atom"], abs=2e-3)
 
 
 def test_bulk_modulus_without_a_minimum_is_the_local_value():

@@ -81,7 +81,8 @@ def test_dft_takes_relax():
 
 def test_the_time_budget_counts_the_search():
     none, volume, full = (RecipeOptions(relax=r) for r in ("none", "volume", "full"))
-    assert RECIPES["bulk_modulus"].runs(none) == 5 and RECIPES["density"].runs(none) == 1
+    assert RECIPES["bulk_modulus"].runs(none) == 2 and RECIPES["density"].runs(none) == 1
+    assert RECIPES["bulk_modulus"].runs(RecipeOptions(eos_data="energy")) == 5
     assert RECIPES["bulk_modulus"].runs(volume) == RECIPES["density"].runs(volume) == 12
     assert RECIPES["bulk_modulus"].runs(full) == 13
 
@@ -137,7 +138,9 @@ def _fake_pw(monkeypatch, energy_of_volume, relaxed_cell=None):
     def fake_run(structure, settings, family, runner, options, log, label, reference=None,
                  handled=frozenset(), seeds=None):
         runs.append((label, settings.calculation, structure.volume))
-        parsed = PwOutput(total_energy=float(energy_of_volume(structure.volume)),
+        v, h = structure.volume, 1e-4 * structure.volume
+        pressure = -(energy_of_volume(v + h) - energy_of_volume(v - h)) / (2 * h) / GPa
+        parsed = PwOutput(total_energy=float(energy_of_volume(v)), pressure=float(pressure),
                           n_atoms=len(structure), job_done=True)
         if settings.calculation == "vc-relax":
             parsed.cell, parsed.relax_converged = relaxed_cell, True
@@ -156,8 +159,9 @@ def test_relax_none_is_the_template_scan(monkeypatch):
     runs = _fake_pw(monkeypatch, lambda v: birch_murnaghan(v, 15.0))
     result = bulk_modulus(fcc(4.0), None, PRESET.settings, RUNNER, RecipeOptions())
     assert result.status == Status.OK
-    assert [r[0] for r in runs] == [f"bulk-{s:.3f}" for s in RecipeOptions().volume_scales]
+    assert [r[0] for r in runs] == [f"bulk-{s:.3f}" for s in RecipeOptions().pressure_scales]
     assert "relax" not in result.extra and result.extra["b_method"] in ("eos", "local")
+    assert all(r[1] == "scf" for r in runs) and result.extra["eos_data"] == "pressure"
 
 
 def test_relax_volume_reports_b0_v0_and_the_relaxed_density(monkeypatch):

@@ -95,8 +95,8 @@ def test_the_input_asks_for_the_density_file_only_when_seeded(tmp_path):
 
 def test_reuse_density_is_an_option_but_not_part_of_the_cache_key(tmp_path):
     assert RecipeOptions().reuse_density is True
-    assert "reuse_density" not in recipe_key(RecipeOptions())
-    assert recipe_key(OFF) == recipe_key(RecipeOptions())
+    assert "reuse_density" not in recipe_key(RecipeOptions(), "bulk_modulus")
+    assert recipe_key(OFF, "bulk_modulus") == recipe_key(RecipeOptions(), "bulk_modulus")
     hashes = set()
     for reuse in (True, False):
         with QEOracle("bulk_modulus", preset="test", cache=str(tmp_path / "cache"), workers=1,
@@ -281,7 +281,10 @@ def test_the_bulk_modulus_scan_starts_each_point_from_its_neighbour(gth, tmp_pat
     assert all("start" not in a for a in cold.extra["attempts"])
     # the same converged energies (eV) and modulus
     assert seeded.extra["energies"] == pytest.approx(cold.extra["energies"], abs=2e-5)
-    assert seeded.value == pytest.approx(cold.value, rel=2e-3)
+    # the stress is not variational: first order in the density's SCF error (the test
+    # preset's threshold is 100x the default's); 0.01 GPa of the 3.6 GPa between the volumes
+    assert seeded.extra["pressures"] == pytest.approx(cold.extra["pressures"], abs=0.01)
+    assert seeded.value == pytest.approx(cold.value, rel=5e-3)
     assert not any((tmp_path / "on").iterdir())  # the kept densities are removed too
 
 

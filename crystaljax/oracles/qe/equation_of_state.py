@@ -5,8 +5,12 @@ fractions of the starting cell's lattice constants (volume factor = factor^3).
 
 * :func:`fit_bulk_modulus`: B0, V0, E0 of an :mod:`ase.eos` fit on real cell volumes.
 * :func:`local_bulk_modulus`: B = V d2E/dV2 at one volume from a quadratic fit.
-* :func:`bulk_modulus_from_scan`: the bulk-modulus recipe's value from its scan around the
-  template volume (B0, or the local B when E(V) has no usable minimum).
+* :func:`bulk_modulus_from_scan`: the bulk-modulus recipe's value from its energy scan
+  around the template volume (B0, or the local B when E(V) has no usable minimum).
+* :func:`birch_murnaghan_pressure`, :func:`fit_pressure_eos`,
+  :func:`bulk_modulus_from_pressures`: the same from pressures (pw.x's stress) at two or
+  more volumes (``recipe.eos_data: pressure``, the default), and
+  :func:`energy_at_volume` for the energy at the template volume between them.
 * :func:`search_energy_minimum`: bracket and sample the minimum of E under isotropic
   scaling (``recipe.relax``), giving the window the equation of state is fitted on.
 """
@@ -20,9 +24,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from ase.eos import EquationOfState
 from ase.units import GPa
+from scipy.optimize import least_squares
 
 #: Runs the E(V) minimum search keeps for the fit window once a minimum is bracketed.
 REFINE_RUNS = 4
+
+#: B0' of the pressure fit when two volumes cannot determine it (second-order
+#: Birch-Murnaghan; typical solids lie within 3.5-6)
+DEFAULT_B_PRIME = 4.0
 
 
 def fit_bulk_modulus(
@@ -90,6 +99,135 @@ def bulk_modulus_from_scan(
         return b_local, details
     details["b_method"] = "eos"
     return b_gpa, details
+
+
+def birch_murnaghan_pressure(volumes, v0: float, b0: float, b_prime: float) -> np.ndarray:
+    """P(V) of the third-order Birch-Murnaghan equation of state (units of ``b0``).
+
+    Args:
+      volumes: cell volumes, [n] (Å^3).
+      v0: equilibrium volume (Å^3).
+      b0: bulk modulus at ``v0`` (GPa gives GPa).
+      b_prime: its pressure derivative B0'.
+    """
+    x = (v0 / np.asarray(volumes, dtype=float)) ** (2.0 / 3.0)
+    return 1.5 * b0 * (x**3.5 - x**2.5) * (1.0 + 0.75 * (b_prime - 4.0) * (x - 1.0))
+
+
+def local_bulk_modulus_from_pressures(volumes: Sequence[float], pressures: Sequence[float],
+                                      v: float) -> float:
+    """B = -V dP/dV (GPa) at volume ``v`` from a straight line through P(V)."""
+    slope = np.polyfit(np.asarray(volumes, dtype=float), np.asarray(pressures, dtype=float), 1)[0]
+    return float(-slope * v)
+
+
+def fit_pressure_eos(volumes: Sequence[float], pressures: Sequence[float],
+                     b_prime: float | None = None) -> tuple[float, float, float]:
+    """Birch-Murnaghan fit of P(V).
+
+    Three or more volumes fit V0, B0 and B0'; two determine V0 and B0 with B0' fixed at
+    ``b_prime`` (default :data:`DEFAULT_B_PRIME` for two volumes, fitted otherwise).
+
+    Args:
+      volumes: cell volumes, [n >= 2] (Å^3).
+      pressures: pressures at them (GPa).
+      b_prime: fixed B0', or None as above.
+
+    Returns:
+      (B0 in GPa, V0 in Å^3, B0').
+
+    Raises:
+      ValueError: P(V) does not fall with V (no positive B0) or the fit did not converge.
+    """
+    v = np.asarray(volumes, dtype=float)
+    p = np.asarray(pressures, dtype=float)
+    if len(set(v.tolist())) < 2 or not np.isfinite(p).all():
+        raise ValueError("a pressure fit needs finite pressures at two or more volumes")
+    if b_prime is None and len(set(v.tolist())) < 3:
+        b_prime = DEFAULT_B_PRIME
+    v_mid = float(np.mean(v))
+    b_guess = local_bulk_modulus_from_pressures(v, p, v_mid)
+    if b_guess <= 0.0:
+        raise ValueError(f"the pressure rises with the volume (local B = {b_guess:.4g} GPa): "
+                         "no equilibrium to fit")
+    p_mid = float(np.polyval(np.polyfit(v, p, 1), v_mid))
+    v_guess = v_mid * float(np.exp(np.clip(p_mid / b_guess, -0.5, 0.5)))
+    scale = max(b_guess, 1.0)  # residuals relative to B, parameters of order one
+
+    def residual(x: np.ndarray) -> np.ndarray:
+        bp = b_prime if b_prime is not None else x[2]
+        return (birch_murnaghan_pressure(v, x[0] * v_mid, x[1] * scale, bp) - p) / scale
+
+    start = [v_guess / v_mid, b_guess / scale] + ([] if b_prime is not None else [DEFAULT_B_PRIME])
+    low = [0.3, 1e-6] + ([] if b_prime is not None else [-10.0])
+    high = [3.0, 1e3] + ([] if b_prime is not None else [30.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = least_squares(residual, start, bounds=(low, high), xtol=1e-12, ftol=1e-12)
+    v0, b0 = float(fit.x[0] * v_mid), float(fit.x[1] * scale)
+    bp = float(b_prime if b_prime is not None else fit.x[2])
+    worst = float(np.max(np.abs(fit.fun))) * scale
+    tolerance = 1e-6 * scale if len(v) <= (2 if b_prime is not None else 3) \
+        else 0.05 * scale + float(np.ptp(p))
+    if not fit.success or not np.isfinite([v0, b0, bp]).all() or worst > tolerance:
+        raise ValueError(f"the pressure fit did not converge (worst residual {worst:.3g} GPa)")
+    return b0, v0, bp
+
+
+def bulk_modulus_from_pressures(
+    volumes: Sequence[float], pressures: Sequence[float], template_volume: float,
+    trust: float = 0.2,
+) -> tuple[float, dict]:
+    """Bulk modulus (GPa) from pressures at two or more volumes, and how it was obtained.
+
+    As :func:`bulk_modulus_from_scan`, with P(V) instead of E(V): B0 of the Birch-Murnaghan
+    fit of P(V) (:func:`fit_pressure_eos`, ``b_method = "eos"``) when it succeeds and V0
+    lies within ``trust`` of the template volume; else the bulk modulus at the template
+    volume, -V dP/dV of a straight line through the pressures (``b_method = "local"``,
+    ``eos_error`` says why). The pressure is pw.x's analytic stress, a first derivative of
+    E, so its slope is far less noisy than E(V)'s curvature (a small difference of large
+    energies) and two volumes suffice. A basis that is not converged adds a nearly constant
+    (Pulay) offset d, which cancels from dP/dV but moves V0 by about d / B, so B0 by about
+    B0' d (0.3-1.5 GPa on the validation crystals at the preset's cutoffs, docs/DFT.md).
+    ``b_local`` is reported in both cases and ``mechanically_unstable`` is true when it is
+    not positive.
+    """
+    b_local = local_bulk_modulus_from_pressures(volumes, pressures, template_volume)
+    details: dict = {"b_local": b_local, "eos": "birchmurnaghan-pressure",
+                     "mechanically_unstable": b_local <= 0.0}
+    try:
+        b_gpa, v0, b_prime = fit_pressure_eos(volumes, pressures)
+    except ValueError as exc:
+        details.update(b_method="local", eos_error=str(exc))
+        return b_local, details
+    details.update(v0=v0, b_prime=b_prime,
+                   b_prime_fitted=len(set(map(float, volumes))) >= 3,
+                   v0_in_range=bool(min(volumes) <= v0 <= max(volumes)))
+    if abs(v0 / template_volume - 1.0) > trust:
+        details.update(b_method="local", eos_error=(
+            f"fitted V0 = {v0:.4g} Å^3 is more than {trust:.0%} from the template volume"))
+        return b_local, details
+    details["b_method"] = "eos"
+    return b_gpa, details
+
+
+def energy_at_volume(volumes: Sequence[float], energies: Sequence[float],
+                     pressures: Sequence[float], v: float) -> float:
+    """E(v) (eV) from runs at ``volumes`` (Å^3) with their energies (eV) and pressures
+    (GPa, P = -dE/dV): the cubic Hermite interpolation between the two runs around ``v``;
+    outside them, the nearest run's energy minus its pressure's work, -P_n (v - V_n)."""
+    order = np.argsort(np.asarray(volumes, dtype=float))
+    vols = np.asarray(volumes, dtype=float)[order]
+    e = np.asarray(energies, dtype=float)[order]
+    slope = -np.asarray(pressures, dtype=float)[order] * GPa  # dE/dV, eV/Å^3
+    if not vols[0] <= v <= vols[-1]:
+        n = int(np.argmin(np.abs(vols - v)))
+        return float(e[n] + slope[n] * (v - vols[n]))
+    i = min(int(np.searchsorted(vols, v, side="right")) - 1, len(vols) - 2)
+    h = vols[i + 1] - vols[i]
+    t = (v - vols[i]) / h
+    return float((2 * t**3 - 3 * t**2 + 1) * e[i] + (t**3 - 2 * t**2 + t) * h * slope[i]
+                 + (-2 * t**3 + 3 * t**2) * e[i + 1] + (t**3 - t**2) * h * slope[i + 1])
 
 
 @dataclasses.dataclass

@@ -62,12 +62,21 @@ SETTINGS_ADDED_LATER = {"full_accuracy_empty_bands": False, "stress": True}
 #: within the SCF threshold; magnetic runs only from a magnetic neighbour).
 RECIPE_NOT_IN_KEY = ("reuse_density",)
 
+#: RecipeOptions fields added later that only the bulk modulus reads: in its cache key
+#: only, so the keys of the other properties' earlier results do not change
+RECIPE_BULK_MODULUS_ONLY = ("eos_data", "pressure_scales")
 
-def recipe_key(options: RecipeOptions) -> dict:
-    """The recipe options as they enter the cache key (all but :data:`RECIPE_NOT_IN_KEY`)."""
+
+def recipe_key(options: RecipeOptions, property_name: str) -> dict:
+    """The recipe options as they enter ``property_name``'s cache key (all but
+    :data:`RECIPE_NOT_IN_KEY`, and :data:`RECIPE_BULK_MODULUS_ONLY` for the bulk modulus
+    only)."""
     values = dataclasses.asdict(options)
     for name in RECIPE_NOT_IN_KEY:
         del values[name]
+    if property_name != "bulk_modulus":
+        for name in RECIPE_BULK_MODULUS_ONLY:
+            del values[name]
     return values
 
 
@@ -143,7 +152,7 @@ class QEOracle:
         self.family: PseudoFamily = self.family_source.load()
         key = {"version": ORACLE_VERSION, "property": property_name,
                "family": self.family.fingerprint(), "settings": settings_key(self.settings),
-               "recipe": recipe_key(self.recipe)}
+               "recipe": recipe_key(self.recipe, property_name)}
         if property_name in RECIPE_VERSIONS:  # absent for version 1: older keys stay valid
             key["recipe_version"] = RECIPE_VERSIONS[property_name]
         self.settings_hash = settings_hash(key)

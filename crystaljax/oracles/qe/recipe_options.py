@@ -16,6 +16,11 @@ from crystaljax.oracles.qe.inputs import Diagonalization
 #: volume), ``volume`` (E(V) minimum under isotropic scaling), ``full`` (vc-relax first)
 Relax = typing.Literal["none", "volume", "full"]
 
+#: ``RecipeOptions.eos_data``: what the bulk modulus's template-volume scan fits:
+#: ``pressure`` (pw.x's stress at ``pressure_scales``) or ``energy`` (E(V) at
+#: ``volume_scales``, CrystalGym's recipe)
+EosData = typing.Literal["pressure", "energy"]
+
 
 @dataclasses.dataclass(frozen=True)
 class RecipeOptions:
@@ -23,8 +28,16 @@ class RecipeOptions:
 
     Attributes:
       nstep: BFGS steps of the density ``vc-relax``.
-      volume_scales: volume factors of the bulk-modulus E(V) scan.
-      eos: :mod:`ase.eos` equation of state name.
+      eos_data: what the bulk modulus at the template volume (``relax: none``) is fitted
+        on: ``pressure`` (default): pw.x's stress at the volumes ``pressure_scales``, a
+        Birch-Murnaghan P(V) (B0' fixed at 4 for two volumes, fitted for three or
+        more); ``energy``: total energies at ``volume_scales``, an :mod:`ase.eos` E(V) fit
+        (``eos``), as CrystalGym. Measured on the validation crystals
+        (docs/DFT.md): the two-volume pressure fit is within 0.1-1.2 % of a five-volume
+        one, in 2 scf runs instead of 5.
+      pressure_scales: volume factors of the pressure scan (two or more).
+      volume_scales: volume factors of the energy scan (three or more).
+      eos: :mod:`ase.eos` equation of state name of the energy scan.
       eos_trust: largest fractional distance of the fitted V0 from the template
         volume for which the fit's B0 is used (else the local B at the template).
       metal_smearing: smearing kind for metals / fallback runs.
@@ -54,6 +67,8 @@ class RecipeOptions:
     """
 
     nstep: int = option(1, ge=1)
+    eos_data: EosData = "pressure"
+    pressure_scales: tuple[float, ...] = option((0.98, 1.02), gt=0)
     volume_scales: tuple[float, ...] = option((0.98, 0.99, 1.0, 1.01, 1.02), gt=0)
     eos: str = option("birchmurnaghan", choices=eos_names)
     eos_trust: float = option(0.2, gt=0)
@@ -83,6 +98,14 @@ class RecipeOptions:
         if len(set(self.volume_scales)) < 3:
             raise ConfigError("recipe.volume_scales needs at least 3 different volume factors, "
                               f"got {list(self.volume_scales)}")
+        if len(set(self.pressure_scales)) < 2:
+            raise ConfigError("recipe.pressure_scales needs at least 2 different volume "
+                              f"factors, got {list(self.pressure_scales)}")
+
+    @property
+    def scan_scales(self) -> tuple[float, ...]:
+        """Volume factors of the template-volume bulk-modulus scan (per ``eos_data``)."""
+        return self.pressure_scales if self.eos_data == "pressure" else self.volume_scales
 
 
 def _two_runs(options: RecipeOptions) -> int:  # smearing, then fixed occupations
@@ -98,4 +121,4 @@ def _density_runs(options: RecipeOptions) -> int:
 
 
 def _scan_runs(options: RecipeOptions) -> int:
-    return len(options.volume_scales) if options.relax == "none" else _relax_runs(options)
+    return len(options.scan_scales) if options.relax == "none" else _relax_runs(options)

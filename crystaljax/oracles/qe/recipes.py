@@ -11,13 +11,17 @@ bulk-modulus recipes; the rest lives in one module per job and is re-exported he
 * ``density`` (g/cm3): ``vc-relax`` with ``nstep`` BFGS steps (1 like the
   original CrystalGym) and Gaussian smearing 0.001 Ry; mass / volume of the
   last cell pw.x printed.
-* ``bulk_modulus`` (GPa): five ``scf`` runs with the template volume scaled
-  by 0.98..1.02 (fractional coordinates fixed, cell shape fixed), E(V) fitted
-  with :class:`ase.eos.EquationOfState` on the real cell volumes
-  (Birch-Murnaghan by default), so the value is right for every lattice
-  (unlike the original, which fed V^(1/3) to an fcc/bcc-specific tool). When
-  E(V) has no minimum the fit is undetermined and the value is the bulk
-  modulus at the template volume, V d2E/dV2 (see :func:`bulk_modulus_from_scan`).
+* ``bulk_modulus`` (GPa): ``scf`` runs with the template volume scaled (fractional
+  coordinates and cell shape fixed), the equation of state fitted on the real cell volumes,
+  so the value is right for every lattice (unlike the original, which fed V^(1/3) to an
+  fcc/bcc-specific tool). ``recipe.eos_data: pressure`` (default): two runs at 0.98 and
+  1.02 with the stress, a Birch-Murnaghan P(V) (:func:`bulk_modulus_from_pressures`);
+  ``energy``: five runs at 0.98..1.02, E(V) fitted with :class:`ase.eos.EquationOfState`
+  (Birch-Murnaghan by default; CrystalGym's recipe, :func:`bulk_modulus_from_scan`). When
+  the fit has no equilibrium within ``eos_trust`` of the template, the value is the bulk
+  modulus at the template volume (-V dP/dV or V d2E/dV2). The result's
+  ``energy_per_atom`` is at the template volume (interpolated by the pressure's work
+  between the two pressure runs).
 
 ``recipe.relax`` moves density and bulk modulus to the crystal's equilibrium volume
 (:mod:`~crystaljax.oracles.qe.equilibrium`): ``none`` (default) is the above; ``volume``
@@ -30,7 +34,7 @@ Spin: a crystal with an element of :data:`~crystaljax.oracles.qe.inputs.MAGNETIC
 is computed spin-polarised with a ferromagnetic start (``settings.spin: auto``; ``off``
 turns it off), and its result carries ``magnetization`` and ``absolute_magnetization``
 (Bohr magnetons per cell: of the band-gap run, the last vc-relax step, the scan's
-template-volume run or the E(V) point nearest V0) and ``spin_polarized: true``.
+run nearest the template volume or the E(V) point nearest V0) and ``spin_polarized: true``.
 
 Module map: :mod:`.recipe_options` (:class:`RecipeOptions`, runs per recipe),
 :mod:`.attempts` (every pw.x run with its restarts and the crystal's time budget; results
@@ -48,7 +52,14 @@ import numpy as np
 from pymatgen.core import Structure
 
 from crystaljax.oracles.base import OracleResult, Status
-from crystaljax.oracles.qe.attempts import _failure, _result, _run, _smeared, _spin_details
+from crystaljax.oracles.qe.attempts import (
+    _failure,
+    _parse_failure,
+    _result,
+    _run,
+    _smeared,
+    _spin_details,
+)
 from crystaljax.oracles.qe.band_gap import (
     band_edges,
     band_gap,
@@ -65,7 +76,9 @@ from crystaljax.oracles.qe.cells import (
 from crystaljax.oracles.qe.equation_of_state import (
     REFINE_RUNS,
     MinimumSearch,
+    bulk_modulus_from_pressures,
     bulk_modulus_from_scan,
+    energy_at_volume,
     fit_bulk_modulus,
     local_bulk_modulus,
     search_energy_minimum,
@@ -118,35 +131,49 @@ def bulk_modulus(
     structure: Structure, family: PseudoFamily, settings: PwSettings, runner: RunnerConfig,
     options: RecipeOptions = RecipeOptions(),
 ) -> OracleResult:
-    """Bulk modulus (GPa): from an E(V) scan around the template volume (``relax:
-    none``), or B0 at the E(V) minimum (``relax: volume`` / ``full``)."""
+    """Bulk modulus (GPa): from a pressure or E(V) scan around the template volume
+    (``relax: none``; ``options.eos_data``), or B0 at the E(V) minimum (``relax: volume``
+    / ``full``)."""
     log = AttemptLog(_scan_runs(options) * runner.time_limit)
     if options.relax != "none":
         return _at_equilibrium(structure, family, settings, runner, options, log, "b0")
     scf = _smeared(settings, options)
-    volumes, energies = [], []
-    energy_per_atom = None
-    spin: dict = {}
+    pressure = options.eos_data == "pressure"
+    if pressure:
+        scf = scf.replace(stress=True)
+    volumes, energies, pressures = [], [], []
+    runs: list = []  # (volume, attempt), in scan order
     current = scf
     with density_seeds(runner, options) as seeds:
-        for scale in options.volume_scales:
+        for scale in options.scan_scales:
             cell = scaled(structure, scale)
             attempt = _run(cell, current, family, runner, options, log, f"bulk-{scale:.3f}",
                            reference=scf, seeds=seeds)
             if attempt.status != Status.OK:
                 return _failure(attempt, log, volume_scale=scale)
+            if pressure and attempt.parsed.pressure is None:
+                return _parse_failure("pw.x printed no pressure (stress) for the bulk "
+                                      "modulus's pressure scan", log, volume_scale=scale)
             current = attempt.settings  # numerical remedies that worked carry over
             volumes.append(cell.volume)
             energies.append(attempt.parsed.total_energy)
-            if abs(scale - 1.0) < 1e-9:
-                energy_per_atom = attempt.parsed.energy_per_atom
-                spin = _spin_details(cell, attempt.settings, attempt.parsed)
-    value, details = bulk_modulus_from_scan(
-        volumes, energies, structure.volume, options.eos, options.eos_trust
-    )
+            pressures.append(attempt.parsed.pressure)
+            runs.append((cell, attempt))
+    template = structure.volume
+    nearest_cell, nearest = min(runs, key=lambda r: abs(r[0].volume - template))
+    spin = _spin_details(nearest_cell, nearest.settings, nearest.parsed)
+    if pressure:
+        value, details = bulk_modulus_from_pressures(volumes, pressures, template,
+                                                     options.eos_trust)
+        energy = energy_at_volume(volumes, energies, pressures, template)
+        details.update(pressures=pressures)
+    else:
+        value, details = bulk_modulus_from_scan(volumes, energies, template, options.eos,
+                                                options.eos_trust)
+        energy = nearest.parsed.total_energy
     return _result(value, log, {
-        "energy_per_atom": energy_per_atom, "volumes": volumes, "energies": energies,
-        **details, **spin,
+        "energy_per_atom": energy / len(structure), "volumes": volumes, "energies": energies,
+        "eos_data": options.eos_data, **details, **spin,
     })
 
 
