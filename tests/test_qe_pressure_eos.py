@@ -104,6 +104,8 @@ def test_pressure_scales_are_checked_and_only_in_the_bulk_modulus_cache_key():
     with pytest.raises(ConfigError, match="eos_data must be one of"):
         RecipeOptions(eos_data="stress")
     assert "eos_data" in recipe_key(RecipeOptions(), "bulk_modulus")
+    with pytest.raises(ConfigError, match="pressure_conv_factor must be <= 1"):
+        RecipeOptions(pressure_conv_factor=2.0)
     for prop in ("band_gap", "density"):
         assert "eos_data" not in recipe_key(RecipeOptions(), prop)
         assert recipe_key(RecipeOptions(eos_data="energy"), prop) == recipe_key(
@@ -116,7 +118,7 @@ def _fake_scan(monkeypatch, with_pressure=True):
     def fake_run(structure, settings, family, runner, options, log, label, reference=None,
                  handled=frozenset(), seeds=None):
         v = structure.volume
-        runs.append((label, settings.stress))
+        runs.append((label, settings.stress, settings.conv_thr_per_atom))
         parsed = PwOutput(total_energy=float(energy(v)), n_atoms=len(structure), job_done=True,
                           pressure=float(birch_murnaghan_pressure(v, V0, B0, BP))
                           if with_pressure else None)
@@ -142,7 +144,9 @@ def test_both_scans_find_b0_of_a_crystal_near_equilibrium(monkeypatch, eos_data,
                                   RunnerConfig(time_limit=60.0), RecipeOptions(eos_data=eos_data))
     assert result.status == Status.OK and result.extra["eos_data"] == eos_data
     assert result.value == pytest.approx(B0, rel=tolerance)
-    assert len(runs) == n_runs and all(stress == (eos_data == "pressure") for _, stress in runs)
+    assert len(runs) == n_runs and all(stress == (eos_data == "pressure") for _, stress, _ in runs)
+    threshold = preset.settings.conv_thr_per_atom * (0.01 if eos_data == "pressure" else 1.0)
+    assert all(conv == pytest.approx(threshold) for _, _, conv in runs)
     assert result.extra["energy_per_atom"] == pytest.approx(float(energy(V0 * 1.002)) / 2,
                                                             abs=1e-4)
 

@@ -281,8 +281,8 @@ def test_the_bulk_modulus_scan_starts_each_point_from_its_neighbour(gth, tmp_pat
     assert all("start" not in a for a in cold.extra["attempts"])
     # the same converged energies (eV) and modulus
     assert seeded.extra["energies"] == pytest.approx(cold.extra["energies"], abs=2e-5)
-    # the stress is not variational: first order in the density's SCF error (the test
-    # preset's threshold is 100x the default's); 0.01 GPa of the 3.6 GPa between the volumes
+    # the stress is first order in the density's SCF error, the energy second order (the
+    # scan's threshold is 1/100 of the test preset's); 0.01 GPa of the 3.6 GPa between them
     assert seeded.extra["pressures"] == pytest.approx(cold.extra["pressures"], abs=0.01)
     assert seeded.value == pytest.approx(cold.value, rel=5e-3)
     assert not any((tmp_path / "on").iterdir())  # the kept densities are removed too

@@ -95,10 +95,13 @@ def fits(rows: Sequence[Mapping], template_volume: float) -> dict:
 
 
 def scan(structure, preset: str = "default") -> list[dict]:
-    """The five scf runs of :data:`SCALES` with the stress, at ``preset``'s bulk-modulus
-    settings (each run seeded from the one before); raises RuntimeError if one fails."""
+    """The five scf runs of :data:`SCALES` with the stress, at ``preset``'s settings of the
+    bulk modulus's pressure scan (each run seeded from the nearest before; energies are
+    the same fixed point as the energy scan's, at a tighter threshold); raises
+    RuntimeError if one fails."""
     from crystaljax.oracles.base import Status
     from crystaljax.oracles.qe.attempts import _run, _smeared
+    from crystaljax.oracles.qe.recipes import pressure_scan_settings
     from crystaljax.oracles.qe.cells import scaled
     from crystaljax.oracles.qe.oracle import QEOracle
     from crystaljax.oracles.qe.restarts import AttemptLog
@@ -106,7 +109,7 @@ def scan(structure, preset: str = "default") -> list[dict]:
 
     rows = []
     with QEOracle("bulk_modulus", preset=preset, cache=None, workers=1) as oracle:
-        scf = _smeared(oracle.settings, oracle.recipe).replace(stress=True)
+        scf = pressure_scan_settings(_smeared(oracle.settings, oracle.recipe), oracle.recipe)
         log = AttemptLog(len(SCALES) * oracle.runner.time_limit)
         with density_seeds(oracle.runner, oracle.recipe) as seeds:
             for scale in SCALES:

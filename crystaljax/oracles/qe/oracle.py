@@ -64,7 +64,7 @@ RECIPE_NOT_IN_KEY = ("reuse_density",)
 
 #: RecipeOptions fields added later that only the bulk modulus reads: in its cache key
 #: only, so the keys of the other properties' earlier results do not change
-RECIPE_BULK_MODULUS_ONLY = ("eos_data", "pressure_scales")
+RECIPE_BULK_MODULUS_ONLY = ("eos_data", "pressure_scales", "pressure_conv_factor")
 
 
 def recipe_key(options: RecipeOptions, property_name: str) -> dict:

@@ -36,6 +36,11 @@ class RecipeOptions:
         (docs/DFT.md): the two-volume pressure fit is within 0.1-1.2 % of a five-volume
         one, in 2 scf runs instead of 5.
       pressure_scales: volume factors of the pressure scan (two or more).
+      pressure_conv_factor: the pressure scan's SCF threshold as a fraction of
+        ``settings.conv_thr_per_atom``. The stress is first order in the density's SCF
+        error, the energy second order: at the default 1e-9 Ry per atom pw.x's pressure
+        still moves by 0.02-0.08 GPa with the starting density (NaCl, Cu; 2 % of their
+        B0 over the ±2 % scan), at 1e-11 by 0.005 (docs/DFT.md).
       volume_scales: volume factors of the energy scan (three or more).
       eos: :mod:`ase.eos` equation of state name of the energy scan.
       eos_trust: largest fractional distance of the fitted V0 from the template
@@ -69,6 +74,7 @@ class RecipeOptions:
     nstep: int = option(1, ge=1)
     eos_data: EosData = "pressure"
     pressure_scales: tuple[float, ...] = option((0.98, 1.02), gt=0)
+    pressure_conv_factor: float = option(0.01, gt=0, le=1)
     volume_scales: tuple[float, ...] = option((0.98, 0.99, 1.0, 1.01, 1.02), gt=0)
     eos: str = option("birchmurnaghan", choices=eos_names)
     eos_trust: float = option(0.2, gt=0)

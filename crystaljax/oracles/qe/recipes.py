@@ -127,6 +127,13 @@ def density(
     })
 
 
+def pressure_scan_settings(scf: PwSettings, options: RecipeOptions) -> PwSettings:
+    """The pressure scan's scf settings: with the stress, and the SCF threshold times
+    ``options.pressure_conv_factor`` (the stress is first order in the density's error)."""
+    return scf.replace(stress=True, conv_thr_per_atom=scf.conv_thr_per_atom
+                       * options.pressure_conv_factor)
+
+
 def bulk_modulus(
     structure: Structure, family: PseudoFamily, settings: PwSettings, runner: RunnerConfig,
     options: RecipeOptions = RecipeOptions(),
@@ -140,7 +147,7 @@ def bulk_modulus(
     scf = _smeared(settings, options)
     pressure = options.eos_data == "pressure"
     if pressure:
-        scf = scf.replace(stress=True)
+        scf = pressure_scan_settings(scf, options)
     volumes, energies, pressures = [], [], []
     runs: list = []  # (volume, attempt), in scan order
     current = scf
@@ -231,6 +238,7 @@ __all__ = [
     "AMU_PER_A3_TO_G_PER_CM3", "RECIPES", "REFINE_RUNS", "MinimumSearch", "Recipe", "RecipeFn",
     "RecipeOptions", "Relax", "band_edges", "band_gap", "bulk_modulus", "bulk_modulus_from_scan",
     "channel_band_edges", "density", "density_of", "fit_bulk_modulus", "get_recipe",
-    "local_bulk_modulus", "occupied_bands", "relaxed_structure", "scaled", "search_energy_minimum",
+    "local_bulk_modulus", "occupied_bands", "pressure_scan_settings", "relaxed_structure",
+    "scaled", "search_energy_minimum",
     "spin_band_edges",
 ]
