@@ -101,9 +101,9 @@ def scan(structure, preset: str = "default") -> list[dict]:
     RuntimeError if one fails."""
     from crystaljax.oracles.base import Status
     from crystaljax.oracles.qe.attempts import _run, _smeared
-    from crystaljax.oracles.qe.recipes import pressure_scan_settings
     from crystaljax.oracles.qe.cells import scaled
     from crystaljax.oracles.qe.oracle import QEOracle
+    from crystaljax.oracles.qe.recipes import pressure_scan_settings
     from crystaljax.oracles.qe.restarts import AttemptLog
     from crystaljax.oracles.qe.seeds import density_seeds
 
