@@ -3,6 +3,8 @@ starts from the converged density of its nearest earlier cell (crystaljax.oracle
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from qe_helpers import bcc, diamond, fcc, requires_pw, rocksalt
 
@@ -11,16 +13,23 @@ from crystaljax.config import ConfigError
 from crystaljax.oracles.base import Status
 from crystaljax.oracles.qe import attempts
 from crystaljax.oracles.qe import seeds as seeds_module
-from crystaljax.oracles.qe.attempts import _run, _smeared
+from crystaljax.oracles.qe.attempts import _Attempt, _run, _smeared
 from crystaljax.oracles.qe.family import write_gth_family
 from crystaljax.oracles.qe.inputs import write_pw_input
 from crystaljax.oracles.qe.oracle import QEOracle, recipe_key
+from crystaljax.oracles.qe.parse import PwOutput
 from crystaljax.oracles.qe.presets import GTH_VARIANTS, PSLIBRARY_INPUTS, get_preset
 from crystaljax.oracles.qe.recipe_options import RecipeOptions
 from crystaljax.oracles.qe.recipes import band_gap, bulk_modulus
-from crystaljax.oracles.qe.restarts import AttemptLog
+from crystaljax.oracles.qe.restarts import AttemptLog, Failure
 from crystaljax.oracles.qe.runner import OWNER_FILE, PwRun, RunnerConfig
-from crystaljax.oracles.qe.seeds import DENSITY_READ, SAVE_DIR, SEED_FILES, DensitySeeds
+from crystaljax.oracles.qe.seeds import (
+    DENSITY_READ,
+    PRESSURE_SCAN_SEED_STEP,
+    SAVE_DIR,
+    SEED_FILES,
+    DensitySeeds,
+)
 
 PRESET = get_preset("test")
 OFF = RecipeOptions(reuse_density=False)
@@ -268,24 +277,56 @@ def _runner(tmp_path):
 
 
 @requires_pw
-def test_the_bulk_modulus_scan_starts_each_point_from_its_neighbour(gth, tmp_path):
+@pytest.mark.parametrize("options", [
+    RecipeOptions(eos_data="energy"),  # five energies 1 % apart
+    RecipeOptions(pressure_scales=(0.99, 1.0, 1.01)),  # pressures 1 % apart
+], ids=["energy", "pressure-1%"])
+def test_the_bulk_modulus_scan_starts_each_point_from_its_neighbour(gth, tmp_path, options):
     si = diamond(5.47)
     settings = PRESET.settings.replace(ecutwfc=30.0, ecutrho=120.0, kgrid=(4, 4, 4))
-    seeded = bulk_modulus(si, gth, settings, _runner(tmp_path / "on"), RecipeOptions())
-    cold = bulk_modulus(si, gth, settings, _runner(tmp_path / "off"), OFF)
+    seeded = bulk_modulus(si, gth, settings, _runner(tmp_path / "on"), options)
+    cold = bulk_modulus(si, gth, settings, _runner(tmp_path / "off"),
+                        dataclasses.replace(options, reuse_density=False))
     for result in (seeded, cold):
         assert result.status == Status.OK, result.reason
     runs = [a["run"] for a in seeded.extra["attempts"]]
     starts = [a.get("start") for a in seeded.extra["attempts"]]
-    assert starts == [None, *runs[:-1]]  # 0.98 cold, then each from the one before
+    assert starts == [None, *runs[:-1]]  # the first cold, then each from the one before
     assert all("start" not in a for a in cold.extra["attempts"])
     # the same converged energies (eV) and modulus
     assert seeded.extra["energies"] == pytest.approx(cold.extra["energies"], abs=2e-5)
-    # the stress is first order in the density's SCF error, the energy second order (the
-    # scan's threshold is 1/100 of the test preset's); 0.01 GPa of the 3.6 GPa between them
-    assert seeded.extra["pressures"] == pytest.approx(cold.extra["pressures"], abs=0.01)
+    if options.eos_data == "pressure":
+        # the stress is first order in the density's SCF error, the energy second order
+        # (the scan's threshold is 1/100 of the test preset's)
+        assert seeded.extra["pressures"] == pytest.approx(cold.extra["pressures"], abs=0.01)
     assert seeded.value == pytest.approx(cold.value, rel=5e-3)
     assert not any((tmp_path / "on").iterdir())  # the kept densities are removed too
+
+
+def test_the_default_pressure_scan_starts_cold(monkeypatch, tmp_path):
+    """Its two runs are 4 % apart in volume, beyond PRESSURE_SCAN_SEED_STEP."""
+    from crystaljax.oracles.qe import recipes
+
+    seen = []
+
+    def fake_run(structure, settings, family, runner, options, log, label, reference=None,
+                 handled=frozenset(), seeds=None):
+        seen.append(seeds.nearest(structure.volume) if seeds is not None else "no store")
+        parsed = PwOutput(total_energy=-10.0, pressure=1.0 - structure.volume / 20.0,
+                          n_atoms=len(structure), job_done=True)
+        seeds.keep(label, structure.volume, _finished_run(tmp_path / label))
+        log.record(label, 1, Failure.OK, Status.OK, "", 0.1, 60.0, None, {})
+        return _Attempt(Status.OK, "", parsed, 0.1, {}, settings)
+
+    monkeypatch.setattr(recipes, "_run", fake_run)
+    result = recipes.bulk_modulus(diamond(5.47), None, PRESET.settings, _runner(tmp_path),
+                                  RecipeOptions())
+    assert result.status == Status.OK and seen == [None, None]
+    assert PRESSURE_SCAN_SEED_STEP < 1.02 / 0.98 - 1.0
+    runner = RunnerConfig(scratch_root=str(tmp_path / "scratch"))
+    with DensitySeeds(runner, max_volume_step=0.025) as seeds:
+        seeds.keep("a", 100.0, _finished_run(tmp_path / "a"))
+        assert seeds.nearest(102.0).label == "a" and seeds.nearest(103.0) is None
 
 
 @requires_pw

@@ -95,7 +95,7 @@ from crystaljax.oracles.qe.recipe_options import (
 )
 from crystaljax.oracles.qe.restarts import AttemptLog
 from crystaljax.oracles.qe.runner import RunnerConfig
-from crystaljax.oracles.qe.seeds import density_seeds
+from crystaljax.oracles.qe.seeds import PRESSURE_SCAN_SEED_STEP, density_seeds
 from crystaljax.properties import get_property
 
 
@@ -151,7 +151,8 @@ def bulk_modulus(
     volumes, energies, pressures = [], [], []
     runs: list = []  # (volume, attempt), in scan order
     current = scf
-    with density_seeds(runner, options) as seeds:
+    with density_seeds(runner, options,
+                       PRESSURE_SCAN_SEED_STEP if pressure else None) as seeds:
         for scale in options.scan_scales:
             cell = scaled(structure, scale)
             attempt = _run(cell, current, family, runner, options, log, f"bulk-{scale:.3f}",

@@ -2,8 +2,9 @@
 nearest earlier one (``recipe.reuse_density``).
 
 The runs of one crystal are close to each other: the bulk modulus's E(V) points are 1 %
-apart in volume, the E(V) minimum search's a lattice step (2 %, 6 % in volume) or more, and
-the band gap's fixed-occupation run follows a smeared run of the same cell. pw.x with
+apart in volume (its pressure scan's two runs 4 %: not seeded, see
+:data:`PRESSURE_SCAN_SEED_STEP`), the E(V) minimum search's a lattice step (2 %, 6 % in
+volume) or more, and the band gap's fixed-occupation run follows a smeared run of the same cell. pw.x with
 ``startingpot = 'file'`` reads the density of a neighbouring cell in reciprocal space (by
 Miller indices, renormalised to the cell's electron count) instead of superposing atomic
 densities. When both converge, the result is the same fixed point within the SCF threshold
@@ -98,15 +99,20 @@ class DensitySeeds:
     Use as a context manager (or call :meth:`close`): the kept files are removed at the end.
     """
 
-    def __init__(self, runner: RunnerConfig) -> None:
+    def __init__(self, runner: RunnerConfig, max_volume_step: float | None = None) -> None:
+        """``max_volume_step``: seed only from a kept density whose cell volume is within
+        this fraction of the run's (None: any)."""
         self._runner = runner
         self._root: Path | None = None
         self._seeds: list[DensitySeed] = []
+        self.max_volume_step = max_volume_step
 
     def nearest(self, volume: float, spin_polarized: bool = False) -> DensitySeed | None:
-        """The kept density that may seed a run (:meth:`DensitySeed.seeds`) whose cell
-        volume is nearest ``volume`` (Å^3), or ``None``."""
-        usable = [seed for seed in reversed(self._seeds) if seed.seeds(spin_polarized)]
+        """The kept density that may seed a run (:meth:`DensitySeed.seeds`, within
+        ``max_volume_step``) whose cell volume is nearest ``volume`` (Å^3), or ``None``."""
+        usable = [seed for seed in reversed(self._seeds) if seed.seeds(spin_polarized)
+                  and (self.max_volume_step is None
+                       or abs(seed.volume / volume - 1.0) <= self.max_volume_step)]
         if not usable:
             return None  # (of equally near ones, the newest)
         return min(usable, key=lambda seed: abs(seed.volume - volume))
@@ -152,12 +158,23 @@ class DensitySeeds:
         self.close()
 
 
-def density_seeds(runner: RunnerConfig, options: RecipeOptions
+#: Largest volume step a density seeds across in the bulk modulus's pressure scan: its two
+#: runs are 4 % apart, and a seeded start there gained nothing on five non-magnetic
+#: crystals (0.93-1.07x) and made ferromagnetic MnSn's second run 1.5x slower (181 s
+#: against 121 s cold; BENCHMARKS.md); the five-point scans' 1 % steps do gain.
+PRESSURE_SCAN_SEED_STEP = 0.025
+
+
+def density_seeds(runner: RunnerConfig, options: RecipeOptions,
+                  max_volume_step: float | None = None
                   ) -> contextlib.AbstractContextManager[DensitySeeds | None]:
-    """A recipe's :class:`DensitySeeds` when ``options.reuse_density``, else a context that
-    gives ``None`` (every run starts from atomic densities)."""
-    return DensitySeeds(runner) if options.reuse_density else contextlib.nullcontext()
+    """A recipe's :class:`DensitySeeds` (seeding across at most ``max_volume_step``) when
+    ``options.reuse_density``, else a context that gives ``None`` (every run starts from
+    atomic densities)."""
+    if not options.reuse_density:
+        return contextlib.nullcontext()
+    return DensitySeeds(runner, max_volume_step)
 
 
-__all__ = ["DENSITY_READ", "MAGNETIC_SEED_MIN", "SAVE_DIR", "SEED_FILES", "DensitySeed",
-           "DensitySeeds", "density_seeds"]
+__all__ = ["DENSITY_READ", "MAGNETIC_SEED_MIN", "PRESSURE_SCAN_SEED_STEP", "SAVE_DIR",
+           "SEED_FILES", "DensitySeed", "DensitySeeds", "density_seeds"]
