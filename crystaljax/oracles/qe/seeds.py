@@ -159,7 +159,7 @@ class DensitySeeds:
 
 
 #: Largest volume step a density seeds across in the bulk modulus's pressure scan: its two
-#: runs are 4 % apart, and a seeded start there gained nothing on five non-magnetic
+#: runs are 4 % apart, and a seeded start there gained nothing on four non-magnetic
 #: crystals (0.93-1.07x) and made ferromagnetic MnSn's second run 1.5x slower (181 s
 #: against 121 s cold; BENCHMARKS.md); the five-point scans' 1 % steps do gain.
 PRESSURE_SCAN_SEED_STEP = 0.025
