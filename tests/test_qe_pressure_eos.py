@@ -53,11 +53,13 @@ def test_three_or_more_volumes_fit_b_prime_two_fix_it_at_four():
     assert bp == 4.0 and abs(b0 / B0 - 1) < 0.03 and b0 != pytest.approx(B0, rel=1e-3)
 
 
-def test_a_constant_pressure_offset_moves_v0_not_b0():
+def test_a_constant_pressure_offset_moves_v0_and_b0_by_b_prime_times_it():
     volumes = V0 * np.array([0.98, 1.02])
     pressures = birch_murnaghan_pressure(volumes, V0, B0, 4.0)
     b_shifted, v_shifted, _ = fit_pressure_eos(volumes, pressures + 1.0)  # a Pulay stress
-    assert b_shifted == pytest.approx(B0, rel=0.03) and v_shifted > V0
+    # read where the true pressure is -1 GPa: V0 + V0/B0, B0 - B0' x 1 GPa
+    assert b_shifted == pytest.approx(B0 - 4.0, rel=2e-3)
+    assert v_shifted == pytest.approx(V0 * (1 + 1.0 / B0), rel=1e-3)
 
 
 def test_near_equilibrium_the_value_is_b0_far_from_it_the_local_value():
@@ -85,6 +87,19 @@ def test_a_pressure_rising_with_volume_is_mechanically_unstable():
         fit_pressure_eos([40.0, 40.0], [1.0, 1.0])
     with pytest.raises(ValueError, match="finite"):
         fit_pressure_eos([39.0, 41.0], [1.0, float("nan")])
+    with pytest.raises(ValueError, match="two or more different volumes"):
+        bulk_modulus_from_pressures([40.0, 40.0], [1.0, 1.0], 40.0)
+
+
+def test_a_fit_that_runs_into_a_bound_is_not_a_b0():
+    # four pressures that bend the wrong way for any B0' in range: the fit would sit on
+    # the B0' bound; the value is the local modulus instead
+    volumes = np.array([39.0, 39.5, 40.0, 40.5])
+    pressures = np.array([2.0, 0.2, -1.0, -1.6])
+    with pytest.raises(ValueError, match="bound|did not converge"):
+        fit_pressure_eos(volumes, pressures)
+    value, details = bulk_modulus_from_pressures(volumes, pressures, 40.0)
+    assert details["b_method"] == "local" and value > 0
 
 
 def test_the_energy_at_the_template_volume_is_interpolated_by_the_pressure():
@@ -99,17 +114,20 @@ def test_the_energy_at_the_template_volume_is_interpolated_by_the_pressure():
 def test_pressure_scales_are_checked_and_only_in_the_bulk_modulus_cache_key():
     assert RecipeOptions().scan_scales == (0.98, 1.02)
     assert RecipeOptions(eos_data="energy").scan_scales == RecipeOptions().volume_scales
-    with pytest.raises(ConfigError, match="at least 2 different"):
-        RecipeOptions(pressure_scales=(1.0, 1.0))
+    for scales in ((1.0, 1.0), (0.98, 1.0, 1.0)):
+        with pytest.raises(ConfigError, match="at least 2 volume factors, all different"):
+            RecipeOptions(pressure_scales=scales)
     with pytest.raises(ConfigError, match="eos_data must be one of"):
         RecipeOptions(eos_data="stress")
     assert "eos_data" in recipe_key(RecipeOptions(), "bulk_modulus")
     with pytest.raises(ConfigError, match="pressure_conv_factor must be <= 1"):
         RecipeOptions(pressure_conv_factor=2.0)
+    other = RecipeOptions(eos_data="energy", pressure_scales=(0.97, 1.03),
+                          pressure_conv_factor=0.5)
+    assert recipe_key(other, "bulk_modulus") != recipe_key(RecipeOptions(), "bulk_modulus")
     for prop in ("band_gap", "density"):
         assert "eos_data" not in recipe_key(RecipeOptions(), prop)
-        assert recipe_key(RecipeOptions(eos_data="energy"), prop) == recipe_key(
-            RecipeOptions(), prop)
+        assert recipe_key(other, prop) == recipe_key(RecipeOptions(), prop)
 
 
 def _fake_scan(monkeypatch, with_pressure=True):

@@ -94,14 +94,15 @@ def fits(rows: Sequence[Mapping], template_volume: float) -> dict:
     return out
 
 
-def scan(structure, preset: str = "default") -> list[dict]:
+def scan(structure, preset: str = "default") -> tuple[list[dict], list[float]]:
     """The five scf runs of :data:`SCALES` with the stress, at ``preset``'s settings of the
     bulk modulus's pressure scan (each run seeded from the nearest before; energies are
     the same fixed point as the energy scan's, at a tighter threshold); raises
-    RuntimeError if one fails."""
+    RuntimeError if one fails. Returns the rows and [ecutwfc, ecutrho] in Ry."""
     from crystaljax.oracles.base import Status
     from crystaljax.oracles.qe.attempts import _run, _smeared
     from crystaljax.oracles.qe.cells import scaled
+    from crystaljax.oracles.qe.inputs import plane_wave_cutoffs
     from crystaljax.oracles.qe.oracle import QEOracle
     from crystaljax.oracles.qe.recipes import pressure_scan_settings
     from crystaljax.oracles.qe.restarts import AttemptLog
@@ -124,7 +125,8 @@ def scan(structure, preset: str = "default") -> list[dict]:
                              "pressure": attempt.parsed.pressure,
                              "magnetization": attempt.parsed.magnetization,
                              "seconds": round(time.monotonic() - start, 1)})
-    return rows
+        cutoffs = list(plane_wave_cutoffs(structure, scf, oracle.family))
+    return rows, cutoffs
 
 
 def compare(out: str, crystals: Sequence[str], preset: str = "default",
@@ -143,9 +145,10 @@ def compare(out: str, crystals: Sequence[str], preset: str = "default",
             continue
         structure = crystal(name)
         start = time.monotonic()
-        rows = scan(structure, preset)
+        rows, cutoffs = scan(structure, preset)
         data["crystals"][name] = {
-            "preset": preset, "template_volume": structure.volume, "rows": rows,
+            "preset": preset, "cutoffs_ry": cutoffs, "template_volume": structure.volume,
+            "rows": rows,
             "fits": fits(rows, structure.volume), "seconds": round(time.monotonic() - start, 1),
             "date": time.strftime("%Y-%m-%d")}
         save_json(path, data)

@@ -215,7 +215,7 @@ def _spin_details(structure: Structure, settings: PwSettings | None, parsed: PwO
 
 
 def _smeared(settings: PwSettings, options: RecipeOptions) -> PwSettings:
-    """``settings`` for an scf with the metal smearing (no stress: the recipes read
-    energies and eigenvalues of an scf)."""
+    """``settings`` for an scf with the metal smearing, without the stress (the pressure
+    scan of the bulk modulus turns it on: :func:`~.recipes.pressure_scan_settings`)."""
     return settings.replace(calculation="scf", occupations="smearing", stress=False,
                             smearing=options.metal_smearing, degauss=options.metal_degauss)

@@ -80,9 +80,10 @@ class PwSettings:
       spin: ``auto``: spin-polarised (``nspin = 2``, ferromagnetic start) when the crystal
         has an element of :data:`MAGNETIC_ELEMENTS`; ``off``: never (``nspin = 1``).
       stress: compute the stress and the forces (pw.x ``tstress``, ``tprnfor``) of an
-        ``scf``; a relaxation always computes them. The recipes' scf runs (band gap, the
-        bulk modulus's and ``relax``'s E(V) points) turn it off: they read neither
-        (stress and forces took 7 % of a spin-polarised MnSn scf at 80 Ry).
+        ``scf``; a relaxation always computes them. The recipes' scf runs that read
+        neither turn it off (band gap, the bulk modulus's energy scan, ``relax``'s E(V)
+        points; stress and forces took 7 % of a spin-polarised MnSn scf at 80 Ry); the
+        bulk modulus's pressure scan turns it on.
     """
 
     calculation: Calculation = "scf"
@@ -121,7 +122,8 @@ RECIPE_OWNED_SETTINGS = {
     "smearing": "use recipe.metal_smearing",
     "degauss": "use recipe.metal_degauss or recipe.density_degauss",
     "nstep": "use recipe.nstep",
-    "stress": "set by the property's recipe (computed where it is read: the vc-relax)",
+    "stress": "set by the property's recipe (computed where it is read: the vc-relax, the "
+              "bulk modulus's pressure scan)",
 }
 
 

@@ -39,7 +39,7 @@ run nearest the template volume or the E(V) point nearest V0) and ``spin_polariz
 Module map: :mod:`.recipe_options` (:class:`RecipeOptions`, runs per recipe),
 :mod:`.attempts` (every pw.x run with its restarts and the crystal's time budget; results
 carry ``extra["attempts"]`` and ``extra["restarts"]``), :mod:`.band_gap`,
-:mod:`.equation_of_state` (E(V) fits and the minimum search, no pw.x), :mod:`.equilibrium`
+:mod:`.equation_of_state` (E(V) and P(V) fits and the minimum search, no pw.x), :mod:`.equilibrium`
 (the E(V) minimum with pw.x), :mod:`.cells` (scaled and relaxed cells, mass density).
 """
 
@@ -168,7 +168,9 @@ def bulk_modulus(
             pressures.append(attempt.parsed.pressure)
             runs.append((cell, attempt))
     template = structure.volume
-    nearest_cell, nearest = min(runs, key=lambda r: abs(r[0].volume - template))
+    # the run nearest the template volume; of equally near ones the first run (rounded:
+    # 0.98 and 1.02 are equally near)
+    nearest_cell, nearest = min(runs, key=lambda r: round(abs(r[0].volume / template - 1), 9))
     spin = _spin_details(nearest_cell, nearest.settings, nearest.parsed)
     if pressure:
         value, details = bulk_modulus_from_pressures(volumes, pressures, template,
@@ -178,10 +180,12 @@ def bulk_modulus(
     else:
         value, details = bulk_modulus_from_scan(volumes, energies, template, options.eos,
                                                 options.eos_trust)
-        energy = nearest.parsed.total_energy
+        at_template = abs(nearest_cell.volume / template - 1.0) < 1e-9
+        energy = nearest.parsed.total_energy if at_template else None  # no run there
     return _result(value, log, {
-        "energy_per_atom": energy / len(structure), "volumes": volumes, "energies": energies,
-        "eos_data": options.eos_data, **details, **spin,
+        "energy_per_atom": energy / len(structure) if energy is not None else None,
+        "volumes": volumes, "energies": energies, "eos_data": options.eos_data,
+        **details, **spin,
     })
 
 
