@@ -93,13 +93,22 @@ def bulk_modulus_from_scan(
     except ValueError as exc:
         details.update(b_method="local", eos_error=str(exc))
         return b_local, details
-    details.update(v0=v0, e0=e0, v0_in_range=bool(min(volumes) <= v0 <= max(volumes)))
+    details["e0"] = e0
+    return _b0_if_trusted(b_gpa, v0, b_local, details, volumes, template_volume, trust)
+
+
+def _b0_if_trusted(b0: float, v0: float, b_local: float, details: dict,
+                   volumes: Sequence[float], template_volume: float, trust: float
+                   ) -> tuple[float, dict]:
+    """B0 (``b_method = "eos"``) when the fitted V0 lies within ``trust`` of the template
+    volume, else ``b_local`` with the reason; records ``v0`` and ``v0_in_range``."""
+    details.update(v0=v0, v0_in_range=bool(min(volumes) <= v0 <= max(volumes)))
     if abs(v0 / template_volume - 1.0) > trust:
         details.update(b_method="local", eos_error=(
             f"fitted V0 = {v0:.4g} Å^3 is more than {trust:.0%} from the template volume"))
         return b_local, details
     details["b_method"] = "eos"
-    return b_gpa, details
+    return b0, details
 
 
 def birch_murnaghan_pressure(volumes, v0: float, b0: float, b_prime: float) -> np.ndarray:
@@ -211,15 +220,8 @@ def bulk_modulus_from_pressures(
     except ValueError as exc:
         details.update(b_method="local", eos_error=str(exc))
         return b_local, details
-    details.update(v0=v0, b_prime=b_prime,
-                   b_prime_fitted=len(set(map(float, volumes))) >= 3,
-                   v0_in_range=bool(min(volumes) <= v0 <= max(volumes)))
-    if abs(v0 / template_volume - 1.0) > trust:
-        details.update(b_method="local", eos_error=(
-            f"fitted V0 = {v0:.4g} Å^3 is more than {trust:.0%} from the template volume"))
-        return b_local, details
-    details["b_method"] = "eos"
-    return b_gpa, details
+    details.update(b_prime=b_prime, b_prime_fitted=len(set(map(float, volumes))) >= 3)
+    return _b0_if_trusted(b_gpa, v0, b_local, details, volumes, template_volume, trust)
 
 
 def energy_at_volume(volumes: Sequence[float], energies: Sequence[float],
