@@ -81,3 +81,23 @@ def test_validating_some_properties_keeps_the_others_rows(tmp_path, monkeypatch)
     assert data["Al"]["band_gap"]["value"] == 1.0 and not data["Al"]["band_gap"]["within_target"]
     assert data["Al"]["bulk_modulus"]["error"] == pytest.approx(80.0 / 78.0 - 1.0)
     assert json.loads(out.read_text()) == data
+
+
+@requires_pw
+def test_evaluate_times_the_job_on_a_warm_pool(tmp_path):
+    """The benchmarks' ``evaluate`` starts the pool before the clock and reports its
+    start-up apart: the timed seconds are the job's (within the worker's own record of
+    it), not the job's plus the pool's."""
+    from qe_helpers import fcc
+
+    from crystaljax.benchmarks.validation import evaluate
+
+    timings: dict = {}
+    runner = RunnerConfig(time_limit=120.0, scratch_root=str(tmp_path / "scratch"))
+    (result,), wall = evaluate("band_gap", [fcc(4.04, "Al")], runner, "test",
+                               timings=timings, pseudo_dir=tmp_path / "pp")
+    assert result.status == Status.OK, result.reason
+    assert timings["pool_start_s"] > 0.0
+    # the job's own seconds (measured in the worker) are most of the timed wall time: a
+    # cold pool would add the start-up (imports of the job's modules) on top
+    assert result.seconds <= wall < result.seconds + timings["pool_start_s"]
