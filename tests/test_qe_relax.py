@@ -1,5 +1,6 @@
 """Density and bulk modulus at the equilibrium volume (issue 13 item 6): ``recipe.relax``,
-the E(V) minimum search, the NO_MINIMUM status and its floor reward."""
+the E(V) minimum search and the zero-pressure search, the NO_MINIMUM status and its floor
+reward."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from crystaljax.oracles.cache import ResultCache
 from crystaljax.oracles.qe import equilibrium, recipes
 from crystaljax.oracles.qe.attempts import _Attempt
 from crystaljax.oracles.qe.cells import density_of
-from crystaljax.oracles.qe.equation_of_state import fit_bulk_modulus, search_energy_minimum
+from crystaljax.oracles.qe.equation_of_state import (
+    birch_murnaghan_pressure,
+    fit_bulk_modulus,
+    fit_pressure_eos,
+    search_energy_minimum,
+    search_zero_pressure,
+)
 from crystaljax.oracles.qe.family import write_gth_family
 from crystaljax.oracles.qe.options import QEOptions
 from crystaljax.oracles.qe.parse import PwOutput, parse_output
@@ -127,6 +134,64 @@ def test_a_small_run_budget_gives_up_before_the_bound():
     assert not found.found and "within 7 runs" in found.reason and len(found.points) <= 7
 
 
+def _bm_pressure(s, a0, b0=80.0, bp=4.5):
+    """P (GPa) at lattice factor ``s`` of a crystal whose V0 is at factor ``a0`` (16 Å^3 at 1)."""
+    return float(birch_murnaghan_pressure([16.0 * s ** 3], 16.0 * a0 ** 3, b0, bp)[0])
+
+
+@pytest.mark.parametrize("a0", [1.0, 1.006, 0.95, 1 / 0.95, 0.82, 1.2, 1.28])
+def test_the_zero_pressure_search_brackets_the_zero_and_fits_b0_and_b_prime(a0):
+    calls = []
+
+    def pressure(s):
+        calls.append(s)
+        return _bm_pressure(s, a0)
+
+    found = search_zero_pressure(pressure)
+    assert found.found and not found.reason and found.zero == pytest.approx(a0, rel=2e-3)
+    assert len(calls) == len(set(calls)) <= 12 and len(found.window) >= 3
+    assert found.window[0] < a0 < found.window[-1]
+    b0, v0, bp = fit_pressure_eos([16.0 * s ** 3 for s in found.window],
+                                  [found.points[s] for s in found.window])
+    assert b0 == pytest.approx(80.0, rel=1e-3) and v0 == pytest.approx(16.0 * a0 ** 3, rel=1e-4)
+    assert bp == pytest.approx(4.5, rel=1e-2)
+
+
+@pytest.mark.parametrize("a0", [1.0, 1.006, 0.985, 1.012])
+def test_near_equilibrium_the_zero_pressure_search_costs_three_runs(a0):
+    """Within one step (2 % in lattice constant) of the zero: 3 runs."""
+    found = search_zero_pressure(lambda s: _bm_pressure(s, a0))
+    assert len(found.points) == 3 and found.found
+    # the energy search needs five or more for the same crystal
+    energy = search_energy_minimum(lambda s: birch_murnaghan(16.0 * s ** 3, 16.0 * a0 ** 3))
+    assert len(energy.points) >= 5
+
+
+def test_pressure_noise_moves_b0_by_little():
+    rng = np.random.default_rng(0)
+    found = search_zero_pressure(lambda s: _bm_pressure(s, 1.01) + rng.normal(0.0, 0.01))
+    b0, v0, _ = fit_pressure_eos([16.0 * s ** 3 for s in found.window],
+                                 [found.points[s] for s in found.window])
+    assert b0 == pytest.approx(80.0, rel=0.03) and v0 == pytest.approx(16.0 * 1.01 ** 3, rel=1e-3)
+
+
+@pytest.mark.parametrize("pressure, why", [
+    (lambda s: 5.0, "still positive (5 GPa) at the largest"),  # expands without end
+    (lambda s: -5.0, "still negative (-5 GPa) at the smallest"),  # collapses
+    (lambda s: _bm_pressure(s, 1.5), "at the largest"),  # zero beyond the range
+    (lambda s: 3.0 * s, "at the largest"),  # P rises with V: no secant, largest moves
+])
+def test_no_zero_pressure_in_the_range(pressure, why):
+    found = search_zero_pressure(pressure)
+    assert not found.found and why in found.reason and found.window == []
+    assert len(found.points) <= 12 and math.isnan(found.zero)
+
+
+def test_a_small_run_budget_stops_the_zero_pressure_search():
+    found = search_zero_pressure(lambda s: _bm_pressure(s, 1.28), max_runs=3)
+    assert not found.found and "within 3 runs" in found.reason and len(found.points) == 3
+
+
 # -- the recipes on a synthetic E(V) (no pw.x) -------------------------------------------------
 
 def _fake_pw(monkeypatch, energy_of_volume, relaxed_cell=None):
@@ -164,11 +229,12 @@ def test_relax_none_is_the_template_scan(monkeypatch):
     assert all(r[1] == "scf" for r in runs) and result.extra["eos_data"] == "pressure"
 
 
-def test_relax_volume_reports_b0_v0_and_the_relaxed_density(monkeypatch):
+@pytest.mark.parametrize("eos_data", ["pressure", "energy"])
+def test_relax_volume_reports_b0_v0_and_the_relaxed_density(monkeypatch, eos_data):
     template = fcc(4.0)
     v_eq = template.volume * 1.05 ** 3
     runs = _fake_pw(monkeypatch, lambda v: birch_murnaghan(v, v_eq))
-    options = RecipeOptions(relax="volume")
+    options = RecipeOptions(relax="volume", eos_data=eos_data)
     modulus = bulk_modulus(template, None, PRESET.settings, RUNNER, options)
     assert modulus.status == Status.OK, modulus.reason
     assert modulus.value == pytest.approx(80.0, rel=1e-3)
@@ -177,32 +243,43 @@ def test_relax_volume_reports_b0_v0_and_the_relaxed_density(monkeypatch):
     assert extra["lattice_factor"] == pytest.approx(1.05, rel=1e-4)
     assert len(runs) == len(extra["attempts"]) <= options.relax_max_runs
     assert all(calc == "scf" for _, calc, _ in runs)
+    assert extra["energy_per_atom"] == pytest.approx(-10.0, abs=1e-4)  # E0 of the fake E(V)
+    if eos_data == "pressure":  # the zero-pressure search's runs read the stress, tighter
+        assert extra["b_prime"] == pytest.approx(4.5, rel=0.02) and extra["b_prime_fitted"]
+        assert extra["eos_data"] == "pressure" and len(extra["fit_pressures"]) >= 3
+        assert all(r["changes"] == {} for r in extra["attempts"])
     rho = density(template, None, PRESET.settings, RUNNER, options)
     assert rho.status == Status.OK
     assert rho.value == pytest.approx(density_of(template) / 1.05 ** 3, rel=1e-4)
     assert rho.value == pytest.approx(extra["relaxed_density"])
 
 
-def test_relax_full_scans_around_the_vc_relaxed_cell(monkeypatch):
+@pytest.mark.parametrize("eos_data", ["pressure", "energy"])
+def test_relax_full_scans_around_the_vc_relaxed_cell(monkeypatch, eos_data):
     template = fcc(4.0)
     relaxed = template.lattice.matrix * 1.04
     v_eq = template.volume * 1.05 ** 3
     runs = _fake_pw(monkeypatch, lambda v: birch_murnaghan(v, v_eq), relaxed_cell=relaxed)
-    result = density(template, None, PRESET.settings, RUNNER, RecipeOptions(relax="full"))
+    result = density(template, None, PRESET.settings, RUNNER,
+                     RecipeOptions(relax="full", eos_data=eos_data))
     assert result.status == Status.OK, result.reason
     assert runs[0][:2] == ("relax-vc", "vc-relax")
     assert result.extra["vc_relax_volume"] == pytest.approx(template.volume * 1.04 ** 3)
-    assert runs[2][2] == pytest.approx(template.volume * 1.04 ** 3)  # the scan's centre
+    centre = [volume for label, _, volume in runs if label == "eos-1.0000"]
+    assert centre == [pytest.approx(template.volume * 1.04 ** 3)]  # the search's start
     assert result.extra["v0"] == pytest.approx(v_eq, rel=1e-4)
     assert result.value == pytest.approx(density_of(template) / 1.05 ** 3, rel=1e-4)
 
 
+@pytest.mark.parametrize("eos_data", ["pressure", "energy"])
 @pytest.mark.parametrize("prop", [bulk_modulus, density])
-def test_no_minimum_is_its_own_status_without_a_value(monkeypatch, prop):
+def test_no_minimum_is_its_own_status_without_a_value(monkeypatch, prop, eos_data):
     _fake_pw(monkeypatch, lambda v: -0.1 * v)  # E(V) falls: the crystal would expand
-    result = prop(fcc(4.0), None, PRESET.settings, RUNNER, RecipeOptions(relax="volume"))
+    result = prop(fcc(4.0), None, PRESET.settings, RUNNER,
+                  RecipeOptions(relax="volume", eos_data=eos_data))
     assert result.status == Status.NO_MINIMUM and math.isnan(result.value)
-    assert "no minimum" in result.reason and result.extra["attempts"]
+    assert "no e(v) minimum" in result.reason.lower() or "no minimum" in result.reason
+    assert result.extra["attempts"]
     assert "b0" not in result.extra and result.extra["lattice_factors"][-1] == 1.3
 
 
@@ -261,6 +338,23 @@ def test_relax_volume_finds_the_same_minimum_from_both_sides(paw, tmp_path):
 
 
 @requires_pw
+def test_the_zero_pressure_search_agrees_with_the_energy_search_in_fewer_runs(paw, tmp_path):
+    runner = RunnerConfig(time_limit=PRESET.time_limit, scratch_root=str(tmp_path))
+    template = fcc(A_TEST * 1.03)
+    found = {data: bulk_modulus(template, paw, PRESET.settings, runner,
+                                RecipeOptions(relax="volume", eos_data=data))
+             for data in ("pressure", "energy")}
+    for result in found.values():
+        assert result.status == Status.OK, result.reason
+    pressure, energy = found["pressure"], found["energy"]
+    assert pressure.extra["v0"] == pytest.approx(energy.extra["v0"], rel=0.005)
+    assert pressure.value == pytest.approx(energy.value, rel=0.03)
+    assert pressure.extra["energy_per_atom"] == pytest.approx(
+        energy.extra["energy_per_atom"], abs=0.01)  # eV
+    assert len(pressure.extra["attempts"]) < len(energy.extra["attempts"])
+
+
+@requires_pw
 def test_relax_full_density_with_pw(paw, tmp_path):
     runner = RunnerConfig(time_limit=PRESET.time_limit, scratch_root=str(tmp_path))
     template = fcc(A_TEST * 0.95)
@@ -283,3 +377,19 @@ def test_relaxation_positions_are_parsed():
     np.testing.assert_allclose(out.positions, [[0.01, 0.0, -0.005], [0.26, 0.25, 0.245]])
     assert out.relax_converged
     assert parse_output("JOB DONE").positions is None
+
+
+def test_the_relaxed_properties_cache_key_says_how_the_minimum_was_found():
+    from crystaljax.oracles.qe.oracle import recipe_key
+
+    volume, energy = RecipeOptions(relax="volume"), RecipeOptions(relax="volume",
+                                                                  eos_data="energy")
+    for prop in ("bulk_modulus", "density"):
+        # the zero-pressure search is marked: the same options found the E(V) minimum before
+        assert recipe_key(volume, prop)["equilibrium_search"] == "pressure"
+        assert "equilibrium_search" not in recipe_key(energy, prop)
+        assert recipe_key(volume, prop) != recipe_key(energy, prop)
+    # a relaxed density reads eos_data; the template's vc-relax does not (keys unchanged)
+    assert recipe_key(volume, "density")["eos_data"] == "pressure"
+    assert "eos_data" not in recipe_key(RecipeOptions(), "density")
+    assert "equilibrium_search" not in recipe_key(RecipeOptions(), "bulk_modulus")

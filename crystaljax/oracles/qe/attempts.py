@@ -216,6 +216,14 @@ def _spin_details(structure: Structure, settings: PwSettings | None, parsed: PwO
 
 def _smeared(settings: PwSettings, options: RecipeOptions) -> PwSettings:
     """``settings`` for an scf with the metal smearing, without the stress (the pressure
-    scan of the bulk modulus turns it on: :func:`~.recipes.pressure_scan_settings`)."""
+    scan of the bulk modulus turns it on: :func:`pressure_scan_settings`)."""
     return settings.replace(calculation="scf", occupations="smearing", stress=False,
                             smearing=options.metal_smearing, degauss=options.metal_degauss)
+
+
+def pressure_scan_settings(scf: PwSettings, options: RecipeOptions) -> PwSettings:
+    """The scf settings of a run whose pressure is read (the bulk modulus's pressure scan,
+    the zero-pressure search of ``relax``): with the stress, and the SCF threshold times
+    ``options.pressure_conv_factor`` (the stress is first order in the density's error)."""
+    return scf.replace(stress=True, conv_thr_per_atom=scf.conv_thr_per_atom
+                       * options.pressure_conv_factor)

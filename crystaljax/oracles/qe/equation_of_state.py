@@ -13,7 +13,11 @@ fractions of the starting cell's lattice constants (volume factor = factor^3).
   more volumes (``recipe.eos_data: pressure``, the default), and
   :func:`energy_at_volume` for the energy at the template volume between them.
 * :func:`search_energy_minimum`: bracket and sample the minimum of E under isotropic
-  scaling (``recipe.relax``), giving the window the equation of state is fitted on.
+  scaling (``recipe.relax`` with ``eos_data: energy``), giving the window the equation of
+  state is fitted on.
+* :func:`search_zero_pressure`: bracket and refine the zero of P under isotropic scaling
+  (``recipe.relax`` with ``eos_data: pressure``, the default), the same window for a P(V)
+  fit in about half the runs.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from scipy.optimize import least_squares
 
 #: Runs the E(V) minimum search keeps for the fit window once a minimum is bracketed.
 REFINE_RUNS = 4
+
+#: Most runs :func:`search_zero_pressure` adds at the estimated zero once it is bracketed.
+REFINE_ZERO_RUNS = 2
 
 #: B0' of the pressure fit when two volumes cannot determine it (second-order
 #: Birch-Murnaghan; typical solids lie within 3.5-6)
@@ -354,3 +361,122 @@ def search_energy_minimum(
             f"lattice-constant factors searched ({order[0]:g}-{order[-1]:g})"))
     window = sorted(set(window) | {order[i - 1], best, order[i + 1]})
     return MinimumSearch(dict(points), True, best, window)
+
+
+@dataclasses.dataclass
+class ZeroPressureSearch:
+    """Outcome of :func:`search_zero_pressure`.
+
+    Attributes:
+      points: lattice-constant factor -> pressure (GPa), every point evaluated, in order.
+      found: P changes sign between two points (a zero is bracketed), and ``window`` holds
+        the points to fit around it.
+      zero: the factor of the zero estimated from the points (P linear in ln V between the
+        two that bracket it; ``nan`` unless found).
+      window: factors of the fit window, ascending (empty unless found).
+      reason: why no zero was found ('' when found).
+    """
+
+    points: dict[float, float]
+    found: bool
+    zero: float
+    window: list[float]
+    reason: str = ""
+
+
+def search_zero_pressure(
+    pressure: Callable[[float], float], step: float = 0.02,
+    bounds: tuple[float, float] = (0.8, 1.3), max_runs: int = 12,
+) -> ZeroPressureSearch:
+    """Bracket and refine the zero of P(s), s the factor on the lattice constants: the
+    equilibrium volume under isotropic scaling, from pw.x's pressure (P = -dE/dV, so its
+    zero is the E(V) minimum; ``recipe.relax`` with ``eos_data: pressure``).
+
+    1. P at 1, then one ``step`` towards the zero (larger if P > 0: the cell wants to
+       expand). While P keeps its sign, the next factor is the secant estimate of the zero
+       (P linear in ln V through the last two points) overshot by 20 %, moving at least
+       ``step`` / 2 and at most ``step`` x 2^k (k = 0, 1, ... per move), clipped at
+       ``bounds``; where P does not fall with V between them, one such largest move.
+    2. Once P changes sign between two neighbouring factors, the zero is estimated between
+       them; unless a point lies within ``step`` / 4 of it, P is computed there too (up to
+       :data:`REFINE_ZERO_RUNS` times). The window is the points within 2 ``step`` of the
+       zero and the two around it; with fewer than three, one more point ``step`` from the
+       zero, on the side farther from the points (B0' is fitted from three volumes).
+
+    Typically 3 runs (a crystal within a few % of equilibrium), against 5-8 for
+    :func:`search_energy_minimum`. No zero: P keeps its sign up to a bound, or
+    ``max_runs`` runs did not bracket it.
+
+    Args:
+      pressure: s -> pressure (GPa); an exception it raises propagates (a failed run).
+      step: lattice-constant step (fraction).
+      bounds: (smallest, largest) factor.
+      max_runs: most calls of ``pressure``.
+    """
+    low, high = bounds
+    points: dict[float, float] = {}
+
+    def at(x: float) -> float:
+        x = round(min(max(x, low), high), 9)
+        if x not in points:
+            points[x] = float(pressure(x))
+        return x
+
+    def zero_between(a: float, b: float) -> float:  # P linear in ln V between a and b
+        pa, pb = points[a], points[b]
+        if pa == pb:
+            return 0.5 * (a + b)
+        t = pa / (pa - pb)
+        return float(np.exp(np.log(a) + t * (np.log(b) - np.log(a))))
+
+    def bracket() -> tuple[float, float] | None:
+        order = sorted(points)
+        for a, b in zip(order, order[1:]):
+            if points[a] == 0.0:
+                return a, a
+            if points[a] * points[b] < 0.0 or points[b] == 0.0:
+                return (b, b) if points[b] == 0.0 else (a, b)
+        return None
+
+    last = at(1.0)
+    previous = None
+    moves = 0
+    while bracket() is None:
+        direction = 1.0 if points[last] > 0.0 else -1.0
+        bound = high if direction > 0 else low
+        if abs(last - bound) < 1e-9:
+            side = "largest" if direction > 0 else "smallest"
+            sign = "positive" if direction > 0 else "negative"
+            return ZeroPressureSearch(dict(points), False, float("nan"), [], (
+                f"the pressure is still {sign} ({points[last]:.4g} GPa) at the {side} "
+                f"lattice-constant factor searched ({bound:g}): no E(V) minimum in "
+                f"{low:g}-{high:g}"))
+        if len(points) >= max_runs:
+            return ZeroPressureSearch(dict(points), False, float("nan"), [], (
+                f"no zero of the pressure bracketed within {max_runs} runs (lattice-constant "
+                f"factors {min(points):g}-{max(points):g} searched)"))
+        largest = step * 2 ** moves
+        move = largest if previous is None else step
+        if previous is not None:
+            slope = (points[last] - points[previous]) / (np.log(last) - np.log(previous))
+            if slope < 0.0:  # P falls with V: aim past the secant's zero
+                shift = float(np.clip(-1.2 * points[last] / slope, -1.0, 1.0))  # in ln s
+                target = last * float(np.exp(shift))
+                move = min(max(abs(target - last), step / 2), largest)
+            else:
+                move = largest
+        previous, last = last, at(last + direction * move)
+        moves += 1
+    a, b = bracket()
+    zero = a if a == b else zero_between(a, b)
+    for _ in range(REFINE_ZERO_RUNS):
+        if min(abs(x - zero) for x in points) <= step / 4 or len(points) >= max_runs:
+            break
+        at(zero)
+        a, b = bracket()  # the refinement point splits the bracket
+        zero = a if a == b else zero_between(a, b)
+    window = {x for x in points if abs(x - zero) <= 2 * step} | {a, b}
+    if len(window) < 3 and len(points) < max_runs:  # B0' needs a third volume
+        sides = [round(min(max(zero + d, low), high), 9) for d in (-step, step)]
+        window.add(at(max(sides, key=lambda x: min(abs(x - y) for y in points))))
+    return ZeroPressureSearch(dict(points), True, zero, sorted(window))

@@ -1,12 +1,22 @@
 """A crystal at its E(V) minimum (``recipe.relax: volume`` / ``full``) with pw.x.
 
-``volume`` searches the E(V) minimum under isotropic scaling
-(:func:`~crystaljax.oracles.qe.equation_of_state.search_energy_minimum`: bounded
-lattice-constant range, at most ``relax_max_runs`` scf runs), fits the equation of state
-on the points around it and reports B0 (GPa), V0 (Å^3) and the density mass / V0 (g/cm3);
-``full`` runs a vc-relax of ``relax_nstep`` steps first and then ``volume`` from the
-relaxed cell (shape and positions). A crystal whose E(V) has no minimum in the searched
-range gets :data:`~crystaljax.oracles.base.Status.NO_MINIMUM` and no value.
+``volume`` finds the E(V) minimum under isotropic scaling (bounded lattice-constant range,
+at most ``relax_max_runs`` scf runs), fits the equation of state on the points around it
+and reports B0 (GPa), V0 (Å^3) and the density mass / V0 (g/cm3); ``full`` runs a vc-relax
+of ``relax_nstep`` steps first and then ``volume`` from the relaxed cell (shape and
+positions). How, by ``recipe.eos_data``:
+
+* ``pressure`` (default): the zero of pw.x's pressure
+  (:func:`~crystaljax.oracles.qe.equation_of_state.search_zero_pressure`; P = -dE/dV, so
+  the same minimum) and a Birch-Murnaghan P(V) fit on the runs around it
+  (:func:`~crystaljax.oracles.qe.equation_of_state.fit_pressure_eos`), the runs with the
+  stress at the pressure scan's SCF threshold: typically 3 runs;
+* ``energy``: the E(V) minimum
+  (:func:`~crystaljax.oracles.qe.equation_of_state.search_energy_minimum`) and an
+  :mod:`ase.eos` E(V) fit: typically 5-8 runs.
+
+A crystal without a minimum in the searched range gets
+:data:`~crystaljax.oracles.base.Status.NO_MINIMUM` and no value.
 """
 
 from __future__ import annotations
@@ -14,15 +24,30 @@ from __future__ import annotations
 from pymatgen.core import Structure
 
 from crystaljax.oracles.base import OracleResult, Status
-from crystaljax.oracles.qe.attempts import _Attempt, _failure, _result, _run, _smeared, _spin_details
+from crystaljax.oracles.qe.attempts import (
+    _Attempt,
+    _failure,
+    _parse_failure,
+    _result,
+    _run,
+    _smeared,
+    _spin_details,
+    pressure_scan_settings,
+)
 from crystaljax.oracles.qe.cells import density_of, relaxed_structure, scaled
-from crystaljax.oracles.qe.equation_of_state import fit_bulk_modulus, search_energy_minimum
+from crystaljax.oracles.qe.equation_of_state import (
+    energy_at_volume,
+    fit_bulk_modulus,
+    fit_pressure_eos,
+    search_energy_minimum,
+    search_zero_pressure,
+)
 from crystaljax.oracles.qe.family import PseudoFamily
 from crystaljax.oracles.qe.inputs import PwSettings
 from crystaljax.oracles.qe.recipe_options import RecipeOptions
 from crystaljax.oracles.qe.restarts import AttemptLog
 from crystaljax.oracles.qe.runner import RunnerConfig
-from crystaljax.oracles.qe.seeds import density_seeds
+from crystaljax.oracles.qe.seeds import PRESSURE_SCAN_SEED_STEP, density_seeds
 
 
 class _ScanFailed(Exception):
@@ -61,6 +86,8 @@ def _equilibrium(
                        vc_relax_converged=attempt.parsed.relax_converged,
                        vc_relax_pressure_gpa=attempt.parsed.pressure,
                        vc_relax_energy=attempt.parsed.total_energy)
+    if options.eos_data == "pressure":
+        return _zero_pressure(structure, start, current, family, runner, options, log, details)
     runs: dict[float, _Attempt] = {}
 
     def energy(factor: float) -> float:
@@ -101,6 +128,79 @@ def _equilibrium(
     nearest = min(runs, key=lambda f: abs(start.volume * f ** 3 - v0))
     details.update(
         b0=b0, v0=v0, e0=e0, lattice_factor=(v0 / start.volume) ** (1.0 / 3.0),
+        relaxed_density=density_of(structure) * structure.volume / v0,
+        energy_per_atom=e0 / len(structure), b_method="eos",
+        **_spin_details(structure, runs[nearest].settings, runs[nearest].parsed))
+    return details
+
+
+class _NoPressure(Exception):
+    """A run of the zero-pressure search printed no pressure."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__(f"pw.x printed no pressure (stress) at lattice-constant factor "
+                         f"{factor:.4f} of the zero-pressure search")
+        self.factor = factor
+
+
+def _zero_pressure(
+    structure: Structure, start: Structure, settings: PwSettings, family: PseudoFamily,
+    runner: RunnerConfig, options: RecipeOptions, log: AttemptLog, details: dict,
+) -> dict | OracleResult:
+    """``eos_data: pressure``: the zero of P under isotropic scaling of ``start`` and a
+    Birch-Murnaghan P(V) fit around it, as :func:`_equilibrium`'s details (``b0``, ``v0``,
+    ``e0`` from the energies and pressures of the runs around V0, ``b_prime``, ...)."""
+    scf = pressure_scan_settings(settings, options)
+    current = scf
+    runs: dict[float, _Attempt] = {}
+
+    def pressure(factor: float) -> float:
+        nonlocal current
+        cell = scaled(start, factor ** 3)
+        attempt = _run(cell, current, family, runner, options, log, f"eos-{factor:.4f}",
+                       reference=scf, seeds=seeds)
+        if attempt.status != Status.OK:
+            raise _ScanFailed(attempt, factor)
+        if attempt.parsed.pressure is None:
+            raise _NoPressure(factor)
+        current = attempt.settings  # numerical remedies that worked carry over
+        runs[factor] = attempt
+        return attempt.parsed.pressure
+
+    with density_seeds(runner, options, PRESSURE_SCAN_SEED_STEP) as seeds:
+        try:
+            search = search_zero_pressure(pressure, options.relax_step, options.relax_range,
+                                          options.relax_max_runs)
+        except _ScanFailed as exc:
+            return _failure(exc.attempt, log, lattice_factor=exc.factor, **details)
+        except _NoPressure as exc:
+            return _parse_failure(str(exc), log, lattice_factor=exc.factor, **details)
+    factors = sorted(search.points)
+    volumes = [start.volume * f ** 3 for f in factors]
+    energies = [runs[f].parsed.total_energy for f in factors]
+    pressures = [search.points[f] for f in factors]
+    details.update(start_volume=start.volume, lattice_factors=factors, volumes=volumes,
+                   energies=energies, pressures=pressures, eos="birchmurnaghan-pressure",
+                   eos_data="pressure")
+    if not search.found:
+        return _no_minimum(search.reason, log, details)
+    fit_volumes = [start.volume * f ** 3 for f in search.window]
+    fit_pressures = [search.points[f] for f in search.window]
+    details.update(fit_volumes=fit_volumes, fit_pressures=fit_pressures)
+    try:
+        b0, v0, b_prime = fit_pressure_eos(fit_volumes, fit_pressures)
+    except ValueError as exc:
+        return _no_minimum(f"no E(V) minimum: {exc}", log, details)
+    if not (min(fit_volumes) <= v0 <= max(fit_volumes)):
+        return _no_minimum(
+            f"no E(V) minimum: the pressure fit gives V0 = {v0:.4g} Å^3, B0 = {b0:.4g} GPa "
+            f"outside the fitted volumes {min(fit_volumes):.4g}-{max(fit_volumes):.4g}",
+            log, details)
+    e0 = energy_at_volume(volumes, energies, pressures, v0)
+    nearest = min(runs, key=lambda f: abs(start.volume * f ** 3 - v0))
+    details.update(
+        b0=b0, v0=v0, e0=e0, b_prime=b_prime, b_prime_fitted=len(fit_volumes) >= 3,
+        lattice_factor=(v0 / start.volume) ** (1.0 / 3.0),
         relaxed_density=density_of(structure) * structure.volume / v0,
         energy_per_atom=e0 / len(structure), b_method="eos",
         **_spin_details(structure, runs[nearest].settings, runs[nearest].parsed))

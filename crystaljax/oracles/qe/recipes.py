@@ -59,6 +59,7 @@ from crystaljax.oracles.qe.attempts import (
     _run,
     _smeared,
     _spin_details,
+    pressure_scan_settings,
 )
 from crystaljax.oracles.qe.band_gap import (
     band_edges,
@@ -125,13 +126,6 @@ def density(
         "cell_updated": cell is not None,
         **_spin_details(structure, attempt.settings, attempt.parsed),
     })
-
-
-def pressure_scan_settings(scf: PwSettings, options: RecipeOptions) -> PwSettings:
-    """The pressure scan's scf settings: with the stress, and the SCF threshold times
-    ``options.pressure_conv_factor`` (the stress is first order in the density's error)."""
-    return scf.replace(stress=True, conv_thr_per_atom=scf.conv_thr_per_atom
-                       * options.pressure_conv_factor)
 
 
 def bulk_modulus(
