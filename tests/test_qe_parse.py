@@ -97,3 +97,12 @@ def test_output_tail_is_bounded():
     tail = output_tail(text, lines=10)
     assert tail.splitlines() == [f"line {i}" for i in range(990, 1000)]
     assert len(output_tail("x" * 10000, chars=100)) == 100
+
+
+def test_the_last_estimated_scf_accuracy_is_read_converged_or_not():
+    text = ("     estimated scf accuracy    <       0.00000017 Ry\n"
+            "     estimated scf accuracy    <          9.0E-13 Ry\n"
+            "     convergence NOT achieved after 100 iterations: stopping\n")
+    assert parse_output(text).scf_accuracy == pytest.approx(9.0e-13)
+    assert parse_output("estimated scf accuracy < ******** Ry").scf_accuracy is None
+    assert parse_output("JOB DONE").scf_accuracy is None

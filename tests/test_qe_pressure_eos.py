@@ -134,7 +134,7 @@ def _fake_scan(monkeypatch, with_pressure=True):
     runs = []
 
     def fake_run(structure, settings, family, runner, options, log, label, reference=None,
-                 handled=frozenset(), seeds=None):
+                 handled=frozenset(), seeds=None, loosest_conv_thr=None):
         v = structure.volume
         runs.append((label, settings.stress, settings.conv_thr_per_atom))
         parsed = PwOutput(total_energy=float(energy(v)), n_atoms=len(structure), job_done=True,

@@ -201,7 +201,7 @@ def _fake_pw(monkeypatch, energy_of_volume, relaxed_cell=None):
     runs = []
 
     def fake_run(structure, settings, family, runner, options, log, label, reference=None,
-                 handled=frozenset(), seeds=None):
+                 handled=frozenset(), seeds=None, loosest_conv_thr=None):
         runs.append((label, settings.calculation, structure.volume))
         v, h = structure.volume, 1e-4 * structure.volume
         pressure = -(energy_of_volume(v + h) - energy_of_volume(v - h)) / (2 * h) / GPa

@@ -140,6 +140,50 @@ def test_scf_not_converged_restarts_with_lower_mixing_and_more_steps(family, tmp
     assert result.seconds == pytest.approx(sum(a["seconds"] for a in attempts))
 
 
+def _scf_stopped_at(accuracy: float) -> tuple[str, int]:
+    """pw.x stopping unconverged after its SCF accuracy fell to ``accuracy`` (Ry)."""
+    steps = "".join(f"     estimated scf accuracy    <       {a:.8f} Ry\n\n"
+                    for a in (1e-2, 1e-4, 1e-6))
+    return (_HEAD + steps + f"     estimated scf accuracy    <          {accuracy:.1E} Ry\n\n"
+            "     convergence NOT achieved after 100 iterations: stopping\n", 0)
+
+
+@requires_pw
+def test_a_pressure_run_short_of_its_tightened_threshold_falls_back_to_the_presets(
+        family, tmp_path):
+    """The pressure scan tightens the SCF threshold 100-fold; a run that stops short of it
+    after reaching the preset's threshold is run again at the preset's (not with the
+    convergence remedies), and the result says so."""
+    from crystaljax.oracles.qe.recipes import bulk_modulus
+
+    loose = SETTINGS.conv_thr_per_atom * len(SI)  # Ry per cell
+    pw = fake_pw(tmp_path, _scf_stopped_at(0.5 * loose))
+    result = bulk_modulus(SI, family, SETTINGS, _runner(tmp_path, pw), RecipeOptions())
+    assert result.status == Status.OK, result.reason
+    first, second, third = (_input(tmp_path, n) for n in (1, 2, 3))
+    assert float(_value(first, "conv_thr")) == pytest.approx(0.01 * loose)
+    assert float(_value(second, "conv_thr")) == pytest.approx(loose)
+    assert _value(second, "mixing_beta") == _value(first, "mixing_beta")
+    assert float(_value(third, "conv_thr")) == pytest.approx(loose)  # carried to 1.02
+    attempts = result.extra["attempts"]
+    assert [a["remedy"] for a in attempts] == [None, "preset_threshold", None]
+    assert attempts[1]["changes"] == {"conv_thr_per_atom": SETTINGS.conv_thr_per_atom}
+    assert "did not reach" in result.extra["warnings"][0]
+
+
+@requires_pw
+def test_a_pressure_run_far_from_any_threshold_gets_the_convergence_remedies(family, tmp_path):
+    from crystaljax.oracles.qe.recipes import bulk_modulus
+
+    loose = SETTINGS.conv_thr_per_atom * len(SI)
+    pw = fake_pw(tmp_path, _scf_stopped_at(100 * loose))
+    result = bulk_modulus(SI, family, SETTINGS, _runner(tmp_path, pw), RecipeOptions())
+    assert result.status == Status.OK, result.reason
+    assert float(_value(_input(tmp_path, 2), "conv_thr")) == pytest.approx(0.01 * loose)
+    assert [a["remedy"] for a in result.extra["attempts"]][:2] == [None, "lower_mixing"]
+    assert "warnings" not in result.extra
+
+
 @requires_pw
 def test_diagonalization_error_switches_to_cg(family, tmp_path):
     pw = fake_pw(tmp_path, S_MATRIX)

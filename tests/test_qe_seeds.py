@@ -310,7 +310,7 @@ def test_the_default_pressure_scan_starts_cold(monkeypatch, tmp_path):
     seen = []
 
     def fake_run(structure, settings, family, runner, options, log, label, reference=None,
-                 handled=frozenset(), seeds=None):
+                 handled=frozenset(), seeds=None, loosest_conv_thr=None):
         seen.append(seeds.nearest(structure.volume) if seeds is not None else "no store")
         parsed = PwOutput(total_energy=-10.0, pressure=1.0 - structure.volume / 20.0,
                           n_atoms=len(structure), job_done=True)

@@ -34,6 +34,7 @@ from crystaljax.oracles.qe.restarts import (
     MIN_ATTEMPT_SECONDS,
     AttemptLog,
     Failure,
+    Remedy,
     RestartPlan,
     changed_settings,
     classify_failure,
@@ -111,6 +112,7 @@ def _run(
     structure: Structure, settings: PwSettings, family: PseudoFamily, runner: RunnerConfig,
     options: RecipeOptions, log: AttemptLog, label: str, reference: PwSettings | None = None,
     handled: frozenset[Failure] = frozenset(), seeds: DensitySeeds | None = None,
+    loosest_conv_thr: float | None = None,
 ) -> _Attempt:
     """One pw.x run of a recipe with automatic restarts (:mod:`.restarts`).
 
@@ -130,6 +132,12 @@ def _run(
     A spin-polarised run is seeded only from a magnetic neighbour
     (:meth:`~crystaljax.oracles.qe.seeds.DensitySeed.seeds`); else it starts from the
     ferromagnetic guess.
+
+    ``loosest_conv_thr``: the SCF threshold per atom a run whose threshold was tightened
+    (a pressure run: :func:`pressure_scan_settings`) may fall back to. When such a run
+    stops unconverged but its SCF accuracy had reached this threshold, the next attempt
+    takes it (remedy ``preset_threshold``; a warning in the result says so) instead of
+    the convergence remedies: the tightened threshold lies below what the run can reach.
     """
     reference = reference or settings
     plan = RestartPlan(options.diagonalizers, options.metal_smearing, options.metal_degauss)
@@ -171,8 +179,9 @@ def _run(
                 and last.failure not in (Failure.TIME_LIMIT, Failure.NOT_STARTED):
             remedy = "cold_start"
             continue
-        step = plan.next(last.failure, current,
-                         lambda s: write_pw_input(structure, s, family) not in seen)
+        step = _looser_threshold(last, current, loosest_conv_thr, len(structure)) or \
+            plan.next(last.failure, current,
+                      lambda s: write_pw_input(structure, s, family) not in seen)
         if step is None:
             why = "no remedy left" if number > 1 else "no remedy"
             break
@@ -181,6 +190,11 @@ def _run(
                    else "restarts off")
             break
         remedy, current = step[0].name, step[1]
+        if remedy == PRESET_THRESHOLD.name:
+            log.warnings.append(
+                f"{label}: the SCF did not reach {settings.conv_thr_per_atom:g} Ry per atom "
+                f"(last accuracy {last.parsed.scf_accuracy:g} Ry per cell); run again at "
+                f"{current.conv_thr_per_atom:g}")
     if usable is not None:
         usable.details["gave_up"] = why
         log.warnings.append(f"{label}: {usable.note}, kept ({why})")
@@ -189,6 +203,23 @@ def _run(
     if number > 1:
         last.reason = f"{last.reason} (after {number} attempts; {why})"
     return last
+
+
+#: the remedy of :func:`_looser_threshold` (recorded as the attempt's ``remedy``)
+PRESET_THRESHOLD = Remedy("preset_threshold", lambda settings: None)
+
+
+def _looser_threshold(attempt: _Attempt, settings: PwSettings, loosest: float | None,
+                      n_atoms: int) -> tuple[Remedy, PwSettings] | None:
+    """``settings`` at the SCF threshold ``loosest`` (per atom) when ``attempt`` stopped
+    unconverged below a tighter one after its accuracy had reached ``loosest``, else None."""
+    if loosest is None or attempt.failure != Failure.SCF_NOT_CONVERGED \
+            or settings.conv_thr_per_atom >= loosest:
+        return None
+    accuracy = attempt.parsed.scf_accuracy if attempt.parsed is not None else None
+    if accuracy is None or accuracy > loosest * n_atoms:
+        return None
+    return PRESET_THRESHOLD, settings.replace(conv_thr_per_atom=loosest)
 
 
 def _result(value: float, log: AttemptLog, details: dict) -> OracleResult:

@@ -158,7 +158,7 @@ def _zero_pressure(
         nonlocal current
         cell = scaled(start, factor ** 3)
         attempt = _run(cell, current, family, runner, options, log, f"eos-{factor:.4f}",
-                       reference=scf, seeds=seeds)
+                       reference=scf, seeds=seeds, loosest_conv_thr=settings.conv_thr_per_atom)
         if attempt.status != Status.OK:
             raise _ScanFailed(attempt, factor)
         if attempt.parsed.pressure is None:

@@ -32,6 +32,7 @@ _HOMO_LUMO = re.compile(
 _HOMO = re.compile(rf"highest occupied level \(ev\):\s+({_FLOAT})")
 _FERMI = re.compile(rf"the Fermi energy is\s+({_FLOAT})\s+ev")
 _PRESSURE = re.compile(rf"P=\s*({_FLOAT})")
+_SCF_ACCURACY = re.compile(rf"estimated scf accuracy\s+<\s+({_FLOAT})\s+Ry")
 _TOTAL_MAGNETIZATION = re.compile(rf"total magnetization\s+=\s+({_FLOAT})\s+Bohr mag/cell")
 _ABSOLUTE_MAGNETIZATION = re.compile(
     rf"absolute magnetization\s+=\s+({_FLOAT})\s+Bohr mag/cell")
@@ -80,6 +81,7 @@ class PwOutput:
       positions: last printed fractional atomic positions (``ATOMIC_POSITIONS (crystal)``
         of a relaxation), shape (n_atoms, 3); ``None`` when not printed.
       relax_converged: a relaxation reached its convergence criteria (BFGS converged).
+      scf_accuracy: pw.x's last estimated SCF accuracy (Ry per cell), converged or not.
     """
 
     total_energy: float | None = None
@@ -98,6 +100,7 @@ class PwOutput:
     absolute_magnetization: float | None = None
     positions: np.ndarray | None = None
     relax_converged: bool = False
+    scf_accuracy: float | None = None
 
     @property
     def energy_per_atom(self) -> float | None:
@@ -214,6 +217,8 @@ def parse_output(text: str) -> PwOutput:
         out.fermi = _f(m.group(1))
     if m := _last(_PRESSURE, text):
         out.pressure = _f(m.group(1)) * KBAR_TO_GPA
+    if m := _last(_SCF_ACCURACY, text):
+        out.scf_accuracy = _f(m.group(1))
     if m := _last(_CELL, text):
         rows = np.array([_f(m.group(i)) for i in range(3, 12)]).reshape(3, 3)
         unit = m.group(1)

@@ -28,13 +28,16 @@ class RecipeOptions:
 
     Attributes:
       nstep: BFGS steps of the density ``vc-relax``.
-      eos_data: what the bulk modulus at the template volume (``relax: none``) is fitted
-        on: ``pressure`` (default): pw.x's stress at the volumes ``pressure_scales``, a
-        Birch-Murnaghan P(V) (B0' fixed at 4 for two volumes, fitted for three or
-        more); ``energy``: total energies at ``volume_scales``, an :mod:`ase.eos` E(V) fit
-        (``eos``), as CrystalGym. Measured on the validation crystals
-        (docs/DFT.md): the two-volume pressure fit is within 0.03-2.2 % of a five-volume
-        one, in 2 scf runs instead of 5.
+      eos_data: what the equation of state is fitted on: ``pressure`` (default): pw.x's
+        stress, a Birch-Murnaghan P(V) (B0' fixed at 4 for two volumes, fitted for three
+        or more), at the volumes ``pressure_scales`` (``relax: none``) or around the zero
+        of P (``relax: volume / full``, :func:`~.equation_of_state.search_zero_pressure`);
+        ``energy``: total energies, an :mod:`ase.eos` E(V) fit (``eos``), at
+        ``volume_scales`` (as CrystalGym) or around the E(V) minimum
+        (:func:`~.equation_of_state.search_energy_minimum`). Measured on the validation
+        crystals (docs/DFT.md): the two-volume pressure fit is within 0.03-2.2 % of a
+        five-volume one, in 2 scf runs instead of 5; the zero-pressure search takes about
+        half the runs of the E(V) one.
       pressure_scales: volume factors of the pressure scan (two or more).
       pressure_conv_factor: the pressure scan's SCF threshold as a fraction of
         ``settings.conv_thr_per_atom``. The stress is first order in the density's SCF
@@ -54,12 +57,13 @@ class RecipeOptions:
       relax: cell the density and bulk modulus are computed at: ``none`` (the template
         cell: the density's ``nstep`` vc-relax steps, the bulk modulus's scan around the
         template volume, as CrystalGym), ``volume`` (the E(V) minimum under isotropic
-        scaling, :func:`~.equation_of_state.search_energy_minimum`: B0 and V0 of the
-        equation of state fitted around it, density at V0) or ``full`` (a vc-relax of
+        scaling, found by ``eos_data``'s search: B0 and V0 of the equation of state
+        fitted around it, density at V0) or ``full`` (a vc-relax of
         ``relax_nstep`` steps first, then ``volume`` from the relaxed cell). A crystal
         without an E(V) minimum in the searched range gets status NO_MINIMUM and no value.
-      relax_step: lattice-constant step of the minimum search (fraction; the first points
-        are 1 - step, 1, 1 + step; steps towards falling energy double).
+      relax_step: lattice-constant step of the minimum search (fraction; the energy
+        search's first points are 1 - step, 1, 1 + step, steps towards falling energy
+        double; the pressure search's first step goes from 1 towards the zero of P).
       relax_range: (smallest, largest) lattice-constant factor the search may reach.
       relax_max_runs: most scf runs of the search, the fit window included.
       relax_nstep: BFGS steps of the ``full`` vc-relax.

@@ -150,7 +150,8 @@ def bulk_modulus(
         for scale in options.scan_scales:
             cell = scaled(structure, scale)
             attempt = _run(cell, current, family, runner, options, log, f"bulk-{scale:.3f}",
-                           reference=scf, seeds=seeds)
+                           reference=scf, seeds=seeds,
+                           loosest_conv_thr=settings.conv_thr_per_atom if pressure else None)
             if attempt.status != Status.OK:
                 return _failure(attempt, log, volume_scale=scale)
             if pressure and attempt.parsed.pressure is None:

@@ -22,6 +22,10 @@ budget is spent. The remedies follow the error handlers of AiiDA's ``PwBaseWorkC
   same input repeats; the run used its whole time limit; the program could not be
   started, a failure of the machine, not the crystal).
 
+A pressure run whose SCF threshold was tightened stops short of it after reaching the
+preset's: ``attempts._run`` runs it again at the preset's threshold (remedy
+``preset_threshold``) before this module's remedies.
+
 Remedies are cumulative (each applies on top of the ones before); one that leaves the
 pw.x input unchanged, or gives an input already run, is skipped. Unlike AiiDA, the
 diagonalisers start with ``cg``, the most robust (and slowest) one: a crystal gets few
