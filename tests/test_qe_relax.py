@@ -19,8 +19,10 @@ from crystaljax.oracles.qe import equilibrium, recipes
 from crystaljax.oracles.qe.attempts import _Attempt
 from crystaljax.oracles.qe.cells import density_of
 from crystaljax.oracles.qe.equation_of_state import (
+    B_PRIME_RANGE,
     birch_murnaghan_pressure,
     fit_bulk_modulus,
+    fit_equilibrium_pressures,
     fit_pressure_eos,
     search_energy_minimum,
     search_zero_pressure,
@@ -173,6 +175,39 @@ def test_pressure_noise_moves_b0_by_little():
     b0, v0, _ = fit_pressure_eos([16.0 * s ** 3 for s in found.window],
                                  [found.points[s] for s in found.window])
     assert b0 == pytest.approx(80.0, rel=0.03) and v0 == pytest.approx(16.0 * 1.01 ** 3, rel=1e-3)
+
+
+def test_the_equilibrium_fit_fits_b_prime_only_where_the_volumes_determine_it():
+    wide = [0.98, 1.0, 1.02]  # lattice factors: a 4 % span
+    narrow = [0.995, 1.0, 1.005]
+    for factors, fitted in [(wide, True), (narrow, False)]:
+        volumes = [16.0 * f ** 3 for f in factors]
+        pressures = [_bm_pressure(f, 1.0, b0=80.0, bp=4.5) for f in factors]
+        b0, v0, bp, was_fitted = fit_equilibrium_pressures(volumes, pressures, min_span=0.02)
+        assert was_fitted is fitted and v0 == pytest.approx(16.0, rel=1e-3)
+        assert bp == (pytest.approx(4.5, rel=1e-3) if fitted else 4.0)
+        assert b0 == pytest.approx(80.0, rel=1e-3 if fitted else 0.02)
+
+
+def test_noisy_pressures_never_lose_a_bracketed_equilibrium():
+    """Pressure noise can make the fitted B0' absurd or fail a fit; the equilibrium fit
+    then fixes B0' instead of giving up (a bracketed zero is never NO_MINIMUM for it)."""
+    errors = {}
+    for noise in (0.005, 0.05):
+        errors[noise] = []
+        for seed in range(100):
+            rng = np.random.default_rng(seed)
+            a0 = rng.uniform(0.95, 1.05)
+            found = search_zero_pressure(
+                lambda s: _bm_pressure(s, a0, b0=10.0, bp=6.0) + rng.normal(0.0, noise))
+            assert found.found
+            b0, _, bp, fitted = fit_equilibrium_pressures(
+                [16.0 * s ** 3 for s in found.window], [found.points[s] for s in found.window])
+            assert not fitted or B_PRIME_RANGE[0] <= bp <= B_PRIME_RANGE[1]
+            errors[noise].append(abs(b0 / 10.0 - 1.0))
+    # at the pressure runs' threshold (about 0.005 GPa) a 10 GPa crystal's B0 within ~5 %
+    assert np.percentile(errors[0.005], 95) < 0.06
+    assert np.percentile(errors[0.05], 95) < 0.3
 
 
 @pytest.mark.parametrize("pressure, why", [
@@ -387,9 +422,15 @@ def test_the_relaxed_properties_cache_key_says_how_the_minimum_was_found():
     for prop in ("bulk_modulus", "density"):
         # the zero-pressure search is marked: the same options found the E(V) minimum before
         assert recipe_key(volume, prop)["equilibrium_search"] == "pressure"
+        assert recipe_key(volume, prop)["pressure_conv_factor"] == 0.01
         assert "equilibrium_search" not in recipe_key(energy, prop)
         assert recipe_key(volume, prop) != recipe_key(energy, prop)
-    # a relaxed density reads eos_data; the template's vc-relax does not (keys unchanged)
-    assert recipe_key(volume, "density")["eos_data"] == "pressure"
-    assert "eos_data" not in recipe_key(RecipeOptions(), "density")
+    # the E(V) search's density key is as before (no option it does not read)
+    energy_density = recipe_key(energy, "density")
+    assert not {"eos_data", "pressure_scales", "pressure_conv_factor"} & set(energy_density)
+    assert recipe_key(RecipeOptions(relax="volume", eos_data="energy", pressure_scales=(0.9, 1.1)),
+                      "density") == energy_density
+    # the band gap reads none of it, relaxed or not
+    assert recipe_key(volume, "band_gap") == recipe_key(energy, "band_gap")
+    assert "equilibrium_search" not in recipe_key(volume, "band_gap")
     assert "equilibrium_search" not in recipe_key(RecipeOptions(), "bulk_modulus")

@@ -157,7 +157,8 @@ def test_a_pressure_run_short_of_its_tightened_threshold_falls_back_to_the_prese
     from crystaljax.oracles.qe.recipes import bulk_modulus
 
     loose = SETTINGS.conv_thr_per_atom * len(SI)  # Ry per cell
-    pw = fake_pw(tmp_path, _scf_stopped_at(0.5 * loose))
+    # between the per-atom and the per-cell threshold: the test tells the units apart
+    pw = fake_pw(tmp_path, _scf_stopped_at(0.75 * loose))
     result = bulk_modulus(SI, family, SETTINGS, _runner(tmp_path, pw), RecipeOptions())
     assert result.status == Status.OK, result.reason
     first, second, third = (_input(tmp_path, n) for n in (1, 2, 3))
@@ -168,7 +169,7 @@ def test_a_pressure_run_short_of_its_tightened_threshold_falls_back_to_the_prese
     attempts = result.extra["attempts"]
     assert [a["remedy"] for a in attempts] == [None, "preset_threshold", None]
     assert attempts[1]["changes"] == {"conv_thr_per_atom": SETTINGS.conv_thr_per_atom}
-    assert "did not reach" in result.extra["warnings"][0]
+    assert "stopped short of" in result.extra["warnings"][0]
 
 
 @requires_pw
@@ -176,7 +177,7 @@ def test_a_pressure_run_far_from_any_threshold_gets_the_convergence_remedies(fam
     from crystaljax.oracles.qe.recipes import bulk_modulus
 
     loose = SETTINGS.conv_thr_per_atom * len(SI)
-    pw = fake_pw(tmp_path, _scf_stopped_at(100 * loose))
+    pw = fake_pw(tmp_path, _scf_stopped_at(1.5 * loose))  # just short of the preset's
     result = bulk_modulus(SI, family, SETTINGS, _runner(tmp_path, pw), RecipeOptions())
     assert result.status == Status.OK, result.reason
     assert float(_value(_input(tmp_path, 2), "conv_thr")) == pytest.approx(0.01 * loose)

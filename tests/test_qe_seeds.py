@@ -123,6 +123,10 @@ OK_OUTPUT = ("     number of atoms/cell      =            2\n{read}\n"
 CRASH_OUTPUT = ("     number of atoms/cell      =            2\n{read}\n"
                 "     Error in routine cdiaghg (3):\n     S matrix not positive definite\n")
 
+SCF_OUTPUT = ("     number of atoms/cell      =            2\n{read}\n"
+              "     estimated scf accuracy    <          {accuracy} Ry\n\n"
+              "     convergence NOT achieved after 100 iterations: stopping\n")
+
 MAGNETIC = ("\n     total magnetization       =     {m} Bohr mag/cell\n"
             "     absolute magnetization    =     {m} Bohr mag/cell\n\n   JOB DONE")
 
@@ -146,6 +150,9 @@ class ScriptedPw:
         outcome = self.outcomes.pop(0)
         if outcome == "crash":
             return PwRun(workdir, 1, False, 0.5, CRASH_OUTPUT.format(read=read))
+        if outcome.startswith("scf-"):  # "scf-<last accuracy, Ry>": stopped unconverged
+            return PwRun(workdir, 0, False, 0.5, SCF_OUTPUT.format(read=read,
+                                                                   accuracy=outcome[4:]))
         (workdir / SAVE_DIR).mkdir(parents=True, exist_ok=True)
         (workdir / SAVE_DIR / "charge-density.dat").write_bytes(b"rho%d" % len(self.inputs))
         output = OK_OUTPUT.format(read=read)
@@ -382,3 +389,30 @@ def test_a_ferromagnet_seeds_its_next_volume_to_the_same_state(paw, tmp_path):
     # the same ferromagnetic fixed point as the cold ferromagnetic start
     assert seeded.parsed.magnetization == pytest.approx(cold.parsed.magnetization, abs=0.02)
     assert seeded.parsed.total_energy == pytest.approx(cold.parsed.total_energy, abs=1e-4)
+
+
+def test_a_seeded_pressure_run_short_of_its_threshold_falls_back_before_a_cold_start(
+        monkeypatch, tmp_path, seeded):
+    """A seeded pressure run that stops short of its tightened threshold with the preset's
+    reached is run again at the preset's threshold at once, not first cold at the
+    tightened one (which would fail the same way)."""
+    family = write_gth_family(tmp_path / "pp", PRESET.cutoffs, GTH_VARIANTS)
+    loose = _smeared(PRESET.settings, RecipeOptions())
+    tight = loose.replace(conv_thr_per_atom=0.01 * loose.conv_thr_per_atom)
+    per_cell = 2 * loose.conv_thr_per_atom  # two atoms
+    # between the per-atom and the per-cell threshold: the test tells the units apart
+    for accuracy, remedies in [(0.75 * per_cell, [None, "preset_threshold"]),
+                               (1.5 * per_cell, [None, "cold_start"])]:
+        pw = ScriptedPw(tmp_path / f"runs-{accuracy:g}", [f"scf-{accuracy:.1E}", "ok"])
+        monkeypatch.setattr(attempts, "run_pw", pw)
+        log = AttemptLog(600.0)
+        result = _run(rocksalt(5.69, "Na", "Cl"), tight, family, RunnerConfig(time_limit=60.0),
+                      RecipeOptions(), log, "next", seeds=seeded,
+                      loosest_conv_thr=loose.conv_thr_per_atom)
+        assert result.status == Status.OK
+        assert [r["remedy"] for r in log.records] == remedies
+        if remedies[1] == "preset_threshold":
+            assert log.records[1]["changes"] == {"conv_thr_per_atom": loose.conv_thr_per_atom}
+            assert "Ry per atom" in log.warnings[0]
+        else:
+            assert not log.warnings

@@ -65,12 +65,13 @@ def evaluate(prop: str, structures: list, runner, preset: str = "default",
 
     With a local pool the clock starts once its workers are up (a training run's pool
     stays up for thousands of crystals, so the start-up, about 3 s here, is not part of
-    a crystal's cost); ``timings``, if given, receives ``pool_start_s``, the seconds the
-    pool took to start."""
+    a crystal's cost; with several workers at least one has imported the job's modules);
+    ``timings``, if given, receives ``pool_start_s``, the seconds the pool took to start."""
     from crystaljax.oracles.executors import LocalPoolExecutor
     from crystaljax.oracles.qe.jobs import worker_ready
     from crystaljax.oracles.qe.oracle import QEOracle
 
+    executor = None
     if workers is not None:
         executor = LocalPoolExecutor(workers)
         start = time.time()
@@ -80,8 +81,13 @@ def evaluate(prop: str, structures: list, runner, preset: str = "default",
         if timings is not None:
             timings["pool_start_s"] = round(time.time() - start, 2)
         options["executor"] = executor
-    oracle = QEOracle(prop, preset=preset, cache=None, runner=runner,
-                      owns_executor=workers is not None, **options)
+    try:
+        oracle = QEOracle(prop, preset=preset, cache=None, runner=runner,
+                          owns_executor=workers is not None, **options)
+    except BaseException:
+        if executor is not None:
+            executor.shutdown()
+        raise
     t0 = time.time()
     try:
         return oracle.evaluate(structures), time.time() - t0

@@ -135,9 +135,10 @@ def _run(
 
     ``loosest_conv_thr``: the SCF threshold per atom a run whose threshold was tightened
     (a pressure run: :func:`pressure_scan_settings`) may fall back to. When such a run
-    stops unconverged but its SCF accuracy had reached this threshold, the next attempt
-    takes it (remedy ``preset_threshold``; a warning in the result says so) instead of
-    the convergence remedies: the tightened threshold lies below what the run can reach.
+    stops unconverged with its last estimated SCF accuracy within this threshold, the next
+    attempt takes it (remedy ``preset_threshold``; a warning in the result says so)
+    instead of the convergence remedies or a cold start: the tightened threshold lies
+    below what the run can reach.
     """
     reference = reference or settings
     plan = RestartPlan(options.diagonalizers, options.metal_smearing, options.metal_degauss)
@@ -175,13 +176,14 @@ def _run(
             return usable or _budget_spent(log, last, current)
         if last.failure in handled:
             return last
-        if start is not None and last.status != Status.OK and number <= options.max_restarts \
+        looser = _looser_threshold(last, current, loosest_conv_thr, len(structure))
+        if looser is None and start is not None and last.status != Status.OK \
+                and number <= options.max_restarts \
                 and last.failure not in (Failure.TIME_LIMIT, Failure.NOT_STARTED):
             remedy = "cold_start"
             continue
-        step = _looser_threshold(last, current, loosest_conv_thr, len(structure)) or \
-            plan.next(last.failure, current,
-                      lambda s: write_pw_input(structure, s, family) not in seen)
+        step = looser or plan.next(last.failure, current,
+                                   lambda s: write_pw_input(structure, s, family) not in seen)
         if step is None:
             why = "no remedy left" if number > 1 else "no remedy"
             break
@@ -192,9 +194,10 @@ def _run(
         remedy, current = step[0].name, step[1]
         if remedy == PRESET_THRESHOLD.name:
             log.warnings.append(
-                f"{label}: the SCF did not reach {settings.conv_thr_per_atom:g} Ry per atom "
-                f"(last accuracy {last.parsed.scf_accuracy:g} Ry per cell); run again at "
-                f"{current.conv_thr_per_atom:g}")
+                f"{label}: the SCF stopped short of {settings.conv_thr_per_atom:g} Ry per "
+                f"atom (last estimated accuracy "
+                f"{last.parsed.scf_accuracy / len(structure):g} Ry per atom); run again, and "
+                f"the crystal's later runs, at {current.conv_thr_per_atom:g} Ry per atom")
     if usable is not None:
         usable.details["gave_up"] = why
         log.warnings.append(f"{label}: {usable.note}, kept ({why})")
@@ -212,7 +215,8 @@ PRESET_THRESHOLD = Remedy("preset_threshold", lambda settings: None)
 def _looser_threshold(attempt: _Attempt, settings: PwSettings, loosest: float | None,
                       n_atoms: int) -> tuple[Remedy, PwSettings] | None:
     """``settings`` at the SCF threshold ``loosest`` (per atom) when ``attempt`` stopped
-    unconverged below a tighter one after its accuracy had reached ``loosest``, else None."""
+    unconverged below a tighter one with its last estimated accuracy within ``loosest``,
+    else None."""
     if loosest is None or attempt.failure != Failure.SCF_NOT_CONVERGED \
             or settings.conv_thr_per_atom >= loosest:
         return None

@@ -38,7 +38,7 @@ from crystaljax.oracles.qe.cells import density_of, relaxed_structure, scaled
 from crystaljax.oracles.qe.equation_of_state import (
     energy_at_volume,
     fit_bulk_modulus,
-    fit_pressure_eos,
+    fit_equilibrium_pressures,
     search_energy_minimum,
     search_zero_pressure,
 )
@@ -188,7 +188,8 @@ def _zero_pressure(
     fit_pressures = [search.points[f] for f in search.window]
     details.update(fit_volumes=fit_volumes, fit_pressures=fit_pressures)
     try:
-        b0, v0, b_prime = fit_pressure_eos(fit_volumes, fit_pressures)
+        b0, v0, b_prime, fitted = fit_equilibrium_pressures(fit_volumes, fit_pressures,
+                                                            options.relax_step)
     except ValueError as exc:
         return _no_minimum(f"no E(V) minimum: {exc}", log, details)
     if not (min(fit_volumes) <= v0 <= max(fit_volumes)):
@@ -199,7 +200,7 @@ def _zero_pressure(
     e0 = energy_at_volume(volumes, energies, pressures, v0)
     nearest = min(runs, key=lambda f: abs(start.volume * f ** 3 - v0))
     details.update(
-        b0=b0, v0=v0, e0=e0, b_prime=b_prime, b_prime_fitted=len(fit_volumes) >= 3,
+        b0=b0, v0=v0, e0=e0, b_prime=b_prime, b_prime_fitted=fitted,
         lattice_factor=(v0 / start.volume) ** (1.0 / 3.0),
         relaxed_density=density_of(structure) * structure.volume / v0,
         energy_per_atom=e0 / len(structure), b_method="eos",

@@ -62,27 +62,31 @@ SETTINGS_ADDED_LATER = {"full_accuracy_empty_bands": False, "stress": True}
 #: within the SCF threshold; magnetic runs only from a magnetic neighbour).
 RECIPE_NOT_IN_KEY = ("reuse_density",)
 
-#: RecipeOptions fields added later that only the bulk modulus and the relaxed properties
-#: read: in the key of the bulk modulus and of a density with ``relax`` other than ``none``
+#: RecipeOptions fields added later that only the bulk modulus reads: in its cache key
 #: only, so the keys of the other properties' earlier results do not change
 RECIPE_BULK_MODULUS_ONLY = ("eos_data", "pressure_scales", "pressure_conv_factor")
+#: the properties ``recipe.relax`` applies to
+RELAXED_PROPERTIES = ("bulk_modulus", "density")
 
 
 def recipe_key(options: RecipeOptions, property_name: str) -> dict:
     """The recipe options as they enter ``property_name``'s cache key: all but
-    :data:`RECIPE_NOT_IN_KEY`, and :data:`RECIPE_BULK_MODULUS_ONLY` only for the bulk
-    modulus and the relaxed density. A relaxed property found by the zero-pressure search
-    (``relax`` not ``none``, ``eos_data: pressure``, since 2026-12-05) has
-    ``equilibrium_search: pressure`` too: the same options found the E(V) minimum before,
-    and those results are not reused."""
+    :data:`RECIPE_NOT_IN_KEY`, and :data:`RECIPE_BULK_MODULUS_ONLY` for the bulk modulus
+    only. A bulk modulus or density found by the zero-pressure search (``relax`` not
+    ``none``, ``eos_data: pressure``, since 2026-12-05) has ``equilibrium_search:
+    pressure`` too (and the density the search's ``pressure_conv_factor``): the same
+    options found the E(V) minimum before, and those results are not reused; the E(V)
+    search's keys (``eos_data: energy``) are as before."""
     values = dataclasses.asdict(options)
     for name in RECIPE_NOT_IN_KEY:
         del values[name]
-    if property_name != "bulk_modulus" and options.relax == "none":
+    if property_name != "bulk_modulus":
         for name in RECIPE_BULK_MODULUS_ONLY:
             del values[name]
-    if options.relax != "none" and options.eos_data == "pressure":
+    if property_name in RELAXED_PROPERTIES and options.relax != "none" \
+            and options.eos_data == "pressure":
         values["equilibrium_search"] = "pressure"
+        values["pressure_conv_factor"] = options.pressure_conv_factor
     return values
 
 

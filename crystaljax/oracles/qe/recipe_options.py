@@ -16,9 +16,9 @@ from crystaljax.oracles.qe.inputs import Diagonalization
 #: volume), ``volume`` (E(V) minimum under isotropic scaling), ``full`` (vc-relax first)
 Relax = typing.Literal["none", "volume", "full"]
 
-#: ``RecipeOptions.eos_data``: what the bulk modulus's template-volume scan fits:
-#: ``pressure`` (pw.x's stress at ``pressure_scales``) or ``energy`` (E(V) at
-#: ``volume_scales``, CrystalGym's recipe)
+#: ``RecipeOptions.eos_data``: what the equation of state is fitted on: ``pressure``
+#: (pw.x's stress: at ``pressure_scales``, or around the zero of P with ``relax``) or
+#: ``energy`` (E(V): at ``volume_scales``, CrystalGym's recipe, or around its minimum)
 EosData = typing.Literal["pressure", "energy"]
 
 
