@@ -28,7 +28,9 @@ from crystaljax.benchmarks import dft, gap_recipe  # noqa: E402
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmarks/dft.json")
+    parser.add_argument("--out", default="benchmarks/dft.json",
+                        help="results file; rows (cell, property) already in it are kept and "
+                             "printed, not measured again, unless --redo")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--episodes", type=int, default=500)
     parser.add_argument("--skip-throughput", action="store_true")

@@ -109,7 +109,7 @@ def validate(name: str, runner, nstep: int, preset: str = "default",
                                     ("density", density_of(structure), {"nstep": nstep})):
         if prop not in properties:
             continue
-        (result,), wall = evaluate(prop, [structure], runner, preset, None, recipe=recipe)
+        (result,), wall = evaluate(prop, [structure], runner, preset, 1, recipe=recipe)
         error = result.value - reference
         if prop != "band_gap":
             error /= reference
