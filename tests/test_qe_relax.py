@@ -264,12 +264,12 @@ def test_relax_none_is_the_template_scan(monkeypatch):
     assert all(r[1] == "scf" for r in runs) and result.extra["eos_data"] == "pressure"
 
 
-@pytest.mark.parametrize("eos_data", ["pressure", "energy"])
-def test_relax_volume_reports_b0_v0_and_the_relaxed_density(monkeypatch, eos_data):
+@pytest.mark.parametrize("search", ["pressure", "energy"])
+def test_relax_volume_reports_b0_v0_and_the_relaxed_density(monkeypatch, search):
     template = fcc(4.0)
     v_eq = template.volume * 1.05 ** 3
     runs = _fake_pw(monkeypatch, lambda v: birch_murnaghan(v, v_eq))
-    options = RecipeOptions(relax="volume", eos_data=eos_data)
+    options = RecipeOptions(relax="volume", relax_search=search)
     modulus = bulk_modulus(template, None, PRESET.settings, RUNNER, options)
     assert modulus.status == Status.OK, modulus.reason
     assert modulus.value == pytest.approx(80.0, rel=1e-3)
@@ -279,9 +279,9 @@ def test_relax_volume_reports_b0_v0_and_the_relaxed_density(monkeypatch, eos_dat
     assert len(runs) == len(extra["attempts"]) <= options.relax_max_runs
     assert all(calc == "scf" for _, calc, _ in runs)
     assert extra["energy_per_atom"] == pytest.approx(-10.0, abs=1e-4)  # E0 of the fake E(V)
-    if eos_data == "pressure":  # the zero-pressure search's runs read the stress, tighter
+    if search == "pressure":  # the zero-pressure search's runs read the stress, tighter
         assert extra["b_prime"] == pytest.approx(4.5, rel=0.02) and extra["b_prime_fitted"]
-        assert extra["eos_data"] == "pressure" and len(extra["fit_pressures"]) >= 3
+        assert extra["relax_search"] == "pressure" and len(extra["fit_pressures"]) >= 3
         assert all(r["changes"] == {} for r in extra["attempts"])
     rho = density(template, None, PRESET.settings, RUNNER, options)
     assert rho.status == Status.OK
@@ -289,14 +289,14 @@ def test_relax_volume_reports_b0_v0_and_the_relaxed_density(monkeypatch, eos_dat
     assert rho.value == pytest.approx(extra["relaxed_density"])
 
 
-@pytest.mark.parametrize("eos_data", ["pressure", "energy"])
-def test_relax_full_scans_around_the_vc_relaxed_cell(monkeypatch, eos_data):
+@pytest.mark.parametrize("search", ["pressure", "energy"])
+def test_relax_full_scans_around_the_vc_relaxed_cell(monkeypatch, search):
     template = fcc(4.0)
     relaxed = template.lattice.matrix * 1.04
     v_eq = template.volume * 1.05 ** 3
     runs = _fake_pw(monkeypatch, lambda v: birch_murnaghan(v, v_eq), relaxed_cell=relaxed)
     result = density(template, None, PRESET.settings, RUNNER,
-                     RecipeOptions(relax="full", eos_data=eos_data))
+                     RecipeOptions(relax="full", relax_search=search))
     assert result.status == Status.OK, result.reason
     assert runs[0][:2] == ("relax-vc", "vc-relax")
     assert result.extra["vc_relax_volume"] == pytest.approx(template.volume * 1.04 ** 3)
@@ -306,12 +306,12 @@ def test_relax_full_scans_around_the_vc_relaxed_cell(monkeypatch, eos_data):
     assert result.value == pytest.approx(density_of(template) / 1.05 ** 3, rel=1e-4)
 
 
-@pytest.mark.parametrize("eos_data", ["pressure", "energy"])
+@pytest.mark.parametrize("search", ["pressure", "energy"])
 @pytest.mark.parametrize("prop", [bulk_modulus, density])
-def test_no_minimum_is_its_own_status_without_a_value(monkeypatch, prop, eos_data):
+def test_no_minimum_is_its_own_status_without_a_value(monkeypatch, prop, search):
     _fake_pw(monkeypatch, lambda v: -0.1 * v)  # E(V) falls: the crystal would expand
     result = prop(fcc(4.0), None, PRESET.settings, RUNNER,
-                  RecipeOptions(relax="volume", eos_data=eos_data))
+                  RecipeOptions(relax="volume", relax_search=search))
     assert result.status == Status.NO_MINIMUM and math.isnan(result.value)
     assert "no e(v) minimum" in result.reason.lower() or "no minimum" in result.reason
     assert result.extra["attempts"]
@@ -377,7 +377,7 @@ def test_the_zero_pressure_search_agrees_with_the_energy_search_in_fewer_runs(pa
     runner = RunnerConfig(time_limit=PRESET.time_limit, scratch_root=str(tmp_path))
     template = fcc(A_TEST * 1.03)
     found = {data: bulk_modulus(template, paw, PRESET.settings, runner,
-                                RecipeOptions(relax="volume", eos_data=data))
+                                RecipeOptions(relax="volume", relax_search=data))
              for data in ("pressure", "energy")}
     for result in found.values():
         assert result.status == Status.OK, result.reason
@@ -418,19 +418,31 @@ def test_the_relaxed_properties_cache_key_says_how_the_minimum_was_found():
     from crystaljax.oracles.qe.oracle import recipe_key
 
     volume, energy = RecipeOptions(relax="volume"), RecipeOptions(relax="volume",
-                                                                  eos_data="energy")
+                                                                  relax_search="energy")
     for prop in ("bulk_modulus", "density"):
         # the zero-pressure search is marked: the same options found the E(V) minimum before
         assert recipe_key(volume, prop)["equilibrium_search"] == "pressure"
         assert recipe_key(volume, prop)["pressure_conv_factor"] == 0.01
         assert "equilibrium_search" not in recipe_key(energy, prop)
+        assert "relax_search" not in recipe_key(energy, prop)  # keys as before it existed
         assert recipe_key(volume, prop) != recipe_key(energy, prop)
     # the E(V) search's density key is as before (no option it does not read)
     energy_density = recipe_key(energy, "density")
     assert not {"eos_data", "pressure_scales", "pressure_conv_factor"} & set(energy_density)
-    assert recipe_key(RecipeOptions(relax="volume", eos_data="energy", pressure_scales=(0.9, 1.1)),
-                      "density") == energy_density
-    # the band gap reads none of it, relaxed or not
+    assert recipe_key(RecipeOptions(relax="volume", relax_search="energy",
+                                    pressure_scales=(0.9, 1.1)), "density") == energy_density
+    # the band gap and the template scan read none of it
     assert recipe_key(volume, "band_gap") == recipe_key(energy, "band_gap")
-    assert "equilibrium_search" not in recipe_key(volume, "band_gap")
-    assert "equilibrium_search" not in recipe_key(RecipeOptions(), "bulk_modulus")
+    assert recipe_key(RecipeOptions(relax_search="energy"), "bulk_modulus") == \
+        recipe_key(RecipeOptions(), "bulk_modulus")
+
+
+def test_presets_with_capped_cutoffs_search_the_energy():
+    """The zero of the pressure is the E(V) minimum only at converged cutoffs: ``fast``'s
+    and ``test``'s carry Pulay pressures of GPa, so they search E(V); ``default`` the
+    pressure (its cutoffs keep the volume error within about 1 %)."""
+    assert get_preset("default").recipe.relax_search == "pressure"
+    assert get_preset("fast").recipe.relax_search == "energy"
+    assert get_preset("test").recipe.relax_search == "energy"
+    with pytest.raises(ConfigError, match="relax_search must be one of"):
+        RecipeOptions(relax_search="stress")

@@ -13,11 +13,11 @@ fractions of the starting cell's lattice constants (volume factor = factor^3).
   more volumes (``recipe.eos_data: pressure``, the default), and
   :func:`energy_at_volume` for the energy at the template volume between them.
 * :func:`search_energy_minimum`: bracket and sample the minimum of E under isotropic
-  scaling (``recipe.relax`` with ``eos_data: energy``), giving the window the equation of
+  scaling (``recipe.relax`` with ``relax_search: energy``), giving the window the equation of
   state is fitted on.
 * :func:`search_zero_pressure`: bracket and refine the zero of P under isotropic scaling
-  (``recipe.relax`` with ``eos_data: pressure``, the default), the same window for a P(V)
-  fit in about half the runs.
+  (``recipe.relax`` with ``relax_search: pressure``, the default preset's), the same
+  window for a P(V) fit in about half the runs.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ B_PRIME_RANGE = (1.0, 12.0)
 
 def fit_equilibrium_pressures(volumes: Sequence[float], pressures: Sequence[float],
                               min_span: float = 0.02) -> tuple[float, float, float, bool]:
-    """The zero-pressure search's fit (``relax`` with ``eos_data: pressure``): B0 (GPa), V0
+    """The zero-pressure search's fit (``relax`` with ``relax_search: pressure``): B0 (GPa), V0
     (Å^3), B0' and whether B0' was fitted.
 
     B0' is fitted (:func:`fit_pressure_eos`) when three or more volumes span at least
@@ -435,7 +435,7 @@ def search_zero_pressure(
 ) -> ZeroPressureSearch:
     """Bracket and refine the zero of P(s), s the factor on the lattice constants: the
     equilibrium volume under isotropic scaling, from pw.x's pressure (P = -dE/dV, so its
-    zero is the E(V) minimum; ``recipe.relax`` with ``eos_data: pressure``).
+    zero is the E(V) minimum; ``recipe.relax`` with ``relax_search: pressure``).
 
     1. P at 1, then one ``step`` towards the zero (larger if P > 0: the cell wants to
        expand). While P keeps its sign, the next factor is the secant estimate of the zero

@@ -4,13 +4,13 @@
 at most ``relax_max_runs`` scf runs), fits the equation of state on the points around it
 and reports B0 (GPa), V0 (Å^3) and the density mass / V0 (g/cm3); ``full`` runs a vc-relax
 of ``relax_nstep`` steps first and then ``volume`` from the relaxed cell (shape and
-positions). How, by ``recipe.eos_data``:
+positions). How, by ``recipe.relax_search``:
 
 * ``pressure`` (default): the zero of pw.x's pressure
   (:func:`~crystaljax.oracles.qe.equation_of_state.search_zero_pressure`; P = -dE/dV, so
-  the same minimum) and a Birch-Murnaghan P(V) fit on the runs around it
-  (:func:`~crystaljax.oracles.qe.equation_of_state.fit_pressure_eos`), the runs with the
-  stress at the pressure scan's SCF threshold: typically 3 runs;
+  the same minimum at a converged basis) and a Birch-Murnaghan P(V) fit on the runs around
+  it (:func:`~crystaljax.oracles.qe.equation_of_state.fit_equilibrium_pressures`), the runs
+  with the stress at the pressure scan's SCF threshold: typically 3 runs;
 * ``energy``: the E(V) minimum
   (:func:`~crystaljax.oracles.qe.equation_of_state.search_energy_minimum`) and an
   :mod:`ase.eos` E(V) fit: typically 5-8 runs.
@@ -86,7 +86,7 @@ def _equilibrium(
                        vc_relax_converged=attempt.parsed.relax_converged,
                        vc_relax_pressure_gpa=attempt.parsed.pressure,
                        vc_relax_energy=attempt.parsed.total_energy)
-    if options.eos_data == "pressure":
+    if options.relax_search == "pressure":
         return _zero_pressure(structure, start, current, family, runner, options, log, details)
     runs: dict[float, _Attempt] = {}
 
@@ -147,7 +147,7 @@ def _zero_pressure(
     structure: Structure, start: Structure, settings: PwSettings, family: PseudoFamily,
     runner: RunnerConfig, options: RecipeOptions, log: AttemptLog, details: dict,
 ) -> dict | OracleResult:
-    """``eos_data: pressure``: the zero of P under isotropic scaling of ``start`` and a
+    """``relax_search: pressure``: the zero of P under isotropic scaling of ``start`` and a
     Birch-Murnaghan P(V) fit around it, as :func:`_equilibrium`'s details (``b0``, ``v0``,
     ``e0`` from the energies and pressures of the runs around V0, ``b_prime``, ...)."""
     scf = pressure_scan_settings(settings, options)
@@ -181,7 +181,7 @@ def _zero_pressure(
     pressures = [search.points[f] for f in factors]
     details.update(start_volume=start.volume, lattice_factors=factors, volumes=volumes,
                    energies=energies, pressures=pressures, eos="birchmurnaghan-pressure",
-                   eos_data="pressure")
+                   relax_search="pressure")
     if not search.found:
         return _no_minimum(search.reason, log, details)
     fit_volumes = [start.volume * f ** 3 for f in search.window]

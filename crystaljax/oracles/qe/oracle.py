@@ -72,19 +72,19 @@ RELAXED_PROPERTIES = ("bulk_modulus", "density")
 def recipe_key(options: RecipeOptions, property_name: str) -> dict:
     """The recipe options as they enter ``property_name``'s cache key: all but
     :data:`RECIPE_NOT_IN_KEY`, and :data:`RECIPE_BULK_MODULUS_ONLY` for the bulk modulus
-    only. A bulk modulus or density found by the zero-pressure search (``relax`` not
-    ``none``, ``eos_data: pressure``, since 2026-12-05) has ``equilibrium_search:
-    pressure`` too (and the density the search's ``pressure_conv_factor``): the same
-    options found the E(V) minimum before, and those results are not reused; the E(V)
-    search's keys (``eos_data: energy``) are as before."""
+    only. ``relax_search`` (added 2026-12-05) enters as ``equilibrium_search: pressure``
+    (with the search's ``pressure_conv_factor``) for a relaxed bulk modulus or density
+    found by the zero-pressure search only: the E(V) search's keys are as before it
+    existed, so its earlier results are reused, and the zero-pressure search's are new."""
     values = dataclasses.asdict(options)
     for name in RECIPE_NOT_IN_KEY:
         del values[name]
     if property_name != "bulk_modulus":
         for name in RECIPE_BULK_MODULUS_ONLY:
             del values[name]
+    search = values.pop("relax_search")
     if property_name in RELAXED_PROPERTIES and options.relax != "none" \
-            and options.eos_data == "pressure":
+            and search == "pressure":
         values["equilibrium_search"] = "pressure"
         values["pressure_conv_factor"] = options.pressure_conv_factor
     return values

@@ -300,7 +300,9 @@ PRESETS: dict[str, Preset] = {
         name="fast",
         cutoffs=_cutoffs(PAW_ECUTWFC_ENERGY, FAST_DUAL, cap=FAST_ECUTWFC_CAP),
         settings=PwSettings(kppa=300.0, conv_thr_per_atom=1e-8, electron_maxstep=150),
-        recipe=RecipeOptions(),
+        # capped cutoffs: Pulay pressures of -3 to -33 GPa would move the zero of the
+        # pressure far from the E(V) minimum (RecipeOptions.relax_search)
+        recipe=RecipeOptions(relax_search="energy"),
         time_limit=600.0,
         generated=dict(PSLIBRARY_INPUTS),
         family="pslibrary-1.0.0-paw",
@@ -313,7 +315,7 @@ PRESETS: dict[str, Preset] = {
         # for speed (10 s instead of 27 s for that step)
         cutoffs=_cutoffs({e: 35.0 for e in LARGE}, 4.0),
         settings=PwSettings(kppa=60.0, conv_thr_per_atom=1e-7, electron_maxstep=100),
-        recipe=RecipeOptions(),
+        recipe=RecipeOptions(relax_search="energy"),  # unconverged cutoffs, as ``fast``
         time_limit=120.0,
         generated=dict(PSLIBRARY_INPUTS),
         family="pslibrary-1.0.0-paw",

@@ -16,10 +16,14 @@ from crystaljax.oracles.qe.inputs import Diagonalization
 #: volume), ``volume`` (E(V) minimum under isotropic scaling), ``full`` (vc-relax first)
 Relax = typing.Literal["none", "volume", "full"]
 
-#: ``RecipeOptions.eos_data``: what the equation of state is fitted on: ``pressure``
-#: (pw.x's stress: at ``pressure_scales``, or around the zero of P with ``relax``) or
-#: ``energy`` (E(V): at ``volume_scales``, CrystalGym's recipe, or around its minimum)
+#: ``RecipeOptions.eos_data``: what the bulk modulus's template-volume scan fits:
+#: ``pressure`` (pw.x's stress at ``pressure_scales``) or ``energy`` (E(V) at
+#: ``volume_scales``, CrystalGym's recipe)
 EosData = typing.Literal["pressure", "energy"]
+
+#: ``RecipeOptions.relax_search``: how ``relax: volume / full`` find the equilibrium:
+#: ``pressure`` (the zero of pw.x's pressure) or ``energy`` (the E(V) minimum)
+RelaxSearch = typing.Literal["pressure", "energy"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,16 +32,13 @@ class RecipeOptions:
 
     Attributes:
       nstep: BFGS steps of the density ``vc-relax``.
-      eos_data: what the equation of state is fitted on: ``pressure`` (default): pw.x's
-        stress, a Birch-Murnaghan P(V) (B0' fixed at 4 for two volumes, fitted for three
-        or more), at the volumes ``pressure_scales`` (``relax: none``) or around the zero
-        of P (``relax: volume / full``, :func:`~.equation_of_state.search_zero_pressure`);
-        ``energy``: total energies, an :mod:`ase.eos` E(V) fit (``eos``), at
-        ``volume_scales`` (as CrystalGym) or around the E(V) minimum
-        (:func:`~.equation_of_state.search_energy_minimum`). Measured on the validation
-        crystals (docs/DFT.md): the two-volume pressure fit is within 0.03-2.2 % of a
-        five-volume one, in 2 scf runs instead of 5; the zero-pressure search takes about
-        half the runs of the E(V) one.
+      eos_data: what the bulk modulus at the template volume (``relax: none``) is fitted
+        on: ``pressure`` (default): pw.x's stress at the volumes ``pressure_scales``, a
+        Birch-Murnaghan P(V) (B0' fixed at 4 for two volumes, fitted for three or
+        more); ``energy``: total energies at ``volume_scales``, an :mod:`ase.eos` E(V) fit
+        (``eos``), as CrystalGym. Measured on the validation crystals
+        (docs/DFT.md): the two-volume pressure fit is within 0.03-2.2 % of a five-volume
+        one, in 2 scf runs instead of 5.
       pressure_scales: volume factors of the pressure scan (two or more).
       pressure_conv_factor: the pressure scan's SCF threshold as a fraction of
         ``settings.conv_thr_per_atom``. The stress is first order in the density's SCF
@@ -57,8 +58,8 @@ class RecipeOptions:
       relax: cell the density and bulk modulus are computed at: ``none`` (the template
         cell: the density's ``nstep`` vc-relax steps, the bulk modulus's scan around the
         template volume, as CrystalGym), ``volume`` (the E(V) minimum under isotropic
-        scaling, found by ``eos_data``'s search: B0 and V0 of the equation of state
-        fitted around it, density at V0) or ``full`` (a vc-relax of
+        scaling, found by ``relax_search``: B0 and V0 of the equation of state fitted
+        around it, density at V0) or ``full`` (a vc-relax of
         ``relax_nstep`` steps first, then ``volume`` from the relaxed cell). A crystal
         without an E(V) minimum in the searched range gets status NO_MINIMUM and no value.
       relax_step: lattice-constant step of the minimum search (fraction; the energy
@@ -67,6 +68,15 @@ class RecipeOptions:
       relax_range: (smallest, largest) lattice-constant factor the search may reach.
       relax_max_runs: most scf runs of the search, the fit window included.
       relax_nstep: BFGS steps of the ``full`` vc-relax.
+      relax_search: how ``relax`` finds the equilibrium: ``pressure`` (default): the zero
+        of pw.x's pressure (:func:`~.equation_of_state.search_zero_pressure`, a P(V) fit
+        around it, the runs at the pressure scan's SCF threshold; typically 3 runs);
+        ``energy``: the E(V) minimum (:func:`~.equation_of_state.search_energy_minimum`,
+        an :mod:`ase.eos` fit; 5-9 runs). The zero of the pressure is the E(V) minimum
+        only at a converged basis: an unconverged one adds a (Pulay) pressure offset d
+        that moves it by about d / B, while the E(V) minimum at a fixed cutoff moves far
+        less. So presets with capped cutoffs (``fast``: offsets of -3 to -33 GPa;
+        ``test``) search the energy; ``default``'s cutoffs keep d / B within about 1 %.
       reuse_density: start each scf of a crystal after its first from the converged
         density of its nearest earlier cell (the E(V) points, the band gap's
         fixed-occupation run; a spin-polarised run only from a magnetic one;
@@ -92,6 +102,7 @@ class RecipeOptions:
     relax_range: tuple[float, float] = option((0.8, 1.3), gt=0)
     relax_max_runs: int = option(12, ge=3 + REFINE_RUNS)
     relax_nstep: int = option(50, ge=1)
+    relax_search: RelaxSearch = "pressure"
     reuse_density: bool = True
 
     def __post_init__(self) -> None:
