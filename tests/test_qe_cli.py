@@ -71,3 +71,32 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path, capsys, flag, message):
     assert run_dft(_parse(["dft", str(cif), "--property", "density", *flag])) == 2
     err = capsys.readouterr().err
     assert err.startswith("crystaljax dft: error:") and message in err and err.count("\n") == 1
+
+
+@requires_pw
+def test_relax_search_reaches_the_recipe(tmp_path, capsys, isolated_cache_dir):
+    """``--relax volume --relax-search pressure`` runs the zero-pressure search (the
+    ``test`` preset's own is the E(V) search): the cached result has the runs' pressures
+    and fewer runs; both searches agree."""
+    import sqlite3
+
+    from qe_helpers import fcc
+
+    cif = tmp_path / "al.cif"
+    fcc(4.0, "Al").to(filename=str(cif))
+    found = {}
+    for search in ("pressure", "energy"):
+        cache = tmp_path / f"{search}.sqlite"
+        argv = ["dft", str(cif), "--property", "bulk_modulus", "--preset", "test", "--relax",
+                "volume", "--relax-search", search, "--json", "--cache", str(cache)]
+        assert run_dft(_parse(argv)) == 0
+        found[search] = json.loads(capsys.readouterr().out)
+        assert found[search]["status"] == "OK"
+        with sqlite3.connect(cache) as db:
+            (extra,), = db.execute("SELECT extra FROM results").fetchall()
+        found[search]["extra"] = json.loads(extra)
+    assert found["pressure"]["value"] == pytest.approx(found["energy"]["value"], rel=0.05)
+    pressure, energy = found["pressure"]["extra"], found["energy"]["extra"]
+    assert pressure["relax_search"] == "pressure" and "pressures" in pressure
+    assert "relax_search" not in energy and "fit_energies" in energy
+    assert len(pressure["attempts"]) < len(energy["attempts"])

@@ -83,9 +83,14 @@ def test_dft_takes_relax():
     parser = argparse.ArgumentParser(prog="crystaljax")
     add_dft_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["dft", "x.cif", "--property", "density", "--relax", "full"])
-    assert args.relax == "full"
+    assert args.relax == "full" and args.relax_search is None
+    args = parser.parse_args(["dft", "x.cif", "--property", "density", "--relax", "volume",
+                              "--relax-search", "energy"])
+    assert args.relax_search == "energy"
     with pytest.raises(SystemExit):
         parser.parse_args(["dft", "x.cif", "--property", "density", "--relax", "sideways"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["dft", "x.cif", "--property", "density", "--relax-search", "x"])
 
 
 def test_the_time_budget_counts_the_search():

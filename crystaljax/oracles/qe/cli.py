@@ -5,7 +5,9 @@ set-up). With ``--json``: one JSON object with keys ``property``, ``value``,
 ``unit``, ``status``, ``seconds`` (plus ``reason``, ``energy_per_atom`` and
 ``magnetization``: the total magnetisation in Bohr magnetons per cell of a
 spin-polarised crystal, ``null`` for a spin-degenerate one). ``--relax none | volume |
-full`` chooses the cell of the density and bulk modulus (``recipe.relax``).
+full`` chooses the cell of the density and bulk modulus (``recipe.relax``),
+``--relax-search pressure | energy`` how ``volume`` / ``full`` find it
+(``recipe.relax_search``; default: the preset's).
 Exit status: 0 when the computation succeeded, 1 when DFT failed (the status
 says why), 2 for unusable input (unreadable file).
 """
@@ -21,7 +23,7 @@ import typing
 import warnings
 from pathlib import Path
 
-from crystaljax.oracles.qe.recipe_options import Relax
+from crystaljax.oracles.qe.recipe_options import Relax, RelaxSearch
 from crystaljax.properties import PROPERTIES
 
 EXIT_OK, EXIT_DFT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -55,6 +57,10 @@ def add_dft_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--relax", default=None, choices=typing.get_args(Relax),
                         help="density / bulk modulus at the template cell (none, default), "
                              "at the E(V) minimum (volume) or after a vc-relax (full)")
+    parser.add_argument("--relax-search", default=None, choices=typing.get_args(RelaxSearch),
+                        help="how --relax volume/full find the minimum: the zero of pw.x's "
+                             "pressure or the E(V) minimum (default: the preset's; "
+                             "pressure for default, energy for fast and test)")
     parser.set_defaults(func=run_dft)
     return parser
 
@@ -85,6 +91,8 @@ def run_dft(args: argparse.Namespace) -> int:
     recipe = {"nstep": args.nstep} if args.nstep is not None else {}
     if args.relax is not None:
         recipe["relax"] = args.relax
+    if args.relax_search is not None:
+        recipe["relax_search"] = args.relax_search
     start = time.monotonic()
     try:
         oracle = make_qe_oracle(
