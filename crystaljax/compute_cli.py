@@ -134,7 +134,7 @@ def _run_qe(args: argparse.Namespace) -> int:
     dft_args = argparse.Namespace(
         file=args.file, property_name=args.property_name, preset=args.preset, json=args.json,
         mpi_ranks=1, threads=1, time_limit=args.time_limit, cache=None, upf_mapping=None,
-        nstep=None, relax=args.relax,
+        nstep=None, relax=args.relax, relax_search=None,  # the preset's search
     )
     return run_dft(dft_args)
 
