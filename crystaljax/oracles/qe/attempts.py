@@ -192,7 +192,7 @@ def _run(
                    else "restarts off")
             break
         remedy, current = step[0].name, step[1]
-        if remedy == PRESET_THRESHOLD.name:
+        if remedy == PRESET_THRESHOLD:
             log.warnings.append(
                 f"{label}: the SCF stopped short of {settings.conv_thr_per_atom:g} Ry per "
                 f"atom (last estimated accuracy "
@@ -208,22 +208,23 @@ def _run(
     return last
 
 
-#: the remedy of :func:`_looser_threshold` (recorded as the attempt's ``remedy``)
-PRESET_THRESHOLD = Remedy("preset_threshold", lambda settings: None)
+#: the name of :func:`_looser_threshold`'s remedy (recorded as the attempt's ``remedy``)
+PRESET_THRESHOLD = "preset_threshold"
 
 
 def _looser_threshold(attempt: _Attempt, settings: PwSettings, loosest: float | None,
                       n_atoms: int) -> tuple[Remedy, PwSettings] | None:
-    """``settings`` at the SCF threshold ``loosest`` (per atom) when ``attempt`` stopped
-    unconverged below a tighter one with its last estimated accuracy within ``loosest``,
-    else None."""
+    """The remedy that puts ``settings`` at the SCF threshold ``loosest`` (per atom), and
+    the new settings, when ``attempt`` stopped unconverged below a tighter one with its
+    last estimated accuracy within ``loosest``; else None."""
     if loosest is None or attempt.failure != Failure.SCF_NOT_CONVERGED \
             or settings.conv_thr_per_atom >= loosest:
         return None
     accuracy = attempt.parsed.scf_accuracy if attempt.parsed is not None else None
     if accuracy is None or accuracy > loosest * n_atoms:
         return None
-    return PRESET_THRESHOLD, settings.replace(conv_thr_per_atom=loosest)
+    remedy = Remedy(PRESET_THRESHOLD, lambda s: s.replace(conv_thr_per_atom=loosest))
+    return remedy, remedy.apply(settings)
 
 
 def _result(value: float, log: AttemptLog, details: dict) -> OracleResult:

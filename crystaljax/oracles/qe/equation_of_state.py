@@ -224,10 +224,10 @@ def fit_equilibrium_pressures(volumes: Sequence[float], pressures: Sequence[floa
     if len(set(v.tolist())) >= 3 and span >= min_span * (1.0 - 1e-6):
         try:
             b0, v0, bp = fit_pressure_eos(v, pressures)
-            if B_PRIME_RANGE[0] <= bp <= B_PRIME_RANGE[1]:
-                return b0, v0, bp, True
-        except ValueError:
-            pass
+        except ValueError:  # no free fit (noise): B0' fixed below
+            bp = float("nan")
+        if B_PRIME_RANGE[0] <= bp <= B_PRIME_RANGE[1]:
+            return b0, v0, bp, True
     p = np.asarray(pressures, dtype=float)
     try:
         b0, v0, bp = fit_pressure_eos(v, p, b_prime=DEFAULT_B_PRIME)

@@ -44,6 +44,7 @@ from crystaljax.oracles.qe.equation_of_state import (
 )
 from crystaljax.oracles.qe.family import PseudoFamily
 from crystaljax.oracles.qe.inputs import PwSettings
+from crystaljax.oracles.qe.parse import PwOutput
 from crystaljax.oracles.qe.recipe_options import RecipeOptions
 from crystaljax.oracles.qe.restarts import AttemptLog
 from crystaljax.oracles.qe.runner import RunnerConfig
@@ -61,6 +62,44 @@ class _ScanFailed(Exception):
 def _no_minimum(reason: str, log: AttemptLog, details: dict) -> OracleResult:
     return OracleResult(float("nan"), Status.NO_MINIMUM, reason, log.spent,
                         {**details, **log.extra()})
+
+
+class _ScanRuns:
+    """The scf runs of an equilibrium search around ``start``: ``scan(factor)`` runs the
+    cell scaled by factor^3 in volume (label ``eos-<factor>``) and returns pw.x's parsed
+    output; numerical remedies that worked carry over to the next run; a failed run raises
+    :class:`_ScanFailed`. ``runs``: factor -> successful attempt. The attempts record their
+    settings changes against ``reference`` (default ``settings``)."""
+
+    def __init__(self, start: Structure, settings: PwSettings, family: PseudoFamily,
+                 runner: RunnerConfig, options: RecipeOptions, log: AttemptLog, seeds,
+                 loosest_conv_thr: float | None = None,
+                 reference: PwSettings | None = None) -> None:
+        self.start, self.reference, self.current = start, reference or settings, settings
+        self.family, self.runner, self.options, self.log = family, runner, options, log
+        self.seeds, self.loosest_conv_thr = seeds, loosest_conv_thr
+        self.runs: dict[float, _Attempt] = {}
+
+    def __call__(self, factor: float) -> PwOutput:
+        cell = scaled(self.start, factor ** 3)
+        attempt = _run(cell, self.current, self.family, self.runner, self.options, self.log,
+                       f"eos-{factor:.4f}", reference=self.reference, seeds=self.seeds,
+                       loosest_conv_thr=self.loosest_conv_thr)
+        if attempt.status != Status.OK:
+            raise _ScanFailed(attempt, factor)
+        self.current = attempt.settings
+        self.runs[factor] = attempt
+        return attempt.parsed
+
+
+def _at_minimum(structure: Structure, start: Structure, scan: _ScanRuns, b0: float,
+                v0: float, e0: float) -> dict:
+    """The details both searches report at the minimum V0 (Å^3) of ``start``'s scaling."""
+    nearest = scan.runs[min(scan.runs, key=lambda f: abs(start.volume * f ** 3 - v0))]
+    return dict(b0=b0, v0=v0, e0=e0, lattice_factor=(v0 / start.volume) ** (1.0 / 3.0),
+                relaxed_density=density_of(structure) * structure.volume / v0,
+                energy_per_atom=e0 / len(structure), b_method="eos",
+                **_spin_details(structure, nearest.settings, nearest.parsed))
 
 
 def _equilibrium(
@@ -88,23 +127,11 @@ def _equilibrium(
                        vc_relax_energy=attempt.parsed.total_energy)
     if options.relax_search == "pressure":
         return _zero_pressure(structure, start, current, family, runner, options, log, details)
-    runs: dict[float, _Attempt] = {}
-
-    def energy(factor: float) -> float:
-        nonlocal current
-        cell = scaled(start, factor ** 3)
-        attempt = _run(cell, current, family, runner, options, log, f"eos-{factor:.4f}",
-                       reference=scf, seeds=seeds)
-        if attempt.status != Status.OK:
-            raise _ScanFailed(attempt, factor)
-        current = attempt.settings  # numerical remedies that worked carry over
-        runs[factor] = attempt
-        return attempt.parsed.total_energy
-
     with density_seeds(runner, options) as seeds:
+        scan = _ScanRuns(start, current, family, runner, options, log, seeds, reference=scf)
         try:
-            search = search_energy_minimum(energy, options.relax_step, options.relax_range,
-                                           options.relax_max_runs)
+            search = search_energy_minimum(lambda f: scan(f).total_energy, options.relax_step,
+                                           options.relax_range, options.relax_max_runs)
         except _ScanFailed as exc:
             return _failure(exc.attempt, log, lattice_factor=exc.factor, **details)
     factors = sorted(search.points)
@@ -125,12 +152,7 @@ def _equilibrium(
             f"no E(V) minimum: the {options.eos} fit gives V0 = {v0:.4g} Å^3, B0 = "
             f"{b0:.4g} GPa outside the fitted volumes {min(volumes):.4g}-{max(volumes):.4g}",
             log, details)
-    nearest = min(runs, key=lambda f: abs(start.volume * f ** 3 - v0))
-    details.update(
-        b0=b0, v0=v0, e0=e0, lattice_factor=(v0 / start.volume) ** (1.0 / 3.0),
-        relaxed_density=density_of(structure) * structure.volume / v0,
-        energy_per_atom=e0 / len(structure), b_method="eos",
-        **_spin_details(structure, runs[nearest].settings, runs[nearest].parsed))
+    details.update(_at_minimum(structure, start, scan, b0, v0, e0))
     return details
 
 
@@ -150,24 +172,15 @@ def _zero_pressure(
     """``relax_search: pressure``: the zero of P under isotropic scaling of ``start`` and a
     Birch-Murnaghan P(V) fit around it, as :func:`_equilibrium`'s details (``b0``, ``v0``,
     ``e0`` from the energies and pressures of the runs around V0, ``b_prime``, ...)."""
-    scf = pressure_scan_settings(settings, options)
-    current = scf
-    runs: dict[float, _Attempt] = {}
-
     def pressure(factor: float) -> float:
-        nonlocal current
-        cell = scaled(start, factor ** 3)
-        attempt = _run(cell, current, family, runner, options, log, f"eos-{factor:.4f}",
-                       reference=scf, seeds=seeds, loosest_conv_thr=settings.conv_thr_per_atom)
-        if attempt.status != Status.OK:
-            raise _ScanFailed(attempt, factor)
-        if attempt.parsed.pressure is None:
+        parsed = scan(factor)
+        if parsed.pressure is None:
             raise _NoPressure(factor)
-        current = attempt.settings  # numerical remedies that worked carry over
-        runs[factor] = attempt
-        return attempt.parsed.pressure
+        return parsed.pressure
 
     with density_seeds(runner, options, PRESSURE_SCAN_SEED_STEP) as seeds:
+        scan = _ScanRuns(start, pressure_scan_settings(settings, options), family, runner,
+                         options, log, seeds, loosest_conv_thr=settings.conv_thr_per_atom)
         try:
             search = search_zero_pressure(pressure, options.relax_step, options.relax_range,
                                           options.relax_max_runs)
@@ -177,7 +190,7 @@ def _zero_pressure(
             return _parse_failure(str(exc), log, lattice_factor=exc.factor, **details)
     factors = sorted(search.points)
     volumes = [start.volume * f ** 3 for f in factors]
-    energies = [runs[f].parsed.total_energy for f in factors]
+    energies = [scan.runs[f].parsed.total_energy for f in factors]
     pressures = [search.points[f] for f in factors]
     details.update(start_volume=start.volume, lattice_factors=factors, volumes=volumes,
                    energies=energies, pressures=pressures, eos="birchmurnaghan-pressure",
@@ -198,13 +211,8 @@ def _zero_pressure(
             f"outside the fitted volumes {min(fit_volumes):.4g}-{max(fit_volumes):.4g}",
             log, details)
     e0 = energy_at_volume(volumes, energies, pressures, v0)
-    nearest = min(runs, key=lambda f: abs(start.volume * f ** 3 - v0))
-    details.update(
-        b0=b0, v0=v0, e0=e0, b_prime=b_prime, b_prime_fitted=fitted,
-        lattice_factor=(v0 / start.volume) ** (1.0 / 3.0),
-        relaxed_density=density_of(structure) * structure.volume / v0,
-        energy_per_atom=e0 / len(structure), b_method="eos",
-        **_spin_details(structure, runs[nearest].settings, runs[nearest].parsed))
+    details.update(b_prime=b_prime, b_prime_fitted=fitted,
+                   **_at_minimum(structure, start, scan, b0, v0, e0))
     return details
 
 
