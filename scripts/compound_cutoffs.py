@@ -4,12 +4,14 @@ properties at the preset's cutoffs and at higher uniform ones, side by side.
 The per-element cutoffs are converged on elemental fcc cells (docs/PSEUDOPOTENTIALS.md); a
 compound's bonds can be shorter. This runs the same recipe (``default`` settings, 1 MPI rank)
 with the preset's cutoffs and with every element at each ``--ecut`` value (``ecutrho`` =
-PAW_DUAL x ``ecutwfc``), and appends one JSON row per run to ``--out``.
+``--dual`` x ``ecutwfc``, by default PAW_DUAL = 8), and appends one JSON row per run to
+``--out``.
 
 Usage::
 
     python scripts/compound_cutoffs.py Mn O 4.44 --ecut 80 100 120
     python scripts/compound_cutoffs.py K Cl 6.38 --properties band_gap bulk_modulus --ecut 100
+    python scripts/compound_cutoffs.py Ti N 4.25 --ecut 50 --dual 4   # a coarser density grid
 """
 
 from __future__ import annotations
@@ -25,22 +27,17 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pymatgen.core import Structure  # noqa: E402
 
-from crystaljax.benchmarks.dft import fcc_lattice  # noqa: E402
+from crystaljax.benchmarks.dft import rock_salt  # noqa: E402
 from crystaljax.oracles.qe import presets  # noqa: E402
 
 
-def rock_salt(cation: str, anion: str, a: float) -> Structure:
-    """Two-site rock-salt primitive cell of lattice constant ``a`` (Å)."""
-    return Structure(fcc_lattice(a), [cation, anion], [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def uniform(ecutwfc: float) -> presets.Preset:
-    """``default`` with every element at ``ecutwfc`` (Ry)."""
+def uniform(ecutwfc: float, dual: float = presets.PAW_DUAL) -> presets.Preset:
+    """``default`` with every element at ``ecutwfc`` (Ry), ``ecutrho`` = ``dual`` x that."""
     base = presets.get_preset("default")
-    return dataclasses.replace(base, name=f"default@{ecutwfc:g}", cutoffs=presets._cutoffs(
-        {element: ecutwfc for element in base.cutoffs}, presets.PAW_DUAL), property_cutoffs={})
+    name = f"default@{ecutwfc:g}" + ("" if dual == presets.PAW_DUAL else f"/{dual * ecutwfc:g}")
+    return dataclasses.replace(base, name=name, cutoffs=presets._cutoffs(
+        {element: ecutwfc for element in base.cutoffs}, dual), property_cutoffs={})
 
 
 def main(argv=None) -> None:
@@ -54,6 +51,8 @@ def main(argv=None) -> None:
     parser.add_argument("--ecut", type=float, nargs="*", default=[100.0],
                         help="uniform ecutwfc values (Ry) to compare with the preset's "
                              "(none: the preset's row only, e.g. against recorded ones)")
+    parser.add_argument("--dual", type=float, default=presets.PAW_DUAL,
+                        help="ecutrho / ecutwfc of the uniform rows (default: %(default)g)")
     parser.add_argument("--note", default="", help="what the preset's cutoffs are, recorded "
                         "in each row as cutoff_table (uniform rows say 'uniform')")
     parser.add_argument("--properties", nargs="+", default=["bulk_modulus"],
@@ -67,13 +66,16 @@ def main(argv=None) -> None:
                          f"{' '.join(known)}")
     if not all(math.isfinite(x) and x > 0 for x in (args.a, *args.ecut)):
         parser.error("the lattice constant and every --ecut must be positive numbers")
+    if not (math.isfinite(args.dual) and args.dual >= 4):
+        parser.error("--dual must be a number >= 4 (ecutrho >= 4 ecutwfc)")
     path = Path(args.out)
     rows = json.loads(path.read_text()) if path.is_file() else []
     if not isinstance(rows, list):
         parser.error(f"{path} is not a list of rows of this script")
     structure = rock_salt(args.cation, args.anion, args.a)
     for prop in args.properties:
-        for preset in [presets.get_preset("default"), *map(uniform, args.ecut)]:
+        for preset in [presets.get_preset("default"),
+                       *(uniform(ecut, args.dual) for ecut in args.ecut)]:
             with QEOracle(prop, preset=preset, cache=None, workers=1) as oracle:
                 start = time.time()
                 result = oracle.evaluate([structure])[0]

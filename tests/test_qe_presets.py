@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from crystaljax.elements import LARGE
+from crystaljax.oracles.qe.ld1 import ld1_input_path
 from crystaljax.oracles.qe.presets import (
+    COMPOUND_ECUTWFC_FLOOR,
     FAST_DUAL,
     FAST_ECUTWFC_CAP,
     GTH_ECUTWFC,
@@ -19,11 +21,13 @@ from crystaljax.oracles.qe.presets import (
     PAW_DUAL,
     PAW_DUAL_BY_PROPERTY,
     PAW_DUAL_KEPT,
+    PAW_DUAL_OXIDE_MEASURED,
     PAW_ECUTWFC,
     PAW_ECUTWFC_BY_PROPERTY,
     PAW_ECUTWFC_ENERGY,
     PRESETS,
     PSLIBRARY_INPUTS,
+    PSLIBRARY_SEMICORE_MG_INPUTS,
     Preset,
     get_preset,
     pseudo_variant,
@@ -34,6 +38,7 @@ GTH_DATA = ROOT / "benchmarks" / "cutoff_convergence.json"
 PAW_DATA = ROOT / "benchmarks" / "cutoff_convergence_pslibrary.json"
 PAW_PROPERTY_DATA = ROOT / "benchmarks" / "cutoff_convergence_pslibrary_equilibrium.json"
 PAW_DUAL_DATA = ROOT / "benchmarks" / "cutoff_duals_pslibrary.json"
+PAW_OXIDE_DUAL_DATA = ROOT / "benchmarks" / "cutoff_duals_pslibrary_oxides.json"
 
 
 def test_every_preset_covers_the_large_vocabulary():
@@ -70,7 +75,8 @@ def test_default_cutoffs_follow_the_recorded_property_convergence_data():
         assert entry["variant"] == pseudo_variant(element, PSLIBRARY_INPUTS)
         assert entry["probe"] == "equilibrium" and entry["rows"], element  # at its minimum
         cutoff, _rule = props.recommend_property_cutoff(entry["rows"])
-        assert PAW_ECUTWFC[element] == cutoff, element
+        floor = COMPOUND_ECUTWFC_FLOOR["density"].get(element, 0)
+        assert PAW_ECUTWFC[element] == max(cutoff, floor), element
     duals = PAW_DUAL_BY_PROPERTY["density"]
     for element, cutoff in PAW_ECUTWFC.items():
         assert get_preset("default").cutoffs[element] == (cutoff, duals[element] * cutoff)
@@ -86,6 +92,7 @@ def test_per_property_cutoffs_follow_the_recorded_data_by_their_own_rule():
         for element, entry in elements.items():
             cutoff, rule = props.recommend_property_cutoff(entry["rows"],
                                                            props.PROPERTY_RULES[prop])
+            cutoff = max(cutoff, COMPOUND_ECUTWFC_FLOOR.get(prop, {}).get(element, 0))
             assert (table[element], rule) == (cutoff, "property"), (prop, element)
             dual = PAW_DUAL_BY_PROPERTY.get(prop, {}).get(element, PAW_DUAL)
             assert default.cutoffs_for(prop)[element] == (cutoff, dual * cutoff)
@@ -109,9 +116,24 @@ def test_default_duals_follow_the_recorded_dual_scans():
     assert set(data["elements"]) == set(LARGE)
     from pymatgen.core import Element
 
-    assert set(OXIDE_PROBE_ELEMENTS) <= set(PAW_DUAL_KEPT)  # measured on MnO
-    assert {e for e in LARGE if Element(e).is_transition_metal or e == "La"} == set(
-        PAW_DUAL_KEPT)
+    from crystaljax.oracles.qe.inputs import MAGNETIC_ELEMENTS
+
+    # the transition metals and La keep dual 8 (measured on MnO), but the 3d metals whose
+    # oxide's dual scan allows their elemental duals (non-magnetic in the oracle, as on
+    # the probe)
+    kept, oxide_measured = set(PAW_DUAL_KEPT), set(PAW_DUAL_OXIDE_MEASURED)
+    assert not kept & oxide_measured and set(OXIDE_PROBE_ELEMENTS) <= kept | oxide_measured
+    assert {e for e in LARGE if Element(e).is_transition_metal or e == "La"} == (
+        kept | oxide_measured)
+    oxide = json.loads(PAW_OXIDE_DUAL_DATA.read_text())
+    assert oxide["method"]["scans"] == "benchmarks/cutoff_convergence_pslibrary_oxides.json"
+    for element in oxide_measured:
+        assert element not in MAGNETIC_ELEMENTS
+        for prop, choice in oxide["elements"][element]["choices"].items():
+            table = PAW_ECUTWFC if prop == "density" else PAW_ECUTWFC_BY_PROPERTY[prop]
+            assert choice["ecutwfc"] == table[element], (prop, element)
+            if prop in PAW_DUAL_BY_PROPERTY:
+                assert choice["dual"] <= PAW_DUAL_BY_PROPERTY[prop][element], (prop, element)
     tables = {"density": PAW_ECUTWFC, **PAW_ECUTWFC_BY_PROPERTY}
     measured = cutoff_duals.dual_tables([str(PAW_DUAL_DATA)])
     assert set(PAW_DUAL_BY_PROPERTY) == {"density", "band_gap"}
@@ -166,7 +188,8 @@ def test_the_oracle_takes_its_propertys_cutoffs(tmp_path):
 
 
 def test_energy_rule_cutoffs_follow_the_recorded_convergence_data():
-    _check_recorded(PAW_DATA, PAW_ECUTWFC_ENERGY, PSLIBRARY_INPUTS, PAW_DUAL)
+    # the energy rule's table is the fast preset's, whose family keeps the semicore Mg
+    _check_recorded(PAW_DATA, PAW_ECUTWFC_ENERGY, PSLIBRARY_SEMICORE_MG_INPUTS, PAW_DUAL)
 
 
 def test_gth_cutoffs_follow_the_recorded_convergence_data():
@@ -200,17 +223,29 @@ def test_fast_preset_caps_the_energy_rule_cutoffs():
         assert wfc == min(PAW_ECUTWFC_ENERGY[element], FAST_ECUTWFC_CAP), element
         assert rho == FAST_DUAL * wfc
     assert fast.settings.kppa < default.settings.kppa
-    assert fast.generated == default.generated
+    # and its family (the semicore Mg), which differs from the default's in Mg only
+    assert fast.generated == PSLIBRARY_SEMICORE_MG_INPUTS
+    assert {e for e in LARGE if fast.generated[e] != default.generated[e]} == {"Mg"}
 
 
 def test_families_of_the_presets():
-    # default, fast and test: one pslibrary 1.0.0 PAW input per element, generated by ld1.x
-    for name in ("default", "fast", "test"):
-        assert get_preset(name).generated == PSLIBRARY_INPUTS
+    # default: one pslibrary PAW input per element, generated by ld1.x: the 1.0.0 sets but
+    # for Mg (the valence-only 0.3.0 set); fast and test: the same with the suggested
+    # semicore Mg (their cache keys and the recorded learning runs)
+    assert get_preset("default").generated == PSLIBRARY_INPUTS
+    assert get_preset("default").family == "pslibrary-paw-mg-n"
+    for name in ("fast", "test"):
+        assert get_preset(name).generated == PSLIBRARY_SEMICORE_MG_INPUTS
         assert get_preset(name).family == "pslibrary-1.0.0-paw"
     assert set(PSLIBRARY_INPUTS) == set(LARGE)
     for element, name in PSLIBRARY_INPUTS.items():
-        assert name.startswith(f"pslibrary/{element}.pbe-") and name.endswith("_psl.1.0.0.in")
+        version = "0.3.0" if element == "Mg" else "1.0.0"
+        assert name.startswith(f"pslibrary/{element}.pbe-") and name.endswith(
+            f"_psl.{version}.in"), name
+        assert ld1_input_path(name).is_file()
+    assert PSLIBRARY_INPUTS["Mg"] == "pslibrary/Mg.pbe-n-kjpaw_psl.0.3.0.in"
+    assert ld1_input_path(PSLIBRARY_SEMICORE_MG_INPUTS["Mg"]).is_file()
+    assert "spnl" in PSLIBRARY_SEMICORE_MG_INPUTS["Mg"]
     # semicore shells where pslibrary's suggested list has them
     assert "spnl" in PSLIBRARY_INPUTS["Na"] and "spn" in PSLIBRARY_INPUTS["Ti"]
     # gth: the earlier default, GTH from cp2k-data with Na from ld1.x
@@ -227,8 +262,17 @@ def test_the_cutoff_table_script_prints_the_presets_tables():
     text = summary([str(PAW_PROPERTY_DATA)])
     tables = {line.split(" = ")[0]: json.loads(line.split(" = ", 1)[1])
               for line in text.splitlines() if " = {" in line}
-    assert tables["PAW_ECUTWFC"] == PAW_ECUTWFC
-    assert tables["PAW_ECUTWFC_BY_PROPERTY"] == PAW_ECUTWFC_BY_PROPERTY
+    def raised(table, prop):  # the compound checks' floors on the probe's choices
+        return {e: max(c, COMPOUND_ECUTWFC_FLOOR.get(prop, {}).get(e, 0))
+                for e, c in table.items()}
+
+    assert raised(tables["PAW_ECUTWFC"], "density") == PAW_ECUTWFC
+    assert {p: raised(t, p) for p, t in tables["PAW_ECUTWFC_BY_PROPERTY"].items()} == \
+        PAW_ECUTWFC_BY_PROPERTY
+    # every floor raises a probe choice (none is a no-op)
+    probe = {"density": tables["PAW_ECUTWFC"], **tables["PAW_ECUTWFC_BY_PROPERTY"]}
+    assert all(floor > probe[p][e]
+               for p, t in COMPOUND_ECUTWFC_FLOOR.items() for e, floor in t.items())
     from crystaljax.benchmarks import cutoff_duals
 
     text = cutoff_duals.summary([str(PAW_DUAL_DATA)])

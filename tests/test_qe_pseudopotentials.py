@@ -4,6 +4,7 @@ generation from cp2k-data, and user UPF mappings."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from crystaljax.oracles.qe.presets import (
     GTH_VARIANTS,
     LD1_INPUTS,
     PSLIBRARY_INPUTS,
+    PSLIBRARY_SEMICORE_MG_INPUTS,
     get_preset,
     pseudo_variant,
 )
@@ -55,7 +57,9 @@ def test_every_large_vocabulary_element_has_its_variant():
     assert LD1_INPUTS["Na"] == "Na.in"  # Na: semicore PAW from ld1.x (docs/VALIDATION.md)
     for element, name in PSLIBRARY_INPUTS.items():  # the default family: one input each
         text = ld1_input_path(name).read_text()
-        assert f"title='{element}'" in text and "lpaw=.true." in text and "dft='PBE'" in text
+        # pslibrary's titles: the element, and for its 0.3.x sets a letter after it
+        assert re.search(rf"title='{element}( [a-z])?'", text), element
+        assert "lpaw=.true." in text and "dft='PBE'" in text
         assert pseudo_variant(element, PSLIBRARY_INPUTS) == f"ld1:{name}"
 
 
@@ -221,6 +225,55 @@ def test_ld1_transferability_of_the_paw_sets():
     assert all(t.converged and set(t.eigenvalues) == {"2S", "3S", "2P", "3P"} for t in tests)
 
 
+@requires_ld1
+def test_the_transferability_file_is_updated_not_replaced(tmp_path, monkeypatch):
+    # testing one element keeps the others' rows; a changed input's earlier row is kept
+    # under earlier_sets (fast and test still use the semicore Mg)
+    from crystaljax.benchmarks import pseudo_tests
+
+    monkeypatch.setenv("CRYSTALJAX_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "t.json"
+    out.write_text(json.dumps({"elements": {
+        "O": {"element": "O", "input": "somewhere/O.old.in", "tests": [], "passed": True},
+        "Zz": {"element": "Zz", "input": "x.in", "tests": [], "passed": True}}}))
+    data = pseudo_tests.run(str(out), ["O"], pseudo_dir=str(tmp_path / "pp"))
+    assert data == json.loads(out.read_text())
+    assert set(data["elements"]) == {"O", "Zz"}
+    assert data["elements"]["O"]["input"] == PSLIBRARY_INPUTS["O"]
+    assert data["elements"]["O"]["passed"] is True
+    assert data["earlier_sets"]["somewhere/O.old.in"]["input"] == "somewhere/O.old.in"
+    pseudo_tests.run(str(out), ["O"], pseudo_dir=str(tmp_path / "pp"))  # same input again
+    assert list(json.loads(out.read_text())["earlier_sets"]) == ["somewhere/O.old.in"]
+
+
+def test_the_pseudo_set_comparison_pairs_the_two_sets():
+    from crystaljax.benchmarks import pseudo_sets
+
+    preset = pseudo_sets.uniform_preset("Mg", PSLIBRARY_SEMICORE_MG_INPUTS["Mg"], 60.0)
+    assert preset.generated["Mg"] == PSLIBRARY_SEMICORE_MG_INPUTS["Mg"]
+    assert preset.generated["O"] == PSLIBRARY_INPUTS["O"]
+    assert preset.cutoffs_for("bulk_modulus")["Mg"] == (60.0, 480.0)
+    assert preset.cutoffs_for("band_gap")["O"] == (60.0, 480.0)  # one table for all
+    with pytest.raises(ValueError, match="no crystals for 'Xx'"):
+        pseudo_sets.compare("Xx", "a.in", 60.0, "unused.json")
+
+    def row(crystal, role, prop, value, status="OK", pressures=None):
+        return {"crystal": crystal, "set": role, "property": prop, "value": value,
+                "status": status, "pressures_gpa": pressures}
+
+    text = pseudo_sets.table([
+        row("MgO", "default", "bulk_modulus", 154.0, pressures=[3.1, -3.1]),
+        row("MgO", "alternative", "bulk_modulus", 150.0, pressures=[3.0, -3.0]),
+        row("MgO", "default", "band_gap", 4.467), row("MgO", "alternative", "band_gap", None,
+                                                      status="TIMEOUT"),
+        row("Mg5", "default", "band_gap", 0.0)])  # no pair: left out
+    lines = text.splitlines()
+    assert len(lines) == 4
+    assert "| MgO | bulk_modulus | 154.000 | 150.000 | +4.000 (+2.7 %) | 3.1, -3.1 / 3.0, -3.0 |" \
+        in lines
+    assert "| MgO | band_gap | 4.467 | TIMEOUT |  |  |" in lines
+
+
 def test_missing_ld1_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CRYSTALJAX_CACHE_DIR", str(tmp_path / "cache"))  # nothing generated yet
     with pytest.raises(PseudoGenerationError, match="no-such-ld1.x not found.*quantum-espresso"):
@@ -267,6 +320,25 @@ def test_store_without_logs_and_stale_temp_files_still_links(tmp_path, monkeypat
     (tmp_path / "b" / f".{first.name}.stale").write_text("left by a crashed run")
     second = generate_ld1_pseudo("O", PSLIBRARY_INPUTS["O"], tmp_path / "b")
     assert second.read_bytes() == first.read_bytes()
+
+
+@requires_ld1
+@requires_pw
+def test_the_default_familys_valence_only_mg_gives_mgo_its_gap(tmp_path):
+    # default's Mg is pslibrary's valence-only 0.3.0 set (2 electrons); fast and test keep
+    # the suggested semicore set (10): their cache keys and recorded learning runs
+    cutoffs = {"Mg": (30.0, 120.0), "O": (30.0, 120.0)}
+    family = write_gth_family(tmp_path / "pp", cutoffs, generated=PSLIBRARY_INPUTS,
+                              name=get_preset("default").family)
+    semicore = write_gth_family(tmp_path / "sc", cutoffs,
+                                generated=PSLIBRARY_SEMICORE_MG_INPUTS)
+    assert family.spec("Mg").z_valence == 2.0 and semicore.spec("Mg").z_valence == 10.0
+    assert family.fingerprint() != semicore.fingerprint()  # separate cache entries
+    settings = get_preset("test").settings
+    runner = RunnerConfig(time_limit=120.0, scratch_root=str(tmp_path / "run"))
+    result = band_gap(rocksalt(4.25, "Mg", "O"), family, settings, runner)
+    assert result.status == Status.OK, result.reason
+    assert 3.5 < result.value < 6.0  # PBE: 4.5 eV
 
 
 @requires_ld1

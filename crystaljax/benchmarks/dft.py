@@ -27,6 +27,11 @@ def fcc_lattice(a: float) -> Lattice:
     return Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]])
 
 
+def rock_salt(cation: str, anion: str, a: float) -> Structure:
+    """Two-site rock-salt primitive cell of lattice constant ``a`` (Å)."""
+    return Structure(fcc_lattice(a), [cation, anion], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
 def cubic5(a: float, species) -> Structure:
     """5-site cubic template (Pm-3m perovskite arrangement), lattice constant ``a`` (Å)."""
     return Structure(Lattice.cubic(a), species, PEROVSKITE)
@@ -81,11 +86,11 @@ def hardest_two_site(preset: str = "default") -> Structure:
 
     from crystaljax.elements import LARGE
 
-    def rock_salt(a: str, b: str) -> Structure:
+    def contact(a: str, b: str) -> Structure:
         nn = (Element(a).atomic_radius or 1.5) + (Element(b).atomic_radius or 1.5)
-        return Structure(fcc_lattice(2.0 * float(nn)), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        return rock_salt(a, b, 2.0 * float(nn))
 
-    return slowest_expected((rock_salt(a, b) for i, a in enumerate(LARGE) for b in LARGE[i:]),
+    return slowest_expected((contact(a, b) for i, a in enumerate(LARGE) for b in LARGE[i:]),
                             preset)
 
 

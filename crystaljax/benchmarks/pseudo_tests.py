@@ -136,16 +136,26 @@ def check_element(element: str, input_name: str, z_valence: float) -> dict:
 
 
 def run(out: str, elements: Sequence[str] | None = None, pseudo_dir: str | None = None) -> dict:
-    """Test ``elements`` (default: all of the family) and write ``out`` (JSON)."""
+    """Test ``elements`` (default: all of the family) and write ``out`` (JSON).
+
+    An existing ``out`` is updated: the other elements' rows are kept, and where an
+    element's input changed, its earlier row moves to ``earlier_sets`` (input -> row:
+    presets other than ``default`` may still use that set)."""
     from crystaljax.oracles.qe.ld1 import generate_ld1_pseudo, ld1_store
     from crystaljax.oracles.qe.presets import PSLIBRARY_INPUTS
     from crystaljax.oracles.qe.upf import upf_valence
 
     directory = Path(pseudo_dir) if pseudo_dir else ld1_store()  # the machine's store
-    results = {}
+    path = Path(out)
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    results = dict(previous.get("elements", {}))
+    earlier = dict(previous.get("earlier_sets", {}))
     for element in elements or sorted(PSLIBRARY_INPUTS):
         name = PSLIBRARY_INPUTS[element]
         z = upf_valence(generate_ld1_pseudo(element, name, directory))
+        old = results.get(element)
+        if old is not None and old["input"] != name:
+            earlier[old["input"]] = old
         results[element] = check_element(element, name, z)
         row = results[element]
         worst = max((abs(r["excitation_error_mry"]) for r in row["tests"]), default=float("nan"))
@@ -154,8 +164,8 @@ def run(out: str, elements: Sequence[str] | None = None, pseudo_dir: str | None 
               flush=True)
     data = {"tolerances": {"excitation_error_mry": ENERGY_TOL_MRY,
                            "eigenvalue_error_mry": EIGENVALUE_TOL_MRY},
-            "elements": results}
-    Path(out).write_text(json.dumps(data, indent=1))
+            "elements": dict(sorted(results.items())), "earlier_sets": earlier}
+    path.write_text(json.dumps(data, indent=1))
     return data
 
 
