@@ -87,6 +87,7 @@ def main(argv=None) -> None:
                    "status": Status(result.status).name, "reason": result.reason,
                    "seconds": round(seconds, 1),
                    "magnetization": result.extra.get("magnetization"),
+                   "pressures_gpa": result.extra.get("pressures"),  # bulk modulus's scan
                    "date": time.strftime("%Y-%m-%d"),
                    "cutoff_table": "uniform" if preset.name != "default" else args.note}
             print(json.dumps(row), flush=True)
