@@ -17,7 +17,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -29,15 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 from crystaljax.benchmarks.dft import rock_salt  # noqa: E402
+from crystaljax.benchmarks.pseudo_sets import uniform_preset  # noqa: E402
 from crystaljax.oracles.qe import presets  # noqa: E402
-
-
-def uniform(ecutwfc: float, dual: float = presets.PAW_DUAL) -> presets.Preset:
-    """``default`` with every element at ``ecutwfc`` (Ry), ``ecutrho`` = ``dual`` x that."""
-    base = presets.get_preset("default")
-    name = f"default@{ecutwfc:g}" + ("" if dual == presets.PAW_DUAL else f"/{dual * ecutwfc:g}")
-    return dataclasses.replace(base, name=name, cutoffs=presets._cutoffs(
-        {element: ecutwfc for element in base.cutoffs}, dual), property_cutoffs={})
 
 
 def main(argv=None) -> None:
@@ -75,7 +67,7 @@ def main(argv=None) -> None:
     structure = rock_salt(args.cation, args.anion, args.a)
     for prop in args.properties:
         for preset in [presets.get_preset("default"),
-                       *(uniform(ecut, args.dual) for ecut in args.ecut)]:
+                       *(uniform_preset(ecut, args.dual) for ecut in args.ecut)]:
             with QEOracle(prop, preset=preset, cache=None, workers=1) as oracle:
                 start = time.time()
                 result = oracle.evaluate([structure])[0]

@@ -249,11 +249,13 @@ def test_the_transferability_file_is_updated_not_replaced(tmp_path, monkeypatch)
 def test_the_pseudo_set_comparison_pairs_the_two_sets():
     from crystaljax.benchmarks import pseudo_sets
 
-    preset = pseudo_sets.uniform_preset("Mg", PSLIBRARY_SEMICORE_MG_INPUTS["Mg"], 60.0)
+    preset = pseudo_sets.uniform_preset(60.0, sets={"Mg": PSLIBRARY_SEMICORE_MG_INPUTS["Mg"]})
     assert preset.generated["Mg"] == PSLIBRARY_SEMICORE_MG_INPUTS["Mg"]
     assert preset.generated["O"] == PSLIBRARY_INPUTS["O"]
     assert preset.cutoffs_for("bulk_modulus")["Mg"] == (60.0, 480.0)
     assert preset.cutoffs_for("band_gap")["O"] == (60.0, 480.0)  # one table for all
+    assert pseudo_sets.uniform_preset(50.0, 4).cutoffs_for("bulk_modulus")["Ti"] == (50.0, 200.0)
+    assert pseudo_sets.uniform_preset(50.0, 4).name == "default@50/200"
     with pytest.raises(ValueError, match="no crystals for 'Xx'"):
         pseudo_sets.compare("Xx", "a.in", 60.0, "unused.json")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pymatgen.core import Structure
@@ -43,16 +43,20 @@ MG_CRYSTALS: list[tuple[str, Callable[[], Structure]]] = [
 CRYSTALS: dict[str, list[tuple[str, Callable[[], Structure]]]] = {"Mg": MG_CRYSTALS}
 
 
-def uniform_preset(element: str, ld1_input: str, ecutwfc: float):
-    """``default`` with ``element`` generated from ``ld1_input`` and every element at
-    ``ecutwfc`` (Ry), ``ecutrho`` 8 x that, for every property."""
+def uniform_preset(ecutwfc: float, dual: float | None = None,
+                   sets: Mapping[str, str] | None = None):
+    """``default`` with every element at ``ecutwfc`` (Ry) and ``ecutrho`` = ``dual`` x that
+    (default: 8) for every property; ``sets``: element -> ld1.x input replacing the
+    family's."""
     from crystaljax.oracles.qe import presets
 
     base = presets.get_preset("default")
+    dual = presets.PAW_DUAL if dual is None else float(dual)
+    name = f"default@{ecutwfc:g}" + ("" if dual == presets.PAW_DUAL else f"/{dual * ecutwfc:g}")
+    name += "".join(f"[{e}={Path(i).name}]" for e, i in sorted((sets or {}).items()))
     return dataclasses.replace(
-        base, name=f"default[{element}={Path(ld1_input).name}]@{ecutwfc:g}",
-        generated={**base.generated, element: ld1_input},
-        cutoffs=presets._cutoffs(dict.fromkeys(base.cutoffs, ecutwfc), presets.PAW_DUAL),
+        base, name=name, generated={**base.generated, **(sets or {})},
+        cutoffs=presets._cutoffs(dict.fromkeys(base.cutoffs, ecutwfc), dual),
         property_cutoffs={})
 
 
@@ -79,7 +83,7 @@ def compare(element: str, alternative: str, ecutwfc: float, out: str | Path,
         structure = make()
         for prop in properties:
             for role, ld1_input in sets.items():
-                preset = uniform_preset(element, ld1_input, ecutwfc)
+                preset = uniform_preset(ecutwfc, sets={element: ld1_input})
                 with QEOracle(prop, preset=preset, cache=None, workers=1) as oracle:
                     start = time.time()
                     result = oracle.evaluate([structure])[0]
