@@ -170,4 +170,4 @@ def test_the_scripts_give_usage_errors_not_tracebacks(tmp_path, capsys):
     assert "not a pslibrary property-rule scan" in capsys.readouterr().err
     load("cutoff_table").main([str(root / "benchmarks" / "cutoff_duals_pslibrary.json")])
     out = capsys.readouterr().out
-    assert "| Mg | 50, 4 | 80, 4 | 80, 4 |" in out and "DUALS_MEASURED = " in out
+    assert "| Mg | 35, 4 | 25, 4 | 35, 4 |" in out and "DUALS_MEASURED = " in out
