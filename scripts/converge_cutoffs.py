@@ -17,8 +17,10 @@ Usage::
 preset's cutoffs) ``benchmarks/cutoff_convergence_pslibrary_equilibrium.json``.
 ``--rule property --add-energy-cell`` adds the bulk-modulus rule's third cell to the rows of
 such a file recorded without it. ``--rule property --probe oxide`` scans the rock-salt oxides of
-the 3d metals (``benchmarks/cutoff_convergence_pslibrary_oxides.json``; not yet part of a
-preset).
+the 3d metals (``benchmarks/cutoff_convergence_pslibrary_oxides.json``: a check of the
+elemental tables, and the cells of the oxides' dual scans). The energy rule's table is the
+``fast`` preset's, whose Mg is the semicore set: ``--family pslibrary --rule energy`` scans
+that family.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ rule (method: ``crystaljax.benchmarks.cutoff_duals``). Results go to a JSON file
 ``benchmarks/cutoff_duals_pslibrary.json``), rewritten after each element, so the scan can
 be stopped and resumed; ``scripts/cutoff_table.py FILE`` prints the measured choices (the
 ``default`` preset takes those of the density and the band gap, but for the transition metals:
-``presets.PAW_DUAL_KEPT``).
+``presets.PAW_DUAL_KEPT``). With ``--scans benchmarks/cutoff_convergence_pslibrary_oxides.json``
+the same scan runs on the 3d metals' rock-salt oxides (``--out
+benchmarks/cutoff_duals_pslibrary_oxides.json``; ``presets.PAW_DUAL_OXIDE_MEASURED``).
 
 Usage::
 

@@ -1,6 +1,7 @@
 """Run ld1.x's transferability test on the default preset's PAW family.
 
-Writes ``benchmarks/pslibrary_transferability.json`` and prints the Markdown table of
+Updates ``benchmarks/pslibrary_transferability.json`` (the elements tested; an element's
+earlier set is kept under ``earlier_sets``) and prints the Markdown table of
 docs/PSEUDOPOTENTIALS.md (method: ``crystaljax.benchmarks.pseudo_tests``).
 
 Usage::

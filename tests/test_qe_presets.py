@@ -105,8 +105,9 @@ def test_per_property_cutoffs_follow_the_recorded_data_by_their_own_rule():
 def test_default_duals_follow_the_recorded_dual_scans():
     """Each element's ecutrho / ecutwfc of the density and band-gap tables is the dual
     scan's choice, measured at the preset's ecutwfc of that property against the
-    property-rule scans' references; the transition metals keep dual 8 (their bonds to O), and
-    the bulk modulus keeps dual 8 for every element (its E(V) noise)."""
+    property-rule scans' references; the transition metals keep dual 8 (their bonds to O)
+    but Ti and Zn (measured on their oxides), and the bulk modulus keeps dual 8 for every
+    element (its E(V) noise; LiF with the pressure scan)."""
     from crystaljax.benchmarks import cutoff_duals
     from crystaljax.benchmarks.cutoff_properties import OXIDE_PROBE_ELEMENTS
 
@@ -156,6 +157,26 @@ def test_default_duals_follow_the_recorded_dual_scans():
                     d for d in cutoff_duals.DUAL_LADDER if d >= choice["dual"]]
 
 
+def test_the_compound_floors_follow_the_recorded_compound_checks():
+    """Mg's band-gap and density floor (35 Ry): rock-salt MgS's gap at uniform cutoffs
+    against the 80 Ry one; the floor is the lowest from which every checked cutoff is within
+    the bands' 20 meV, and the probe's own choice (25) is not."""
+    from crystaljax.benchmarks.cutoff_properties import PROPERTY_TOLERANCES
+
+    rows = json.loads((ROOT / "benchmarks" / "compound_cutoffs.json").read_text())
+    gap = {r["ecutwfc"]: r["value"] for r in rows if r["crystal"] == "MgS"
+           and r["property"] == "band_gap" and r["preset"].startswith("default@")}
+    tol_ev = PROPERTY_TOLERANCES["bands_mev"] / 1000.0
+    reference = gap.pop(80.0)
+    ok = [e for e in sorted(gap) if all(abs(gap[x] - reference) <= tol_ev
+                                        for x in gap if x >= e)]
+    assert min(ok) == COMPOUND_ECUTWFC_FLOOR["band_gap"]["Mg"] == 35
+    assert COMPOUND_ECUTWFC_FLOOR["density"]["Mg"] == 35  # the full rule has the bands
+    assert abs(gap[25.0] - reference) > tol_ev
+    assert PAW_ECUTWFC["Mg"] == PAW_ECUTWFC_BY_PROPERTY["band_gap"]["Mg"] == 35
+    assert PAW_ECUTWFC_BY_PROPERTY["bulk_modulus"]["Mg"] == 25
+
+
 def test_a_per_property_table_must_cover_the_presets_elements():
     base = get_preset("test")
     with pytest.raises(ValueError, match=r"band_gap cutoffs .*missing \['Al'\]"):
@@ -188,8 +209,13 @@ def test_the_oracle_takes_its_propertys_cutoffs(tmp_path):
 
 
 def test_energy_rule_cutoffs_follow_the_recorded_convergence_data():
-    # the energy rule's table is the fast preset's, whose family keeps the semicore Mg
+    # the energy rule's table is the fast preset's, whose family keeps the semicore Mg,
+    # and a new energy-rule scan runs on that family
+    from crystaljax.benchmarks.cutoffs import family_inputs
+
     _check_recorded(PAW_DATA, PAW_ECUTWFC_ENERGY, PSLIBRARY_SEMICORE_MG_INPUTS, PAW_DUAL)
+    assert family_inputs("pslibrary", "energy") == get_preset("fast").generated
+    assert family_inputs("pslibrary") == get_preset("default").generated
 
 
 def test_gth_cutoffs_follow_the_recorded_convergence_data():

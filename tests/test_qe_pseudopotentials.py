@@ -259,21 +259,26 @@ def test_the_pseudo_set_comparison_pairs_the_two_sets():
     with pytest.raises(ValueError, match="no crystals for 'Xx'"):
         pseudo_sets.compare("Xx", "a.in", 60.0, "unused.json")
 
-    def row(crystal, role, prop, value, status="OK", pressures=None):
+    def row(crystal, role, prop, value, status="OK", pressures=None, ecut=80.0, alt="a.in"):
         return {"crystal": crystal, "set": role, "property": prop, "value": value,
-                "status": status, "pressures_gpa": pressures}
+                "status": status, "pressures_gpa": pressures, "ecutwfc": ecut,
+                "ld1_input": "d.in" if role == "default" else alt}
 
     text = pseudo_sets.table([
+        row("MgO", "default", "bulk_modulus", 1.0),  # repeated: the last counts
         row("MgO", "default", "bulk_modulus", 154.0, pressures=[3.1, -3.1]),
         row("MgO", "alternative", "bulk_modulus", 150.0, pressures=[3.0, -3.0]),
         row("MgO", "default", "band_gap", 4.467), row("MgO", "alternative", "band_gap", None,
                                                       status="TIMEOUT"),
+        row("MgO", "alternative", "band_gap", 4.4, alt="b.in"),  # a second alternative
+        row("MgO", "alternative", "band_gap", 4.5, ecut=60.0),  # no default at 60 Ry
         row("Mg5", "default", "band_gap", 0.0)])  # no pair: left out
     lines = text.splitlines()
-    assert len(lines) == 4
-    assert "| MgO | bulk_modulus | 154.000 | 150.000 | +4.000 (+2.7 %) | 3.1, -3.1 / 3.0, -3.0 |" \
-        in lines
-    assert "| MgO | band_gap | 4.467 | TIMEOUT |  |  |" in lines
+    assert len(lines) == 5
+    assert ("| MgO | bulk_modulus | 80 | 154.000 | 150.000 | +4.000 (+2.7 %) | "
+            "3.1, -3.1 / 3.0, -3.0 |") in lines
+    assert "| MgO | band_gap | 80 | 4.467 | TIMEOUT |  |  |" in lines
+    assert "| MgO | band_gap | 80 | 4.467 | 4.400 | +0.067 |  |" in lines
 
 
 def test_missing_ld1_is_one_clear_error(tmp_path, monkeypatch):

@@ -21,7 +21,8 @@ augmentation charge of each element gets the grid it was converged with.
 What the ``default`` preset takes of it (``presets.PAW_DUAL_BY_PROPERTY``) was decided on
 compounds (``scripts/compound_cutoffs.py``, docs/PSEUDOPOTENTIALS.md): the density and
 band-gap choices, but dual 8 for the transition metals (``presets.PAW_DUAL_KEPT``: rock-salt MnO's
-density 3.4 % low, its bands 33 meV off at the elemental choices) and for every element's
+density 3.4 % low, its bands 33 meV off at the elemental choices; not Ti and Zn, whose oxides'
+dual scans allow their elemental choices: ``presets.PAW_DUAL_OXIDE_MEASURED``) and for every element's
 bulk modulus (its 5-point E(V) scan is noisier than the probe's three cells: KCl +2.4 %,
 LiF -2.9 %, MnO 27 instead of 116 GPa at the elemental choices).
 """

@@ -31,11 +31,19 @@ PAW_LADDER = (25, 30, 35, 40, 45, 50, 60, 70, 80, 100, 120, 150)
 FAMILIES = {"gth": (4.0, LADDER), "pslibrary": (8.0, PAW_LADDER)}
 
 
-def family_inputs(family: str) -> dict[str, str]:
-    """The ld1.x inputs of ``family`` (``gth``: Na only; ``pslibrary``: every element)."""
-    from crystaljax.oracles.qe.presets import LD1_INPUTS, PSLIBRARY_INPUTS
+def family_inputs(family: str, rule: str = "property") -> dict[str, str]:
+    """The ld1.x inputs of ``family`` (``gth``: Na only; ``pslibrary``: every element, the
+    ``default`` preset's sets, or with the energy rule, whose table is the ``fast``
+    preset's, that preset's: the semicore Mg)."""
+    from crystaljax.oracles.qe.presets import (
+        LD1_INPUTS,
+        PSLIBRARY_INPUTS,
+        PSLIBRARY_SEMICORE_MG_INPUTS,
+    )
 
-    return dict(PSLIBRARY_INPUTS if family == "pslibrary" else LD1_INPUTS)
+    if family != "pslibrary":
+        return dict(LD1_INPUTS)
+    return dict(PSLIBRARY_SEMICORE_MG_INPUTS if rule == "energy" else PSLIBRARY_INPUTS)
 
 
 def fcc_cell(element: str):
@@ -203,7 +211,7 @@ def converge(out: str, elements: Sequence[str] = LARGE_VOCABULARY, ladder=None,
         if element in section and not redo:
             continue
         t0 = time.time()
-        generated = {} if gth else family_inputs(family)
+        generated = {} if gth else family_inputs(family, rule)
         if rule == "property":
             result = props.scan_element_properties(element, ladder, Path(family_dir), runner,
                                                    generated, dual, probe=probe)

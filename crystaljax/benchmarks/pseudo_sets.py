@@ -103,20 +103,26 @@ def compare(element: str, alternative: str, ecutwfc: float, out: str | Path,
 
 
 def table(rows: Sequence[dict]) -> str:
-    """Markdown: per crystal and property, the two sets' values and their difference."""
-    by_key: dict[tuple[str, str], dict[str, dict]] = {}
+    """Markdown: per crystal, property, cutoff and alternative set, the two sets' values and
+    their difference (of repeated runs, the last)."""
+    defaults: dict[tuple, dict] = {}
+    alternatives: dict[tuple, dict] = {}
     for row in rows:
-        by_key.setdefault((row["crystal"], row["property"]), {})[row["set"]] = row
-    lines = ["| crystal | property | default set | alternative | difference | "
-             "pressures (GPa; default / alternative) |", "|---|---|---|---|---|---|"]
-    for (crystal, prop), pair in by_key.items():
-        first, second = pair.get("default"), pair.get("alternative")
-        if first is None or second is None:
+        key = (row["crystal"], row["property"], row.get("ecutwfc"))
+        if row["set"] == "default":
+            defaults[key] = row
+        else:
+            alternatives[(*key, row.get("ld1_input"))] = row
+    lines = ["| crystal | property | Ry | default set | alternative | difference | "
+             "pressures (GPa; default / alternative) |", "|---|---|---|---|---|---|---|"]
+
+    def fmt(row):
+        return f"{row['value']:.3f}" if row["status"] == "OK" else row["status"]
+
+    for (crystal, prop, ecut, _input), second in alternatives.items():
+        first = defaults.get((crystal, prop, ecut))
+        if first is None:
             continue
-
-        def fmt(row):
-            return f"{row['value']:.3f}" if row["status"] == "OK" else row["status"]
-
         diff = ""
         if first["status"] == second["status"] == "OK":
             delta = first["value"] - second["value"]
@@ -125,7 +131,8 @@ def table(rows: Sequence[dict]) -> str:
         pressures = " / ".join(
             ", ".join(f"{p:.1f}" for p in row["pressures_gpa"]) if row["pressures_gpa"]
             else "-" for row in (first, second))
-        lines.append(f"| {crystal} | {prop} | {fmt(first)} | {fmt(second)} | {diff} | "
+        ry = "" if ecut is None else f"{ecut:g}"
+        lines.append(f"| {crystal} | {prop} | {ry} | {fmt(first)} | {fmt(second)} | {diff} | "
                      f"{pressures if prop == 'bulk_modulus' else ''} |")
     return "\n".join(lines)
 

@@ -179,11 +179,14 @@ def summary(path: str) -> str:
     lines = ["| element | pslibrary input | valence e | configurations | worst excitation "
              "error (mRy) | worst eigenvalue error (mRy) | result |",
              "|---|---|---|---|---|---|---|"]
-    for el, row in data["elements"].items():
+    rows = [(el, row, "") for el, row in data["elements"].items()]
+    rows += [(row["element"], row, " (earlier set)")
+             for row in data.get("earlier_sets", {}).values()]
+    for el, row, note in rows:
         tests = row["tests"]
         worst_e = max((abs(r["excitation_error_mry"]) for r in tests), default=float("nan"))
         worst_eig = max((r["eigenvalue_error_mry"] for r in tests), default=float("nan"))
-        lines.append(f"| {el} | {Path(row['input']).name.removesuffix('.in')} | "
+        lines.append(f"| {el} | {Path(row['input']).name.removesuffix('.in')}{note} | "
                      f"{row['z_valence']:g} | {len(tests)} | {worst_e:.3f} | {worst_eig:.2f} | "
                      f"{_verdict(row['passed'])} |")
     return "\n".join(lines)

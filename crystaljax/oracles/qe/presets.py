@@ -59,7 +59,8 @@ LD1_INPUTS: dict[str, str] = {"Na": "Na.in"}
 #: crystaljax/oracles/qe/ld1/pslibrary/, provenance and choices in its README.md), e.g.
 #: ``{"O": "pslibrary/O.pbe-n-kjpaw_psl.1.0.0.in", ...}``: the 1.0.0 sets of pslibrary's
 #: suggested list, except Mg, whose valence-only 0.3.0 set (SSSP Efficiency's Mg) needs
-#: 45 instead of 80 Ry (docs/PSEUDOPOTENTIALS.md, "The valence-only Mg").
+#: 25-35 Ry instead of the semicore set's 50-80 (docs/PSEUDOPOTENTIALS.md, "The valence-only
+#: Mg").
 PSLIBRARY_INPUTS: dict[str, str] = {
     path.name.split(".", 1)[0]: f"pslibrary/{path.name}"
     for path in sorted((LD1_INPUT_DIR / "pslibrary").glob("*.in"))
@@ -103,9 +104,10 @@ GTH_ECUTWFC: dict[str, float] = {
 }
 
 
-#: Per-element wavefunction cutoffs (Ry) of the PAW family (:data:`PSLIBRARY_INPUTS`) by the
-#: absolute-energy rule, the same method and rule as :data:`GTH_ECUTWFC` (energy within
-#: 5 meV/atom and pressure within 0.5 GPa of a run 1.5x higher; ``scripts/converge_cutoffs.py
+#: Per-element wavefunction cutoffs (Ry) of the ``fast`` preset's PAW family
+#: (:data:`PSLIBRARY_SEMICORE_MG_INPUTS`: Mg is the semicore set) by the absolute-energy
+#: rule, the same method and rule as :data:`GTH_ECUTWFC` (energy within 5 meV/atom and
+#: pressure within 0.5 GPa of a run 1.5x higher; ``scripts/converge_cutoffs.py
 #: --family pslibrary`` wrote benchmarks/cutoff_convergence_pslibrary.json;
 #: docs/PSEUDOPOTENTIALS.md). The ``fast`` preset caps these (its cache entries and the DFT
 #: learning runs under benchmarks/dft_learning/ were computed with them).
@@ -117,6 +119,23 @@ PAW_ECUTWFC_ENERGY: dict[str, float] = {
     "Ag": 100, "Ti": 80, "Ba": 35, "Y": 70, "Te": 25, "I": 40, "Pd": 70, "Rh": 80, "As": 40,
     "Pt": 45, "Cs": 25, "Au": 50, "Bi": 70, "Zr": 80, "La": 60,
 }
+
+
+#: Where a compound check (``scripts/compound_cutoffs.py``, benchmarks/compound_cutoffs.json)
+#: found an element's probe cutoff too low in a compound, property -> element -> the
+#: cutoff (Ry) its table takes instead (:data:`PAW_ECUTWFC` for the density,
+#: :data:`PAW_ECUTWFC_BY_PROPERTY`; the tables below are the probe's choices raised to
+#: these): the lowest checked one from which every higher one is within the rule. Mg (the
+#: valence-only set, 25 Ry on fcc Mg): rock-salt MgS's gap is 39 meV off the 80 Ry one at
+#: 25 Ry, 22 at 30, 13 at 35 (MgSe 5 meV and BaS 12 meV at 25: the short Mg-S bond).
+COMPOUND_ECUTWFC_FLOOR: dict[str, dict[str, float]] = {
+    "density": {"Mg": 35}, "band_gap": {"Mg": 35},
+}
+
+
+def _raised(table: Mapping[str, float], floors: Mapping[str, float]) -> dict[str, float]:
+    """``table`` with each element's cutoff raised to its floor where it has one."""
+    return {e: max(c, floors.get(e, c)) for e, c in table.items()}
 
 
 #: Per-element wavefunction cutoffs (Ry) of the ``default`` preset's PAW family
@@ -131,25 +150,14 @@ PAW_ECUTWFC_ENERGY: dict[str, float] = {
 #: 70-80. (Until 2026-12-05 the same rule on a contact-distance cell,
 #: benchmarks/cutoff_convergence_pslibrary_properties.json: far from equilibrium for some
 #: elements, e.g. Cl 100 instead of 30 Ry.)
-PAW_ECUTWFC: dict[str, float] = {
-    "Li": 45, "Na": 100, "K": 60, "Rb": 40, "Be": 100, "Ca": 60, "Mg": 35, "Sr": 35, "H": 40,
+PAW_ECUTWFC: dict[str, float] = _raised({
+    "Li": 45, "Na": 100, "K": 60, "Rb": 40, "Be": 100, "Ca": 60, "Mg": 25, "Sr": 35, "H": 40,
     "C": 40, "N": 45, "O": 45, "P": 40, "S": 25, "Se": 25, "F": 45, "Cl": 30, "Br": 25,
     "B": 30, "Si": 35, "Ge": 25, "Fe": 35, "Cu": 50, "Co": 35, "Ni": 35, "Mn": 60, "Al": 25,
     "Zn": 70, "Sn": 80, "Cr": 50, "In": 70, "Sb": 25, "V": 45, "Mo": 45, "Ga": 60, "Ag": 60,
     "Ti": 50, "Ba": 25, "Y": 35, "Te": 25, "I": 25, "Pd": 35, "Rh": 60, "As": 25, "Pt": 30,
     "Cs": 25, "Au": 30, "Bi": 70, "Zr": 40, "La": 60,
-}
-
-
-#: Where a compound check (``scripts/compound_cutoffs.py``, benchmarks/compound_cutoffs.json)
-#: found an element's probe cutoff too low in a compound, property -> element -> the
-#: cutoff (Ry) its table takes instead (:data:`PAW_ECUTWFC` for the density,
-#: :data:`PAW_ECUTWFC_BY_PROPERTY`): the lowest checked one within the rule. Mg (the
-#: valence-only set, 25 Ry on fcc Mg): rock-salt MgS's gap is 39 meV off the 80 Ry one at
-#: 25 Ry, 22 at 30, 13 at 35 (MgSe 5 meV and BaS 12 meV at 25: the short Mg-S bond).
-COMPOUND_ECUTWFC_FLOOR: dict[str, dict[str, float]] = {
-    "density": {"Mg": 35}, "band_gap": {"Mg": 35},
-}
+}, COMPOUND_ECUTWFC_FLOOR["density"])
 
 
 #: Per-property wavefunction cutoffs (Ry) of the ``default`` preset where a property's recipe
@@ -162,29 +170,32 @@ COMPOUND_ECUTWFC_FLOOR: dict[str, dict[str, float]] = {
 #: (2 %) of E(V) through three cells at a constant cutoff (the recipe fits total energies),
 #: not the bands (Be 100 -> 70, Si 35 -> 25; Cr 50 -> 70, H 40 -> 50 by the energies).
 PAW_ECUTWFC_BY_PROPERTY: dict[str, dict[str, float]] = {
-    "band_gap": {
-        "Li": 45, "Na": 40, "K": 30, "Rb": 25, "Be": 100, "Ca": 35, "Mg": 35, "Sr": 30,
-        "H": 30, "C": 35, "N": 35, "O": 40, "P": 40, "S": 25, "Se": 25, "F": 40, "Cl": 25,
-        "Br": 25, "B": 30, "Si": 35, "Ge": 25, "Fe": 35, "Cu": 35, "Co": 35, "Ni": 30,
-        "Mn": 45, "Al": 25, "Zn": 50, "Sn": 30, "Cr": 40, "In": 30, "Sb": 25, "V": 45,
-        "Mo": 40, "Ga": 30, "Ag": 35, "Ti": 45, "Ba": 25, "Y": 30, "Te": 25, "I": 25,
-        "Pd": 30, "Rh": 40, "As": 25, "Pt": 30, "Cs": 25, "Au": 30, "Bi": 35, "Zr": 35,
-        "La": 60,
-    },
-    "bulk_modulus": {
-        "Li": 45, "Na": 100, "K": 60, "Rb": 40, "Be": 70, "Ca": 60, "Mg": 25, "Sr": 35,
-        "H": 50, "C": 45, "N": 45, "O": 45, "P": 35, "S": 30, "Se": 25, "F": 45, "Cl": 35,
-        "Br": 25, "B": 35, "Si": 25, "Ge": 25, "Fe": 35, "Cu": 50, "Co": 35, "Ni": 35,
-        "Mn": 60, "Al": 25, "Zn": 70, "Sn": 80, "Cr": 70, "In": 70, "Sb": 25, "V": 45,
-        "Mo": 45, "Ga": 60, "Ag": 60, "Ti": 50, "Ba": 25, "Y": 35, "Te": 25, "I": 25,
-        "Pd": 35, "Rh": 60, "As": 25, "Pt": 30, "Cs": 25, "Au": 30, "Bi": 70, "Zr": 40,
-        "La": 60,
-    },
+    prop: _raised(table, COMPOUND_ECUTWFC_FLOOR.get(prop, {})) for prop, table in {
+        "band_gap": {
+            "Li": 45, "Na": 40, "K": 30, "Rb": 25, "Be": 100, "Ca": 35, "Mg": 25, "Sr": 30,
+            "H": 30, "C": 35, "N": 35, "O": 40, "P": 40, "S": 25, "Se": 25, "F": 40, "Cl": 25,
+            "Br": 25, "B": 30, "Si": 35, "Ge": 25, "Fe": 35, "Cu": 35, "Co": 35, "Ni": 30,
+            "Mn": 45, "Al": 25, "Zn": 50, "Sn": 30, "Cr": 40, "In": 30, "Sb": 25, "V": 45,
+            "Mo": 40, "Ga": 30, "Ag": 35, "Ti": 45, "Ba": 25, "Y": 30, "Te": 25, "I": 25,
+            "Pd": 30, "Rh": 40, "As": 25, "Pt": 30, "Cs": 25, "Au": 30, "Bi": 35, "Zr": 35,
+            "La": 60,
+        },
+        "bulk_modulus": {
+            "Li": 45, "Na": 100, "K": 60, "Rb": 40, "Be": 70, "Ca": 60, "Mg": 25, "Sr": 35,
+            "H": 50, "C": 45, "N": 45, "O": 45, "P": 35, "S": 30, "Se": 25, "F": 45, "Cl": 35,
+            "Br": 25, "B": 35, "Si": 25, "Ge": 25, "Fe": 35, "Cu": 50, "Co": 35, "Ni": 35,
+            "Mn": 60, "Al": 25, "Zn": 70, "Sn": 80, "Cr": 70, "In": 70, "Sb": 25, "V": 45,
+            "Mo": 45, "Ga": 60, "Ag": 60, "Ti": 50, "Ba": 25, "Y": 35, "Te": 25, "I": 25,
+            "Pd": 35, "Rh": 60, "As": 25, "Pt": 30, "Cs": 25, "Au": 30, "Bi": 70, "Zr": 40,
+            "La": 60,
+        },
+    }.items()
 }
 
 
 #: Elements that keep :data:`PAW_DUAL` whatever their elemental dual scan says: the
-#: transition metals and La, whose bonds to O the elemental fcc probe does not see.
+#: transition metals and La (but :data:`PAW_DUAL_OXIDE_MEASURED`), whose bonds to O the
+#: elemental fcc probe does not see.
 #: Measured on rock-salt MnO (a = 4.44 Å, ferromagnetic; Mn's elemental scan allows dual 4
 #: for the density and 6 for the bands): density 5.241 g/cm3 at 60 / 240 Ry against 5.427
 #: at 60 / 480 (-3.4 %); Kohn-Sham bands at 45 / 270 Ry up to 33 meV off those at 45 / 480
@@ -213,8 +224,8 @@ PAW_DUAL_OXIDE_MEASURED = ("Ti", "Zn")
 #: benchmarks/cutoff_duals_pslibrary.json, ``scripts/cutoff_table.py`` printed the choices;
 #: :mod:`crystaljax.benchmarks.cutoff_duals`, docs/PSEUDOPOTENTIALS.md), except
 #: :data:`PAW_DUAL_KEPT`; 4 for every element but those listed. A crystal's ``ecutrho`` is
-#: the maximum over its elements (at least 4 ``ecutwfc``): MgO's band gap at 50 / 200 Ry
-#: instead of 50 / 400. The bulk modulus keeps :data:`PAW_DUAL` for every element: its
+#: the maximum over its elements (at least 4 ``ecutwfc``): NaCl's band gap at 40 / 160 Ry
+#: instead of 40 / 320. The bulk modulus keeps :data:`PAW_DUAL` for every element: its
 #: recipe's E(V) scan (±2 % in volume) reads energy differences of a few meV, and a coarser
 #: density grid adds noise there that the elemental probe (±6 %) does not show (at the
 #: scan's choices, KCl +2.4 %, LiF -2.9 %, MnO 27 instead of 116 GPa).
