@@ -33,8 +33,8 @@ from crystaljax.oracles.qe import presets  # noqa: E402
 
 
 def main(argv=None) -> None:
+    from crystaljax.benchmarks.validation import evaluate
     from crystaljax.oracles.base import Status
-    from crystaljax.oracles.qe.oracle import QEOracle
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("cation")
@@ -68,10 +68,8 @@ def main(argv=None) -> None:
     for prop in args.properties:
         for preset in [presets.get_preset("default"),
                        *(uniform_preset(ecut, args.dual) for ecut in args.ecut)]:
-            with QEOracle(prop, preset=preset, cache=None, workers=1) as oracle:
-                start = time.time()
-                result = oracle.evaluate([structure])[0]
-                seconds = time.time() - start
+            results, seconds = evaluate(prop, [structure], None, preset=preset)  # warm pool
+            result = results[0]
             ecut, ecutrho = result.extra.get("cutoffs_ry") or (None, None)
             row = {"crystal": f"{args.cation}{args.anion}", "a": args.a, "property": prop,
                    "preset": preset.name, "ecutwfc": ecut, "ecutrho": ecutrho,

@@ -9,7 +9,8 @@ set, not the basis (``scripts/compare_pseudo_sets.py``; docs/PSEUDOPOTENTIALS.md
 valence-only Mg").
 
 Rows: crystal, set, property, value (eV or GPa), the pressures of the bulk modulus's scan
-(GPa, volume x 0.98 and 1.02), wall time (s, 1 pw.x rank).
+(GPa, volume x 0.98 and 1.02), wall time (s, 1 pw.x rank, on a warm one-worker pool:
+:func:`crystaljax.benchmarks.validation.evaluate`).
 """
 
 from __future__ import annotations
@@ -67,9 +68,9 @@ def compare(element: str, alternative: str, ecutwfc: float, out: str | Path,
     these strings) and property with the ``default`` family's set of ``element`` and with
     ``alternative`` (an ld1.x input), both at ``ecutwfc``. Rows are appended to ``out``
     (JSON list) as they finish; returns the new rows."""
+    from crystaljax.benchmarks.validation import evaluate
     from crystaljax.oracles.base import Status
     from crystaljax.oracles.qe import presets
-    from crystaljax.oracles.qe.oracle import QEOracle
 
     if element not in CRYSTALS:
         raise ValueError(f"no crystals for {element!r}; known: {sorted(CRYSTALS)}")
@@ -84,10 +85,8 @@ def compare(element: str, alternative: str, ecutwfc: float, out: str | Path,
         for prop in properties:
             for role, ld1_input in sets.items():
                 preset = uniform_preset(ecutwfc, sets={element: ld1_input})
-                with QEOracle(prop, preset=preset, cache=None, workers=1) as oracle:
-                    start = time.time()
-                    result = oracle.evaluate([structure])[0]
-                    seconds = time.time() - start
+                results, seconds = evaluate(prop, [structure], None, preset=preset)
+                result = results[0]
                 row = {"crystal": label, "element": element, "set": role,
                        "ld1_input": ld1_input, "ecutwfc": ecutwfc, "property": prop,
                        "value": result.value, "status": Status(result.status).name,

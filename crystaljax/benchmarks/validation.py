@@ -12,8 +12,12 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pymatgen.core import Structure
+
+if TYPE_CHECKING:
+    from crystaljax.oracles.qe.presets import Preset
 
 ROCKSALT = [[0, 0, 0], [0.5, 0.5, 0.5]]
 DIAMOND = [[0, 0, 0], [0.25, 0.25, 0.25]]
@@ -58,7 +62,7 @@ REFERENCE: dict[str, Reference] = {
 TARGETS = {"band_gap": 0.3, "bulk_modulus": 0.15, "density": 0.03}
 
 
-def evaluate(prop: str, structures: list, runner, preset: str = "default",
+def evaluate(prop: str, structures: list, runner, preset: str | Preset = "default",
              workers: int | None = 1, timings: dict | None = None, **options):
     """QE results of ``structures`` with ``preset`` and no cache, and the seconds
     (``workers``: a local pool of that many; ``None``: the oracle's default executor).
