@@ -47,6 +47,12 @@ def main(argv=None) -> None:
         parser.error("--ecut must be a positive number")
     if not ld1_input_path(args.alternative).is_file():
         parser.error(f"no ld1.x input {args.alternative!r}")
+    out = Path(args.out)
+    try:
+        if out.is_file() and not isinstance(json.loads(out.read_text()), list):
+            raise ValueError("not a list of rows")
+    except ValueError as exc:  # json.JSONDecodeError is one
+        parser.error(f"{out} is not a results file of this script: {exc}")
     if not args.table_only:
         pseudo_sets.compare(args.element, args.alternative, args.ecut, args.out,
                             args.properties, args.only)

@@ -25,7 +25,10 @@ def main(argv=None) -> None:
     parser.add_argument("--elements", nargs="*", default=None)
     parser.add_argument("--out", default="benchmarks/pslibrary_transferability.json")
     args = parser.parse_args(argv)
-    pseudo_tests.run(args.out, args.elements)
+    try:
+        pseudo_tests.run(args.out, args.elements)
+    except ValueError as exc:  # an unreadable results file, an unknown element
+        parser.error(str(exc))
     print(pseudo_tests.summary(args.out))
 
 

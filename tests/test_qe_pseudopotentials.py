@@ -244,6 +244,14 @@ def test_the_transferability_file_is_updated_not_replaced(tmp_path, monkeypatch)
     assert data["earlier_sets"]["somewhere/O.old.in"]["input"] == "somewhere/O.old.in"
     pseudo_tests.run(str(out), ["O"], pseudo_dir=str(tmp_path / "pp"))  # same input again
     assert list(json.loads(out.read_text())["earlier_sets"]) == ["somewhere/O.old.in"]
+    # bad input: one clear error, the file untouched
+    with pytest.raises(ValueError, match="unknown elements \\['Xx'\\]"):
+        pseudo_tests.run(str(out), ["Xx"], pseudo_dir=str(tmp_path / "pp"))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="not a JSON results file"):
+        pseudo_tests.run(str(broken), ["O"], pseudo_dir=str(tmp_path / "pp"))
+    assert broken.read_text() == "{not json"
 
 
 def test_the_pseudo_set_comparison_pairs_the_two_sets():

@@ -147,7 +147,15 @@ def run(out: str, elements: Sequence[str] | None = None, pseudo_dir: str | None 
 
     directory = Path(pseudo_dir) if pseudo_dir else ld1_store()  # the machine's store
     path = Path(out)
-    previous = json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not a JSON results file of this script: {exc}") from None
+    if not isinstance(previous, dict) or not isinstance(previous.get("elements", {}), dict):
+        raise ValueError(f"{path} is not a results file of this script (no 'elements' map)")
+    unknown = sorted(set(elements or ()) - set(PSLIBRARY_INPUTS))
+    if unknown:
+        raise ValueError(f"unknown elements {unknown}; the family has {sorted(PSLIBRARY_INPUTS)}")
     results = dict(previous.get("elements", {}))
     earlier = dict(previous.get("earlier_sets", {}))
     for element in elements or sorted(PSLIBRARY_INPUTS):
