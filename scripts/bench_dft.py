@@ -43,7 +43,9 @@ def main(argv=None) -> None:
     parser.add_argument("--presets", nargs=2, default=["default", "gth"],
                         metavar="PRESET[:KEY=VALUE,...]",
                         help="the two columns: preset names, each optionally with recipe "
-                             "overrides, e.g. default:reuse_density=false default")
+                             "overrides and pw.x settings overrides (settings.KEY), e.g. "
+                             "default:reuse_density=false default or "
+                             "default:settings.mixing_mode=TF default")
     parser.add_argument("--cases", nargs="*", default=None, metavar="TEXT",
                         help="measure only the cases whose label contains one of these")
     parser.add_argument("--redo", action="store_true", help="re-measure rows already in --out")

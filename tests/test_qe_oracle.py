@@ -253,3 +253,16 @@ def test_close_stops_the_dask_cluster_it_created(pseudo_dir, tmp_path):
         assert cluster.status == DaskStatus.running and oracle.executor.max_workers == 1
     assert cluster.status == DaskStatus.closed and client.status == "closed"
     oracle.close()
+
+
+def test_worker_ready_loads_the_family_a_first_job_would(pseudo_dir, tmp_path):
+    from crystaljax.oracles.qe import family as family_module
+    from crystaljax.oracles.qe.jobs import worker_ready
+
+    with _oracle("density", InlineExecutor(), pseudo_dir, tmp_path, cache=False) as oracle:
+        source = oracle.family_source
+        family_module._FAMILIES.pop(source, None)
+        assert worker_ready() == os.getpid() and source not in family_module._FAMILIES
+        assert worker_ready(source) == os.getpid()
+        loaded = family_module._FAMILIES[source]
+        assert source.load() is loaded and loaded.name == oracle.family.name

@@ -1,5 +1,6 @@
 """Running pw.x: kept directories of failed runs are bounded (the newest N stay); the
-directories of processes that died without cleaning up are swept."""
+directories of processes that died without cleaning up are swept; Open MPI starts locally
+unless the environment says otherwise."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from qe_helpers import fake_pw
 from crystaljax.config import ConfigError
 from crystaljax.oracles.qe.runner import (
     FAILED_MARKER,
+    OPENMPI_LOCAL,
     OWNER_FILE,
     RunnerConfig,
     make_workdir,
     prune_failed_runs,
+    run_environment,
     run_pw,
     sweep_orphaned_runs,
 )
@@ -80,3 +83,17 @@ def test_the_directories_of_dead_processes_are_swept(tmp_path):
     assert not orphan.exists()
     assert all(p.is_dir() for p in (mine, fresh, kept_failure, elsewhere, no_owner, garbled))
     assert sweep_orphaned_runs(scratch) == []
+
+
+def test_open_mpi_starts_locally_unless_the_environment_says_otherwise(monkeypatch):
+    for key in OPENMPI_LOCAL:
+        monkeypatch.delenv(key, raising=False)
+    env = run_environment(RunnerConfig(threads=2))
+    assert env["OMP_NUM_THREADS"] == "2"
+    assert {key: env[key] for key in OPENMPI_LOCAL} == OPENMPI_LOCAL
+    assert env["OMPI_MCA_pml"] == "ob1" and env["OMPI_MCA_ess_singleton_isolated"] == "1"
+    monkeypatch.setenv("OMPI_MCA_pml", "ucx")  # a cluster's own choice is kept
+    monkeypatch.setenv("OMPI_MCA_btl", "self,tcp")
+    env = run_environment(RunnerConfig())
+    assert env["OMPI_MCA_pml"] == "ucx" and env["OMPI_MCA_btl"] == "self,tcp"
+    assert env["OMPI_MCA_ess_singleton_isolated"] == "1"

@@ -251,14 +251,18 @@ def test_a_failed_copy_keeps_nothing(monkeypatch, tmp_path):
 
 # -- the benchmark's columns ---------------------------------------------------------------
 
-def test_benchmark_columns_take_checked_recipe_overrides():
-    assert parse_column("gth") == ("gth", {})
-    assert parse_column("default:reuse_density=false") == ("default", {"reuse_density": False})
-    preset, overrides = parse_column("default:volume_scales=[0.99, 1.0, 1.01],relax=volume")
-    assert preset == "default" and overrides == {"volume_scales": (0.99, 1.0, 1.01),
-                                                 "relax": "volume"}
+def test_benchmark_columns_take_checked_recipe_and_settings_overrides():
+    assert parse_column("gth") == ("gth", {}, {})
+    assert parse_column("default:reuse_density=false") == (
+        "default", {"reuse_density": False}, {})
+    preset, recipe, settings = parse_column(
+        "default:volume_scales=[0.99, 1.0, 1.01],relax=volume,settings.mixing_mode=TF")
+    assert preset == "default" and recipe == {"volume_scales": (0.99, 1.0, 1.01),
+                                              "relax": "volume"}
+    assert settings == {"mixing_mode": "TF"}
     for bad in ("nosuch", "default:reuse_densty=false", "default:relax=sideways",
-                "default:reuse_density"):
+                "default:reuse_density", "default:settings.mixing_mode=sideways",
+                "default:settings.mixing_betta=0.4", "default:settings.degauss=0.01"):
         with pytest.raises(ConfigError):
             parse_column(bad)
 

@@ -130,13 +130,14 @@ def has_hard_anion(structure) -> bool:
     return bool({"O", "N", "F"} & {el.symbol for el in structure.composition.elements})
 
 
-def parse_column(spec: str) -> tuple[str, dict]:
+def parse_column(spec: str) -> tuple[str, dict, dict]:
     """A side-by-side column: ``PRESET`` or ``PRESET:KEY=VALUE,...`` with recipe option
     overrides (e.g. ``default:reuse_density=false``, ``gth:volume_scales=[0.99,1,1.01]``)
-    -> (preset, checked overrides). ConfigError for an unknown preset or option, or a bad
-    value."""
+    and pw.x settings overrides (``settings.KEY=VALUE``, e.g.
+    ``default:settings.mixing_beta=0.4``) -> (preset, checked recipe overrides, checked
+    settings overrides). ConfigError for an unknown preset or option, or a bad value."""
     from crystaljax.config import ConfigError, parse_value
-    from crystaljax.oracles.qe.options import check_recipe
+    from crystaljax.oracles.qe.options import check_recipe, check_settings
     from crystaljax.oracles.qe.presets import get_preset
 
     preset, _, rest = spec.partition(":")
@@ -144,13 +145,18 @@ def parse_column(spec: str) -> tuple[str, dict]:
         get_preset(preset)
     except (KeyError, ValueError) as exc:
         raise ConfigError(f"column {spec!r}: {exc}") from None
-    overrides = {}
+    recipe, settings = {}, {}
     for item in filter(None, re.split(r",(?=\s*[A-Za-z_][\w.]*\s*=)", rest)):
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ConfigError(f"column {spec!r}: expected PRESET:KEY=VALUE,..., got {item!r}")
-        overrides[key.strip()] = parse_value(value.strip())
-    return preset, check_recipe(overrides, f"column {spec!r}")
+        if key.startswith("settings."):
+            settings[key.removeprefix("settings.")] = parse_value(value.strip())
+        else:
+            recipe[key] = parse_value(value.strip())
+    return (preset, check_recipe(recipe, f"column {spec!r}"),
+            check_settings(settings, f"column {spec!r} settings"))
 
 
 def per_property(runner, only: Sequence[str] | None = None,
@@ -159,7 +165,7 @@ def per_property(runner, only: Sequence[str] | None = None,
     """Wall time of one evaluation per case and column, the columns one after the other on
     the same crystal, each on a warm one-worker pool (its start-up is recorded as
     ``pool_start_s``, not timed); ``ratio`` = time of the second column / time of the first. A column
-    is a preset name, optionally with recipe overrides (:func:`parse_column`). Rows of
+    is a preset name, optionally with recipe and settings overrides (:func:`parse_column`). Rows of
     ``done`` (same cell and property) are kept, not re-measured; ``on_row(rows)`` is called
     after each new row (to save progress). ``cases``: measure only the cases whose label
     contains one of these strings."""
@@ -183,10 +189,10 @@ def per_property(runner, only: Sequence[str] | None = None,
             continue
         row = {"cell": label, "property": prop, "hard_anion": has_hard_anion(structure),
                "presets": {}}
-        for spec, (preset, recipe) in columns.items():
+        for spec, (preset, recipe, settings) in columns.items():
             timings: dict = {}
             (result,), wall = evaluate(prop, [structure], runner, preset, timings=timings,
-                                       recipe=recipe)
+                                       recipe=recipe, settings=settings)
             # the cutoffs the runs used (None for a job that raised)
             ecutwfc, ecutrho = result.extra.get("cutoffs_ry") or (None, None)
             row["presets"][spec] = {

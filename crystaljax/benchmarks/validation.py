@@ -67,9 +67,10 @@ def evaluate(prop: str, structures: list, runner, preset: str | Preset = "defaul
     """QE results of ``structures`` with ``preset`` and no cache, and the seconds
     (``workers``: a local pool of that many; ``None``: the oracle's default executor).
 
-    With a local pool the clock starts once its workers are up (a training run's pool
-    stays up for thousands of crystals, so the start-up, about 3 s here, is not part of
-    a crystal's cost; with several workers at least one has imported the job's modules);
+    With a local pool the clock starts once its workers are up and have loaded the
+    pseudopotential family (a training run's pool stays up for thousands of crystals, so
+    the start-up, about 3 s here, is not part of a crystal's cost; with several workers at
+    least one has imported the job's modules and loaded the family);
     ``timings``, if given, receives ``pool_start_s``, the seconds the pool took to start."""
     from crystaljax.oracles.executors import LocalPoolExecutor
     from crystaljax.oracles.qe.jobs import worker_ready
@@ -78,12 +79,6 @@ def evaluate(prop: str, structures: list, runner, preset: str | Preset = "defaul
     executor = None
     if workers is not None:
         executor = LocalPoolExecutor(workers)
-        start = time.time()
-        ready = [executor.submit(worker_ready) for _ in range(workers)]
-        for future in ready:
-            future.result()
-        if timings is not None:
-            timings["pool_start_s"] = round(time.time() - start, 2)
         options["executor"] = executor
     try:
         oracle = QEOracle(prop, preset=preset, cache=None, runner=runner,
@@ -92,8 +87,16 @@ def evaluate(prop: str, structures: list, runner, preset: str | Preset = "defaul
         if executor is not None:
             executor.shutdown()
         raise
-    t0 = time.time()
     try:
+        if executor is not None:
+            start = time.time()
+            ready = [executor.submit(worker_ready, oracle.family_source)
+                     for _ in range(workers)]
+            for future in ready:
+                future.result()
+            if timings is not None:
+                timings["pool_start_s"] = round(time.time() - start, 2)
+        t0 = time.time()
         return oracle.evaluate(structures), time.time() - t0
     finally:
         oracle.close()

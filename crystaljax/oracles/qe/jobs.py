@@ -82,12 +82,16 @@ def run_job(job: QEJob) -> OracleResult:
         )
 
 
-def worker_ready() -> int:
+def worker_ready(family: FamilySource | None = None) -> int:
     """A no-op job that returns the worker's process id. Submitting it starts a pool worker
     and imports this module (and what :func:`run_job` needs) there, so that a benchmark can
-    time jobs on a warm pool (about 3 s of start-up on the 2-core AMD EPYC)."""
+    time jobs on a warm pool (about 3 s of start-up on the 2-core AMD EPYC); with
+    ``family``, it also loads that pseudopotential family, as a worker's first job does
+    once (0.1-0.4 s: the files' hashes, ld1.x's version)."""
     import os
 
+    if family is not None:
+        family.load()
     return os.getpid()
 
 

@@ -23,6 +23,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from crystaljax.oracles.qe.runner import OPENMPI_LOCAL
+
 _log = logging.getLogger(__name__)
 
 #: ld1.x inputs shipped with crystaljax, ``<name>`` -> ``LD1_INPUT_DIR / <name>``.
@@ -75,6 +77,8 @@ def normalize_ld1_upf(text: str, width: int = 4) -> str:
 def _ld1_env() -> dict:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
+    for key, value in OPENMPI_LOCAL.items():  # 0.3 s less per start (runner.OPENMPI_LOCAL)
+        env.setdefault(key, value)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
