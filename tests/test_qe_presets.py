@@ -18,6 +18,7 @@ from crystaljax.oracles.qe.presets import (
     FAST_ECUTWFC_CAP,
     GTH_ECUTWFC,
     LD1_INPUTS,
+    PAW_BULK_MODULUS_DUAL_MEASURED,
     PAW_DUAL,
     PAW_DUAL_BY_PROPERTY,
     PAW_DUAL_KEPT,
@@ -137,13 +138,14 @@ def test_default_duals_follow_the_recorded_dual_scans():
                 assert choice["dual"] <= PAW_DUAL_BY_PROPERTY[prop][element], (prop, element)
     tables = {"density": PAW_ECUTWFC, **PAW_ECUTWFC_BY_PROPERTY}
     measured = cutoff_duals.dual_tables([str(PAW_DUAL_DATA)])
-    assert set(PAW_DUAL_BY_PROPERTY) == {"density", "band_gap"}
-    for prop, table in PAW_DUAL_BY_PROPERTY.items():
-        assert table == {e: PAW_DUAL if e in PAW_DUAL_KEPT else d
-                         for e, d in measured[prop].items()}, prop
+    assert set(PAW_DUAL_BY_PROPERTY) == {"density", "band_gap", "bulk_modulus"}
+    for prop in ("density", "band_gap"):
+        assert PAW_DUAL_BY_PROPERTY[prop] == {e: PAW_DUAL if e in PAW_DUAL_KEPT else d
+                                              for e, d in measured[prop].items()}, prop
     default = get_preset("default")
-    assert all(rho == PAW_DUAL * wfc
-               for wfc, rho in default.cutoffs_for("bulk_modulus").values())
+    for element, (wfc, rho) in default.cutoffs_for("bulk_modulus").items():
+        dual = 4.0 if element in PAW_BULK_MODULUS_DUAL_MEASURED else PAW_DUAL
+        assert rho == dual * wfc, element
     for element, result in data["elements"].items():
         assert set(result["choices"]) == set(tables)
         for prop, choice in result["choices"].items():
@@ -155,6 +157,24 @@ def test_default_duals_follow_the_recorded_dual_scans():
                                 if r["ecutwfc"] == choice["ecutwfc"]}, reverse=True)
                 assert duals[:duals.index(choice["dual"]) + 1] == [
                     d for d in cutoff_duals.DUAL_LADDER if d >= choice["dual"]]
+
+
+def test_the_bulk_modulus_duals_follow_the_recorded_compound_checks():
+    """Dual 4 for the bulk modulus exactly for the elements whose recorded rock-salt
+    compounds (at least two) all keep their pressure-scan bulk modulus within 2 % at dual 4;
+    Li's compounds do not, so the check tells a bad element from good ones."""
+    from crystaljax.benchmarks.cutoff_duals import compound_bulk_modulus_duals
+
+    rows = json.loads((ROOT / "benchmarks" / "compound_cutoffs.json").read_text())
+    checked = compound_bulk_modulus_duals(rows)
+    assert {e for e, r in checked.items() if r["passes"]} == set(PAW_BULK_MODULUS_DUAL_MEASURED)
+    assert not checked["Li"]["passes"] and len(checked["Li"]["compounds"]) >= 2
+    assert all(d < -0.05 for d in checked["Li"]["compounds"].values())
+    assert checked["Ti"]["compounds"].keys() >= {"TiN", "TiO", "TiC"}
+    # the rule itself: one compound is not enough, a wider tolerance admits more
+    one = compound_bulk_modulus_duals(rows, min_compounds=1)
+    assert {e for e, r in one.items() if r["passes"]} > set(PAW_BULK_MODULUS_DUAL_MEASURED)
+    assert compound_bulk_modulus_duals(rows, tolerance=0.2)["Li"]["passes"]
 
 
 def test_the_compound_floors_follow_the_recorded_compound_checks():
@@ -303,15 +323,16 @@ def test_the_cutoff_table_script_prints_the_presets_tables():
 
     text = cutoff_duals.summary([str(PAW_DUAL_DATA)])
     printed = json.loads(text.splitlines()[-1].split(" = ", 1)[1])
+    elemental = ("density", "band_gap")  # the bulk modulus's duals come from compounds
     assert {p: {e: d for e, d in printed[p].items() if e not in PAW_DUAL_KEPT}
-            for p in PAW_DUAL_BY_PROPERTY} == {
-        p: {e: d for e, d in t.items() if e not in PAW_DUAL_KEPT}
-        for p, t in PAW_DUAL_BY_PROPERTY.items()}
+            for p in elemental} == {
+        p: {e: d for e, d in PAW_DUAL_BY_PROPERTY[p].items() if e not in PAW_DUAL_KEPT}
+        for p in elemental}
 
 
 def test_a_density_read_from_e_of_v_takes_the_bulk_modulus_cutoffs():
     """``relax: volume`` / ``full`` read the density from the E(V) minimum: the bulk
-    modulus's table (E(V) criteria, dual 8), not the vc-relax's."""
+    modulus's table (E(V) criteria, dual 8 but for the elements measured at 4), not the vc-relax's."""
     default = get_preset("default")
     assert default.cutoffs_for("density") == default.cutoffs
     for relax in ("volume", "full"):

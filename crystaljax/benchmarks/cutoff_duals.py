@@ -205,5 +205,44 @@ def summary(paths: Sequence[str]) -> str:
     return "\n".join([*lines, "", f"DUALS_MEASURED = {json.dumps(tables)}"])
 
 
-__all__ = ["DUAL_LADDER", "SCAN_DUAL", "converge_duals", "dual_tables", "is_dual_scan",
-           "rule_of", "scan_element_duals", "summary"]
+def compound_bulk_modulus_duals(rows: Sequence[dict], dual: float = 4.0,
+                                min_compounds: int = 2,
+                                tolerance: float | None = None) -> dict[str, dict]:
+    """Which elements may take ``dual`` for the bulk modulus, from rock-salt compounds.
+
+    ``rows``: ``scripts/compound_cutoffs.py``'s rows (benchmarks/compound_cutoffs.json). Per
+    crystal, its pressure-scan bulk modulus (rows with ``pressures_gpa``) at ``ecutrho`` =
+    :data:`SCAN_DUAL` x ``ecutwfc`` is compared with the uniform row at the same ``ecutwfc``
+    and ``ecutrho`` = ``dual`` x ``ecutwfc`` (every element at ``dual``: the coarsest grid a
+    crystal of elements at ``dual`` gets). An element passes when it is in at least
+    ``min_compounds`` such crystals and every one is within ``tolerance`` (default: the
+    bulk-modulus rule's 2 %, :data:`PROPERTY_RULES`).
+
+    Returns element -> ``{"compounds": {crystal: relative deviation}, "passes": bool}``."""
+    from pymatgen.core import Composition
+
+    if tolerance is None:
+        tolerance = PROPERTY_RULES["bulk_modulus"]["bulk_modulus"]
+    scans = [r for r in rows if r.get("property") == "bulk_modulus" and r.get("status") == "OK"
+             and r.get("pressures_gpa") and r.get("ecutwfc") and r.get("ecutrho")]
+    deviations: dict[str, dict[str, float]] = {}
+    for coarse in scans:
+        if coarse.get("cutoff_table") != "uniform" or \
+                abs(coarse["ecutrho"] - dual * coarse["ecutwfc"]) > 1e-6:
+            continue
+        reference = [r for r in scans if r["crystal"] == coarse["crystal"]
+                     and r["a"] == coarse["a"] and r["ecutwfc"] == coarse["ecutwfc"]
+                     and abs(r["ecutrho"] - SCAN_DUAL * r["ecutwfc"]) < 1e-6]
+        if not reference:
+            continue
+        deviation = coarse["value"] / reference[-1]["value"] - 1.0
+        for element in Composition(coarse["crystal"]).elements:
+            deviations.setdefault(element.symbol, {})[coarse["crystal"]] = deviation
+    return {element: {"compounds": found,
+                      "passes": len(found) >= min_compounds
+                      and all(abs(d) <= tolerance for d in found.values())}
+            for element, found in sorted(deviations.items())}
+
+
+__all__ = ["DUAL_LADDER", "SCAN_DUAL", "compound_bulk_modulus_duals", "converge_duals",
+           "dual_tables", "is_dual_scan", "rule_of", "scan_element_duals", "summary"]
