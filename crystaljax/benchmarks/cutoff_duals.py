@@ -22,9 +22,11 @@ What the ``default`` preset takes of it (``presets.PAW_DUAL_BY_PROPERTY``) was d
 compounds (``scripts/compound_cutoffs.py``, docs/PSEUDOPOTENTIALS.md): the density and
 band-gap choices, but dual 8 for the transition metals (``presets.PAW_DUAL_KEPT``: rock-salt MnO's
 density 3.4 % low, its bands 33 meV off at the elemental choices; not Ti and Zn, whose oxides'
-dual scans allow their elemental choices: ``presets.PAW_DUAL_OXIDE_MEASURED``) and for every element's
-bulk modulus (its 5-point E(V) scan is noisier than the probe's three cells: KCl +2.4 %,
-LiF -2.9 %, MnO 27 instead of 116 GPa at the elemental choices).
+dual scans allow their elemental choices: ``presets.PAW_DUAL_OXIDE_MEASURED``) and for the
+bulk modulus (its template-volume scan is more sensitive than the probe's three cells: KCl
++2.4 %, LiF -2.9 %, MnO 27 instead of 116 GPa at the elemental choices with the E(V)
+scan), whose dual 4 is taken only by the elements its compounds allow
+(:func:`compound_bulk_modulus_duals`, ``presets.PAW_BULK_MODULUS_DUAL_MEASURED``).
 """
 
 from __future__ import annotations
