@@ -12,6 +12,7 @@ Usage::
     python scripts/compound_cutoffs.py Mn O 4.44 --ecut 80 100 120
     python scripts/compound_cutoffs.py K Cl 6.38 --properties band_gap bulk_modulus --ecut 100
     python scripts/compound_cutoffs.py Ti N 4.25 --ecut 50 --dual 4   # a coarser density grid
+    python scripts/compound_cutoffs.py Ti N 4.25 --ecut 50 --dual 8   # its dual-8 reference
 """
 
 from __future__ import annotations

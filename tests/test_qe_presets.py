@@ -107,8 +107,9 @@ def test_default_duals_follow_the_recorded_dual_scans():
     """Each element's ecutrho / ecutwfc of the density and band-gap tables is the dual
     scan's choice, measured at the preset's ecutwfc of that property against the
     property-rule scans' references; the transition metals keep dual 8 (their bonds to O)
-    but Ti and Zn (measured on their oxides), and the bulk modulus keeps dual 8 for every
-    element (its E(V) noise; LiF with the pressure scan)."""
+    but Ti and Zn (measured on their oxides), and the bulk modulus keeps dual 8 but for
+    the elements its compounds allow at 4 (its E(V) noise; LiF and LiCl with the pressure
+    scan; checked against the compound rows in the next test)."""
     from crystaljax.benchmarks import cutoff_duals
     from crystaljax.benchmarks.cutoff_properties import OXIDE_PROBE_ELEMENTS
 
@@ -340,3 +341,26 @@ def test_a_density_read_from_e_of_v_takes_the_bulk_modulus_cutoffs():
     assert default.cutoffs_for("band_gap", "volume") == default.cutoffs_for("band_gap")
     gth = get_preset("gth")  # no per-property tables
     assert gth.cutoffs_for("density", "volume") == gth.cutoffs
+
+
+def test_the_bulk_modulus_dual_check_pairs_rows_of_one_cutoff_and_keeps_the_worst():
+    from crystaljax.benchmarks.cutoff_duals import compound_bulk_modulus_duals
+
+    def row(crystal, ecut, rho, value, a=4.0, table="uniform", **extra):
+        return {"crystal": crystal, "a": a, "property": "bulk_modulus", "status": "OK",
+                "ecutwfc": ecut, "ecutrho": rho, "value": value, "pressures_gpa": [1.0, -1.0],
+                "cutoff_table": table, **extra}
+
+    rows = [row("TiN", 60, 480, 100.0), row("TiN", 60, 240, 90.0),  # worse, at another cutoff
+            row("TiN", 50, 400, 100.0, table="preset"), row("TiN", 50, 200, 99.0),
+            row("TiC", 50, 200, 99.5),  # no dual-8 reference: not counted
+            row("TiO", 50, 400, 100.0), row("TiO", 50, 200, 101.0),
+            row("TiO", 50, 200, 50.0, status="TIMEOUT"),  # failed rows are ignored
+            row("TiO", 50, 200, 50.0, pressures_gpa=None)]  # an E(V) scan: ignored
+    checked = compound_bulk_modulus_duals(rows)
+    assert set(checked["Ti"]["compounds"]) == {"TiN", "TiO"}
+    assert abs(checked["Ti"]["compounds"]["TiN"] + 0.10) < 1e-12
+    assert abs(checked["O"]["compounds"]["TiO"] - 0.01) < 1e-12
+    assert not checked["Ti"]["passes"] and not checked["N"]["passes"]  # N: one compound
+    assert compound_bulk_modulus_duals(rows, tolerance=0.11, min_compounds=1)["N"]["passes"]
+    assert "C" not in checked

@@ -1,6 +1,6 @@
 """Running pw.x: kept directories of failed runs are bounded (the newest N stay); the
-directories of processes that died without cleaning up are swept; Open MPI starts locally
-unless the environment says otherwise."""
+directories of processes that died without cleaning up are swept; a single rank starts
+Open MPI locally unless the environment says otherwise."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from qe_helpers import fake_pw
 from crystaljax.config import ConfigError
 from crystaljax.oracles.qe.runner import (
     FAILED_MARKER,
-    OPENMPI_LOCAL,
+    OPENMPI_SINGLE_RANK,
     OWNER_FILE,
     RunnerConfig,
     make_workdir,
@@ -85,14 +85,19 @@ def test_the_directories_of_dead_processes_are_swept(tmp_path):
     assert sweep_orphaned_runs(scratch) == []
 
 
-def test_open_mpi_starts_locally_unless_the_environment_says_otherwise(monkeypatch):
-    for key in OPENMPI_LOCAL:
+def test_a_single_rank_starts_open_mpi_locally_unless_the_environment_says_otherwise(
+        monkeypatch):
+    for key in OPENMPI_SINGLE_RANK:
         monkeypatch.delenv(key, raising=False)
     env = run_environment(RunnerConfig(threads=2))
     assert env["OMP_NUM_THREADS"] == "2"
-    assert {key: env[key] for key in OPENMPI_LOCAL} == OPENMPI_LOCAL
-    assert env["OMPI_MCA_pml"] == "ob1" and env["OMPI_MCA_ess_singleton_isolated"] == "1"
-    monkeypatch.setenv("OMPI_MCA_pml", "ucx")  # a cluster's own choice is kept
+    assert {key: env[key] for key in OPENMPI_SINGLE_RANK} == OPENMPI_SINGLE_RANK
+    assert env["OMPI_MCA_pml"] == "ob1" and env["OMPI_MCA_btl"] == "self"
+    # several ranks: the machine's Open MPI configuration chooses the transports
+    env = run_environment(RunnerConfig(mpi_ranks=2))
+    assert not set(OPENMPI_SINGLE_RANK) & set(env)
+    assert env["OMPI_MCA_btl_vader_single_copy_mechanism"] == "none"
+    monkeypatch.setenv("OMPI_MCA_pml", "ucx")  # a user's own choice is kept
     monkeypatch.setenv("OMPI_MCA_btl", "self,tcp")
     env = run_environment(RunnerConfig())
     assert env["OMPI_MCA_pml"] == "ucx" and env["OMPI_MCA_btl"] == "self,tcp"

@@ -218,7 +218,11 @@ def compound_bulk_modulus_duals(rows: Sequence[dict], dual: float = 4.0,
     and ``ecutrho`` = ``dual`` x ``ecutwfc`` (every element at ``dual``: the coarsest grid a
     crystal of elements at ``dual`` gets). An element passes when it is in at least
     ``min_compounds`` such crystals and every one is within ``tolerance`` (default: the
-    bulk-modulus rule's 2 %, :data:`PROPERTY_RULES`).
+    bulk-modulus rule's 2 %, :data:`PROPERTY_RULES`). A crystal with several such pairs (other
+    lattice constants or cutoffs) counts with its largest deviation. A crystal with no row at
+    :data:`SCAN_DUAL` is not counted: since the preset's own bulk-modulus duals are partly 4,
+    record one with ``scripts/compound_cutoffs.py X Y a --ecut E --dual 8`` next to
+    ``--dual 4``.
 
     Returns element -> ``{"compounds": {crystal: relative deviation}, "passes": bool}``."""
     from pymatgen.core import Composition
@@ -239,7 +243,9 @@ def compound_bulk_modulus_duals(rows: Sequence[dict], dual: float = 4.0,
             continue
         deviation = coarse["value"] / reference[-1]["value"] - 1.0
         for element in Composition(coarse["crystal"]).elements:
-            deviations.setdefault(element.symbol, {})[coarse["crystal"]] = deviation
+            found = deviations.setdefault(element.symbol, {})
+            if abs(deviation) >= abs(found.get(coarse["crystal"], 0.0)):
+                found[coarse["crystal"]] = deviation
     return {element: {"compounds": found,
                       "passes": len(found) >= min_compounds
                       and all(abs(d) <= tolerance for d in found.values())}

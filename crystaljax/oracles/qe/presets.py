@@ -243,7 +243,8 @@ PAW_DUAL_BY_PROPERTY: dict[str, dict[str, float]] = {
 #: two rock-salt compounds whose pressure-scan bulk modulus with every element at dual 4 is
 #: within the bulk-modulus rule's 2 % of dual 8
 #: (:func:`crystaljax.benchmarks.cutoff_duals.compound_bulk_modulus_duals` on
-#: benchmarks/compound_cutoffs.json; ``scripts/compound_cutoffs.py X Y a --ecut E --dual 4``):
+#: benchmarks/compound_cutoffs.json; ``scripts/compound_cutoffs.py X Y a --ecut E --dual 4``,
+#: and ``--dual 8`` for the reference where the preset's own row is no longer at dual 8):
 #: Ti (TiN -0.4 %, TiO -0.6 %, TiC +0.2 %), N (TiN, AlN 0.0 %, GaN 0.0 %), O (MgO 0.0 %,
 #: TiO -0.6 %, CaO 0.0 %), Na (NaCl -0.7 %, NaF -0.4 %). Li fails (LiF -8.9 %, LiCl -11.7 %), and
 #: with it F and Cl, whose other compounds pass; elements seen in one compound keep 8. A

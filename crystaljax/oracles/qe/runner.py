@@ -130,28 +130,31 @@ def command_line(config: RunnerConfig, input_name: str = "pw.in") -> list[str]:
     return [config.mpirun, "-np", str(config.mpi_ranks), "--bind-to", "none", *pw]
 
 
-#: Open MPI settings for pw.x on one machine (each kept where the environment sets it): no
-#: runtime daemon for a single rank (``ess_singleton_isolated``) and shared memory only
-#: instead of probing network transports (UCX, OFI) at start-up. Measured here (Open MPI
-#: 4.1.4, one rank): 0.30-0.33 s from process start to pw.x's own clock without them,
-#: 0.02-0.03 s with them, per pw.x run; a small cell's bulk modulus takes two runs of
-#: 2-5 s (docs/DFT.md).
-OPENMPI_LOCAL = {
+#: Open MPI settings of a single-rank pw.x (and of ld1.x), each kept where the environment
+#: sets it: no runtime daemon (``ess_singleton_isolated``) and only the process's own
+#: transport (``pml ob1``, ``btl self``) instead of probing network transports (UCX, OFI)
+#: at start-up. Measured here (Open MPI 4.1.4): 0.30-0.33 s from process start to pw.x's
+#: own clock without them, 0.02-0.04 s with them, per run; a small cell's bulk modulus
+#: takes two runs of 2-5 s (docs/DFT.md). Runs with several ranks (``mpirun``) keep the
+#: machine's Open MPI configuration: its transports may be what reaches other nodes.
+OPENMPI_SINGLE_RANK = {
     "OMPI_MCA_ess_singleton_isolated": "1",
     "OMPI_MCA_pml": "ob1",
-    "OMPI_MCA_btl": "self,vader",
-    # Containers often forbid the cross-memory-attach single-copy mechanism.
-    "OMPI_MCA_btl_vader_single_copy_mechanism": "none",
+    "OMPI_MCA_btl": "self",
 }
 
 
 def run_environment(config: RunnerConfig) -> dict[str, str]:
-    """Environment of the pw.x process: OpenMP threads, Open MPI's local start-up
-    (:data:`OPENMPI_LOCAL`, where not set already) and OpenMPI-as-root switches."""
+    """Environment of the pw.x process: OpenMP threads, a single rank's quick Open MPI
+    start-up (:data:`OPENMPI_SINGLE_RANK`, where not set already) and OpenMPI-as-root
+    switches."""
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(config.threads)
-    for key, value in OPENMPI_LOCAL.items():
-        env.setdefault(key, value)
+    if config.mpi_ranks <= 1:
+        for key, value in OPENMPI_SINGLE_RANK.items():
+            env.setdefault(key, value)
+    # Containers often forbid the cross-memory-attach single-copy mechanism.
+    env.setdefault("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
         env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
