@@ -79,6 +79,8 @@ def main(argv=None) -> None:
                    "seconds": round(seconds, 1),
                    "magnetization": result.extra.get("magnetization"),
                    "pressures_gpa": result.extra.get("pressures"),  # bulk modulus's scan
+                   "pseudos": {e: presets.pseudo_variant(e, preset.generated)
+                               for e in (args.cation, args.anion)},
                    "date": time.strftime("%Y-%m-%d"),
                    "cutoff_table": "uniform" if preset.name != "default" else args.note}
             print(json.dumps(row), flush=True)

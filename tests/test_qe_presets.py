@@ -167,8 +167,12 @@ def test_the_bulk_modulus_duals_follow_the_recorded_compound_checks():
     from crystaljax.benchmarks.cutoff_duals import compound_bulk_modulus_duals
 
     rows = json.loads((ROOT / "benchmarks" / "compound_cutoffs.json").read_text())
-    checked = compound_bulk_modulus_duals(rows)
+    # only rows computed with the default family's pseudopotentials count
+    generated = get_preset("default").generated
+    family = {e: pseudo_variant(e, generated) for e in LARGE}
+    checked = compound_bulk_modulus_duals(rows, pseudos=family)
     assert {e for e, r in checked.items() if r["passes"]} == set(PAW_BULK_MODULUS_DUAL_MEASURED)
+    assert compound_bulk_modulus_duals(rows) == checked  # every such row records them
     assert not checked["Li"]["passes"] and len(checked["Li"]["compounds"]) >= 2
     assert all(d < -0.05 for d in checked["Li"]["compounds"].values())
     assert checked["Ti"]["compounds"].keys() >= {"TiN", "TiO", "TiC"}
@@ -364,3 +368,14 @@ def test_the_bulk_modulus_dual_check_pairs_rows_of_one_cutoff_and_keeps_the_wors
     assert not checked["Ti"]["passes"] and not checked["N"]["passes"]  # N: one compound
     assert compound_bulk_modulus_duals(rows, tolerance=0.11, min_compounds=1)["N"]["passes"]
     assert "C" not in checked
+    # rows of another pseudopotential do not count once the family is given
+    recorded = {"Ti": "ld1:Ti.in", "N": "ld1:N.in", "C": "ld1:C.in", "O": "ld1:O-old.in"}
+    for r in rows:
+        r["pseudos"] = {e: recorded[e] for e in ("Ti", r["crystal"][2:])}
+    ours = {**recorded, "O": "ld1:O-new.in"}
+    assert set(compound_bulk_modulus_duals(rows, pseudos=ours)["Ti"]["compounds"]) == {"TiN"}
+    del rows[0]["pseudos"]  # a row without the record does not count either
+    assert "TiN" in compound_bulk_modulus_duals(rows, pseudos=ours)["Ti"]["compounds"]
+    del rows[1]["pseudos"]
+    assert compound_bulk_modulus_duals(rows, pseudos=ours)["Ti"]["compounds"]["TiN"] == \
+        pytest.approx(-0.01)

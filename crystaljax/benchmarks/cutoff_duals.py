@@ -208,8 +208,9 @@ def summary(paths: Sequence[str]) -> str:
 
 
 def compound_bulk_modulus_duals(rows: Sequence[dict], dual: float = 4.0,
-                                min_compounds: int = 2,
-                                tolerance: float | None = None) -> dict[str, dict]:
+                                min_compounds: int = 2, tolerance: float | None = None,
+                                pseudos: Mapping[str, str] | None = None
+                                ) -> dict[str, dict]:
     """Which elements may take ``dual`` for the bulk modulus, from rock-salt compounds.
 
     ``rows``: ``scripts/compound_cutoffs.py``'s rows (benchmarks/compound_cutoffs.json). Per
@@ -222,15 +223,24 @@ def compound_bulk_modulus_duals(rows: Sequence[dict], dual: float = 4.0,
     lattice constants or cutoffs) counts with its largest deviation. A crystal with no row at
     :data:`SCAN_DUAL` is not counted: since the preset's own bulk-modulus duals are partly 4,
     record one with ``scripts/compound_cutoffs.py X Y a --ecut E --dual 8`` next to
-    ``--dual 4``.
+    ``--dual 4``. ``pseudos`` (element -> ``presets.pseudo_variant``, e.g. a preset's
+    family): count only rows that record the same pseudopotentials for their elements (rows
+    record them as ``pseudos``), so a changed pseudopotential needs its compounds measured
+    again.
 
     Returns element -> ``{"compounds": {crystal: relative deviation}, "passes": bool}``."""
     from pymatgen.core import Composition
 
     if tolerance is None:
         tolerance = PROPERTY_RULES["bulk_modulus"]["bulk_modulus"]
+    def same_pseudos(row: dict) -> bool:
+        recorded = row.get("pseudos")
+        return pseudos is None or (isinstance(recorded, Mapping) and bool(recorded) and all(
+            pseudos.get(element) == variant for element, variant in recorded.items()))
+
     scans = [r for r in rows if r.get("property") == "bulk_modulus" and r.get("status") == "OK"
-             and r.get("pressures_gpa") and r.get("ecutwfc") and r.get("ecutrho")]
+             and r.get("pressures_gpa") and r.get("ecutwfc") and r.get("ecutrho")
+             and same_pseudos(r)]
     deviations: dict[str, dict[str, float]] = {}
     for coarse in scans:
         if coarse.get("cutoff_table") != "uniform" or \
