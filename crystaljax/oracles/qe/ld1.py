@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from crystaljax.oracles.qe.runner import OPENMPI_SINGLE_RANK
+from crystaljax.oracles.qe.runner import RunnerConfig, run_environment
 
 _log = logging.getLogger(__name__)
 
@@ -75,14 +75,9 @@ def normalize_ld1_upf(text: str, width: int = 4) -> str:
 
 
 def _ld1_env() -> dict:
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    for key, value in OPENMPI_SINGLE_RANK.items():  # 0.3 s less per start (runner's)
-        env.setdefault(key, value)
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-    return env
+    """ld1.x's environment: a single-rank pw.x's (one OpenMP thread, Open MPI's quick local
+    start-up, the as-root switches; :func:`~crystaljax.oracles.qe.runner.run_environment`)."""
+    return run_environment(RunnerConfig(threads=1))
 
 
 def _run_ld1(text: str, workdir: Path, ld1_command: str, time_limit: float) -> str:
