@@ -8,7 +8,10 @@ preset's recipes (method: ``crystaljax.benchmarks.pseudo_sets``). Appends JSON r
 Usage::
 
     python scripts/compare_pseudo_sets.py --element Mg \\
-        --alternative pslibrary_semicore/Mg.pbe-spnl-kjpaw_psl.1.0.0.in --ecut 80
+        --alternative pslibrary_suggested/Mg.pbe-spnl-kjpaw_psl.1.0.0.in --ecut 80
+    python scripts/compare_pseudo_sets.py --element O \\
+        --alternative pslibrary_suggested/O.pbe-n-kjpaw_psl.1.0.0.in --ecut 70 \\
+        --out benchmarks/pseudo_sets_o.json
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--element", default="Mg", choices=sorted(pseudo_sets.CRYSTALS))
     parser.add_argument("--alternative",
-                        default="pslibrary_semicore/Mg.pbe-spnl-kjpaw_psl.1.0.0.in",
+                        default="pslibrary_suggested/Mg.pbe-spnl-kjpaw_psl.1.0.0.in",
                         help="ld1.x input of the other set")
     parser.add_argument("--ecut", type=float, default=80.0,
                         help="uniform ecutwfc (Ry) for both sets; ecutrho 8x")

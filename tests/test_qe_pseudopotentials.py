@@ -29,7 +29,7 @@ from crystaljax.oracles.qe.presets import (
     GTH_VARIANTS,
     LD1_INPUTS,
     PSLIBRARY_INPUTS,
-    PSLIBRARY_SEMICORE_MG_INPUTS,
+    PSLIBRARY_SUGGESTED_INPUTS,
     get_preset,
     pseudo_variant,
 )
@@ -257,8 +257,8 @@ def test_the_transferability_file_is_updated_not_replaced(tmp_path, monkeypatch)
 def test_the_pseudo_set_comparison_pairs_the_two_sets():
     from crystaljax.benchmarks import pseudo_sets
 
-    preset = pseudo_sets.uniform_preset(60.0, sets={"Mg": PSLIBRARY_SEMICORE_MG_INPUTS["Mg"]})
-    assert preset.generated["Mg"] == PSLIBRARY_SEMICORE_MG_INPUTS["Mg"]
+    preset = pseudo_sets.uniform_preset(60.0, sets={"Mg": PSLIBRARY_SUGGESTED_INPUTS["Mg"]})
+    assert preset.generated["Mg"] == PSLIBRARY_SUGGESTED_INPUTS["Mg"]
     assert preset.generated["O"] == PSLIBRARY_INPUTS["O"]
     assert preset.cutoffs_for("bulk_modulus")["Mg"] == (60.0, 480.0)
     assert preset.cutoffs_for("band_gap")["O"] == (60.0, 480.0)  # one table for all
@@ -266,6 +266,12 @@ def test_the_pseudo_set_comparison_pairs_the_two_sets():
     assert pseudo_sets.uniform_preset(50.0, 4).name == "default@50/200"
     with pytest.raises(ValueError, match="no crystals for 'Xx'"):
         pseudo_sets.compare("Xx", "a.in", 60.0, "unused.json")
+    # O's comparison: the suggested 1.0.0 O against default's 0.1, the rest the default's
+    other_o = pseudo_sets.uniform_preset(70.0, sets={"O": PSLIBRARY_SUGGESTED_INPUTS["O"]})
+    assert other_o.generated == {**PSLIBRARY_INPUTS, "O": PSLIBRARY_SUGGESTED_INPUTS["O"]}
+    assert other_o.generated["O"] != PSLIBRARY_INPUTS["O"]
+    for element, crystals in pseudo_sets.CRYSTALS.items():
+        assert all(element in make().composition for _, make in crystals), element
 
     def row(crystal, role, prop, value, status="OK", pressures=None, ecut=80.0, alt="a.in"):
         return {"crystal": crystal, "set": role, "property": prop, "value": value,
@@ -339,15 +345,18 @@ def test_store_without_logs_and_stale_temp_files_still_links(tmp_path, monkeypat
 
 @requires_ld1
 @requires_pw
-def test_the_default_familys_valence_only_mg_gives_mgo_its_gap(tmp_path):
-    # default's Mg is pslibrary's valence-only 0.3.0 set (2 electrons); fast and test keep
-    # the suggested semicore set (10): their cache keys and recorded learning runs
+def test_the_default_familys_mg_and_o_give_mgo_its_gap(tmp_path):
+    # default's Mg is pslibrary's valence-only 0.3.0 set (2 electrons), its O the 0.1 set
+    # (SSSP Efficiency's); fast and test keep the suggested semicore Mg (10) and 1.0.0 O:
+    # their cache keys and recorded learning runs
     cutoffs = {"Mg": (30.0, 120.0), "O": (30.0, 120.0)}
     family = write_gth_family(tmp_path / "pp", cutoffs, generated=PSLIBRARY_INPUTS,
                               name=get_preset("default").family)
     semicore = write_gth_family(tmp_path / "sc", cutoffs,
-                                generated=PSLIBRARY_SEMICORE_MG_INPUTS)
+                                generated=PSLIBRARY_SUGGESTED_INPUTS)
     assert family.spec("Mg").z_valence == 2.0 and semicore.spec("Mg").z_valence == 10.0
+    assert family.spec("O").z_valence == semicore.spec("O").z_valence == 6.0
+    assert family.spec("O").sha256 != semicore.spec("O").sha256
     assert family.fingerprint() != semicore.fingerprint()  # separate cache entries
     settings = get_preset("test").settings
     runner = RunnerConfig(time_limit=120.0, scratch_root=str(tmp_path / "run"))

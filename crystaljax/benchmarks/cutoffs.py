@@ -38,12 +38,12 @@ def family_inputs(family: str, rule: str = "property") -> dict[str, str]:
     from crystaljax.oracles.qe.presets import (
         LD1_INPUTS,
         PSLIBRARY_INPUTS,
-        PSLIBRARY_SEMICORE_MG_INPUTS,
+        PSLIBRARY_SUGGESTED_INPUTS,
     )
 
     if family != "pslibrary":
         return dict(LD1_INPUTS)
-    return dict(PSLIBRARY_SEMICORE_MG_INPUTS if rule == "energy" else PSLIBRARY_INPUTS)
+    return dict(PSLIBRARY_SUGGESTED_INPUTS if rule == "energy" else PSLIBRARY_INPUTS)
 
 
 def fcc_cell(element: str):

@@ -40,8 +40,22 @@ MG_CRYSTALS: list[tuple[str, Callable[[], Structure]]] = [
     ("4-site, a=5.1693 (CaMgO2)", lambda: cell4(["Ca", "Mg", "O", "O"])),
 ]
 
+#: (label, structure maker) of O crystals: the validation MgO, MgO compressed to 0.80 of its
+#: volume, rock-salt ZnO and TiO (a 3d metal with its d shell, O's bond to a transition
+#: metal), and decorations of the CrystalGym templates (SrTiO3 on the band-gap cell, MgMgO3
+#: on the bulk-modulus cell, O on three of five sites).
+O_CRYSTALS: list[tuple[str, Callable[[], Structure]]] = [
+    ("MgO rock salt, a=4.25", lambda: rock_salt("Mg", "O", 4.25)),
+    ("MgO rock salt, a=3.95 (V x 0.80)", lambda: rock_salt("Mg", "O", 3.95)),
+    ("ZnO rock salt, a=4.28", lambda: rock_salt("Zn", "O", 4.28)),
+    ("TiO rock salt, a=4.18", lambda: rock_salt("Ti", "O", 4.18)),
+    ("5-site, a=4.2748 (MgMgO3)", lambda: cubic5(4.2748, ["Mg", "Mg", "O", "O", "O"])),
+    ("5-site, a=4.5443 (SrTiO3)", lambda: cubic5(4.5443, ["Sr", "Ti", "O", "O", "O"])),
+]
+
 #: the crystals per element of :func:`compare` (``--element``)
-CRYSTALS: dict[str, list[tuple[str, Callable[[], Structure]]]] = {"Mg": MG_CRYSTALS}
+CRYSTALS: dict[str, list[tuple[str, Callable[[], Structure]]]] = {
+    "Mg": MG_CRYSTALS, "O": O_CRYSTALS}
 
 
 def uniform_preset(ecutwfc: float, dual: float | None = None,
@@ -136,4 +150,4 @@ def table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CRYSTALS", "MG_CRYSTALS", "compare", "table", "uniform_preset"]
+__all__ = ["CRYSTALS", "MG_CRYSTALS", "O_CRYSTALS", "compare", "table", "uniform_preset"]

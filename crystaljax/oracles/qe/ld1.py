@@ -41,7 +41,7 @@ _NUMBERS_ONLY = re.compile(r"^[\s0-9.EeDd+-]+$")
 
 def ld1_input_path(name: str | Path) -> Path:
     """The ld1.x input ``name``: an absolute path, a path relative to :data:`LD1_INPUT_DIR`
-    (e.g. ``Na.in``, ``pslibrary/O.pbe-n-kjpaw_psl.1.0.0.in``), or else relative to the
+    (e.g. ``Na.in``, ``pslibrary/N.pbe-n-kjpaw_psl.1.0.0.in``), or else relative to the
     working directory."""
     path = Path(name)
     if path.is_absolute():
