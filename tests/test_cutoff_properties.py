@@ -344,6 +344,8 @@ def test_the_oxide_probe_scans_the_rock_salt_oxide_at_its_minimum(tmp_path, monk
         "Mg", (30, 35), tmp_path / "pseudos", RunnerConfig(time_limit=120.0),
         family_inputs("pslibrary"), dual=8.0, probe="oxide")
     assert result["probe"] == "oxide" and "probe_error" not in result, result
+    # which O the oxide was computed with (the family's), recorded with the metal's set
+    assert result["partner_variants"] == {"O": f"ld1:{family_inputs('pslibrary')['O']}"}
     assert 3.9 < result["fcc_a"] < 4.6 and result["probe_search"]["b0_gpa"] > 50.0
     rows = result["rows"]
     assert [r["ecutwfc"] for r in rows] == [30, 35]

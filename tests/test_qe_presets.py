@@ -391,3 +391,19 @@ def test_the_bulk_modulus_dual_check_pairs_rows_of_one_cutoff_and_keeps_the_wors
     del rows[1]["pseudos"]
     assert compound_bulk_modulus_duals(rows, pseudos=ours)["Ti"]["compounds"]["TiN"] == \
         pytest.approx(-0.01)
+
+
+def test_one_ld1_input_per_element_in_a_family_folder(tmp_path, monkeypatch):
+    # a stale copy of a replaced set next to its successor must not pick one silently
+    from crystaljax.oracles.qe import presets
+
+    (tmp_path / "fam").mkdir()
+    (tmp_path / "fam" / "O.pbe-n-kjpaw_psl.0.1.in").write_text("x")
+    monkeypatch.setattr(presets, "LD1_INPUT_DIR", tmp_path)
+    assert presets._inputs_in("fam") == {"O": "fam/O.pbe-n-kjpaw_psl.0.1.in"}
+    (tmp_path / "fam" / "O.pbe-n-kjpaw_psl.1.0.0.in").write_text("y")
+    with pytest.raises(RuntimeError, match="two ld1.x inputs for O"):
+        presets._inputs_in("fam")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeError, match="no ld1.x inputs"):
+        presets._inputs_in("empty")

@@ -272,6 +272,10 @@ def test_the_pseudo_set_comparison_pairs_the_two_sets():
     assert other_o.generated["O"] != PSLIBRARY_INPUTS["O"]
     for element, crystals in pseudo_sets.CRYSTALS.items():
         assert all(element in make().composition for _, make in crystals), element
+    # the alternative must be an input of the element compared (not the Mg file for O)
+    assert pseudo_sets.input_element(PSLIBRARY_SUGGESTED_INPUTS["O"]) == "O"
+    with pytest.raises(ValueError, match="not an ld1.x input for O"):
+        pseudo_sets.compare("O", PSLIBRARY_SUGGESTED_INPUTS["Mg"], 70.0, "unused.json")
 
     def row(crystal, role, prop, value, status="OK", pressures=None, ecut=80.0, alt="a.in"):
         return {"crystal": crystal, "set": role, "property": prop, "value": value,
@@ -377,3 +381,20 @@ def test_pw_runs_nacl_with_the_paw_family(tmp_path):
     assert result.status == Status.OK, result.reason
     assert 3.0 < result.value < 7.0  # an insulator: no ghost state in the gap
     assert result.extra["energy_per_atom"] < -900  # 16 valence electrons, PAW (eV/atom)
+
+
+def test_the_pseudo_set_script_takes_the_elements_own_defaults(tmp_path, capsys):
+    import runpy
+
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "compare_pseudo_sets.py")
+    out = tmp_path / "rows.json"
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(script, run_name="not_main")["main"](
+            ["--element", "O", "--alternative", PSLIBRARY_SUGGESTED_INPUTS["Mg"],
+             "--out", str(out)])
+    assert exc.value.code == 2 and "is not an input for O" in capsys.readouterr().err
+    assert not out.exists()
+    # the defaults: the fast preset's set of the element, a file of its own (table only)
+    runpy.run_path(script, run_name="not_main")["main"](
+        ["--element", "O", "--table-only", "--out", str(out)])
+    assert "| crystal | property |" in capsys.readouterr().out

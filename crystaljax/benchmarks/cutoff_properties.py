@@ -266,6 +266,8 @@ def scan_element_properties(element: str, ladder, family_dir: Path, runner,
     family = element_family(element, ladder, family_dir, generated, dual, partners)
     head = {"element": element, "variant": pseudo_variant(element, generated),
             "z_valence": family.spec(element).z_valence, "probe": probe}
+    if partners:  # the oxide's O: which set its rows were computed with
+        head["partner_variants"] = {e: pseudo_variant(e, generated) for e in partners}
     v0 = probe_start(element, probe)
     if probe != "contact":
         v0, head["probe_search"] = equilibrium_cell(element, family, runner, dual, v0)
