@@ -9,9 +9,7 @@ Usage::
 
     python scripts/compare_pseudo_sets.py --element Mg \\
         --alternative pslibrary_suggested/Mg.pbe-spnl-kjpaw_psl.1.0.0.in --ecut 80
-    python scripts/compare_pseudo_sets.py --element O \\
-        --alternative pslibrary_suggested/O.pbe-n-kjpaw_psl.1.0.0.in --ecut 70 \\
-        --out benchmarks/pseudo_sets_o.json
+    python scripts/compare_pseudo_sets.py --element O --ecut 70   # fast's O, pseudo_sets_o.json
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from crystaljax.benchmarks import pseudo_sets  # noqa: E402
 
 def main(argv=None) -> None:
     from crystaljax.oracles.qe import presets
-    from crystaljax.oracles.qe.ld1 import ld1_input_path
+    from crystaljax.oracles.qe.ld1 import ld1_input_element, ld1_input_path
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--element", default="Mg", choices=sorted(pseudo_sets.CRYSTALS))
@@ -57,7 +55,7 @@ def main(argv=None) -> None:
         args.out = f"benchmarks/pseudo_sets_{args.element.lower()}.json"
     if not ld1_input_path(args.alternative).is_file():
         parser.error(f"no ld1.x input {args.alternative!r}")
-    if pseudo_sets.input_element(args.alternative) != args.element:
+    if ld1_input_element(args.alternative) != args.element:
         parser.error(f"{args.alternative!r} is not an input for {args.element} "
                      "(the file name starts with the element)")
     out = Path(args.out)

@@ -58,11 +58,6 @@ CRYSTALS: dict[str, list[tuple[str, Callable[[], Structure]]]] = {
     "Mg": MG_CRYSTALS, "O": O_CRYSTALS}
 
 
-def input_element(ld1_input: str | Path) -> str:
-    """The element of an ld1.x input named as pslibrary names them (``O.pbe-n-...in``)."""
-    return Path(ld1_input).name.split(".", 1)[0]
-
-
 def uniform_preset(ecutwfc: float, dual: float | None = None,
                    sets: Mapping[str, str] | None = None):
     """``default`` with every element at ``ecutwfc`` (Ry) and ``ecutrho`` = ``dual`` x that
@@ -93,7 +88,9 @@ def compare(element: str, alternative: str, ecutwfc: float, out: str | Path,
 
     if element not in CRYSTALS:
         raise ValueError(f"no crystals for {element!r}; known: {sorted(CRYSTALS)}")
-    if input_element(alternative) != element:
+    from crystaljax.oracles.qe.ld1 import ld1_input_element
+
+    if ld1_input_element(alternative) != element:
         raise ValueError(f"{alternative!r} is not an ld1.x input for {element}")
     sets = {"default": presets.PSLIBRARY_INPUTS[element], "alternative": alternative}
     path = Path(out)
@@ -157,5 +154,4 @@ def table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CRYSTALS", "MG_CRYSTALS", "O_CRYSTALS", "compare", "input_element", "table",
-           "uniform_preset"]
+__all__ = ["CRYSTALS", "MG_CRYSTALS", "O_CRYSTALS", "compare", "table", "uniform_preset"]

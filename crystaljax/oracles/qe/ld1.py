@@ -50,6 +50,12 @@ def ld1_input_path(name: str | Path) -> Path:
     return shipped if shipped.is_file() else path
 
 
+def ld1_input_element(name: str | Path) -> str:
+    """The element of an ld1.x input named as pslibrary names them: the file name's prefix
+    (``pslibrary/O.pbe-n-kjpaw_psl.0.1.in`` -> ``"O"``)."""
+    return Path(name).name.split(".", 1)[0]
+
+
 def normalize_ld1_upf(text: str, width: int = 4) -> str:
     """Make a UPF file written by ld1.x reproducible and readable by pw.x 6.7.
 
@@ -345,4 +351,4 @@ def _parse_ld1_test(config: str, output: str) -> Ld1Test:
 
 __all__ = ["LD1_INPUT_DIR", "NORMALIZE_VERSION", "Ld1Test", "config_electrons",
            "generation_seconds", "ld1_store", "ld1_version", "PseudoGenerationError", "generate_ld1_pseudo",
-           "ld1_input_path", "ld1_transferability", "normalize_ld1_upf"]
+           "ld1_input_element", "ld1_input_path", "ld1_transferability", "normalize_ld1_upf"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from crystaljax.elements import LARGE
 from crystaljax.oracles.qe.inputs import PwSettings
-from crystaljax.oracles.qe.ld1 import LD1_INPUT_DIR
+from crystaljax.oracles.qe.ld1 import LD1_INPUT_DIR, ld1_input_element
 from crystaljax.oracles.qe.recipe_options import RecipeOptions
 
 #: CP2K GTH-PBE entry used for each element where a preset does not generate it with
@@ -62,7 +62,7 @@ def _inputs_in(folder: str) -> dict[str, str]:
     two inputs of one element there (e.g. a stale copy of a replaced set) raise."""
     inputs: dict[str, str] = {}
     for path in sorted((LD1_INPUT_DIR / folder).glob("*.in")):
-        element = path.name.split(".", 1)[0]
+        element = ld1_input_element(path)
         if element in inputs:
             raise RuntimeError(f"two ld1.x inputs for {element} in {LD1_INPUT_DIR / folder}: "
                                f"{Path(inputs[element]).name} and {path.name}")
@@ -266,9 +266,9 @@ PAW_DUAL_BY_PROPERTY: dict[str, dict[str, float]] = {
 #: Ti (TiN -0.4 %, TiO -0.3 %, TiC +0.2 %), N (TiN, AlN 0.0 %, GaN 0.0 %), O (MgO +0.1 %,
 #: TiO -0.3 %, CaO -0.0 %; with the 0.1 O), Na (NaCl -0.7 %, NaF -0.4 %). Li fails (LiF
 #: -8.9 %, LiCl -11.7 %), and with it F and Cl, whose other compounds pass; elements seen
-#: in one compound keep 8. A
-#: crystal's ``ecutrho`` is the maximum over its elements, so a Li compound keeps Li's dense
-#: grid. TiN's bulk modulus at 50 / 200 Ry instead of 50 / 400 (docs/PSEUDOPOTENTIALS.md).
+#: in one compound keep 8. A crystal's ``ecutrho`` is the maximum over its elements, so a
+#: Li compound keeps Li's dense grid. TiN's bulk modulus at 50 / 200 Ry instead of 50 / 400
+#: (docs/PSEUDOPOTENTIALS.md).
 PAW_BULK_MODULUS_DUAL_MEASURED = ("N", "Na", "O", "Ti")
 PAW_DUAL_BY_PROPERTY["bulk_modulus"] = {
     **dict.fromkeys(PAW_ECUTWFC, PAW_DUAL), **dict.fromkeys(PAW_BULK_MODULUS_DUAL_MEASURED, 4.0)}
